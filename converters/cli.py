@@ -1,0 +1,82 @@
+"""The one place where errors become what the user reads (Python 3.7 compatible, no TF import).
+
+Every ``python -m`` entry point of tfbridge (host orchestrators and in-environment steps) wraps its
+``run(argv)`` in ``main(run, argv)``:
+
+- a ``TfbridgeError`` prints its one paragraph to stderr and exits with its code; no traceback unless
+  ``--debug`` is among the arguments (or ``TFBRIDGE_DEBUG=1``);
+- when ``TFBRIDGE_ERROR_FILE`` is set (the host does that for each in-environment step), the error is
+  also written there as JSON, so the host can report it as the step's own paragraph;
+- SIGTERM is turned into KeyboardInterrupt so that ``finally`` blocks and atomic writes clean up;
+- anything else is an internal error: one paragraph asking for ``--debug`` and a bug report.
+"""
+
+import json
+import os
+import signal
+import sys
+import traceback
+
+from converters.errors import Interrupted, TfbridgeError
+
+INTERNAL_ERROR_EXIT = 70
+
+
+def debug_requested(argv):
+    return "--debug" in argv or os.environ.get("TFBRIDGE_DEBUG") == "1"
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def main(run, argv=None, step=None):
+    """Run ``run(argv)`` and map its outcome to an exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        return int(run(argv) or 0)
+    except TfbridgeError as error:
+        if error.step is None:
+            error.step = step
+        return _report(error, debug)
+    except KeyboardInterrupt:
+        error = Interrupted(
+            "interrupted; every file written so far is complete (writes are atomic) and nothing that "
+            "existed before was replaced by a partial one.", step=step,
+            hint="Run the same command again to finish.")
+        return _report(error, debug)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, reported as a bug
+        error = TfbridgeError(
+            "internal error (%s: %s)." % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+            step=step,
+            hint="This is a bug in tfbridge, not in your input. Rerun with --debug for the traceback "
+                 "and report it with the command line you used.")
+        error.exit_code = INTERNAL_ERROR_EXIT
+        error.kind = "internal"
+        return _report(error, debug)
+
+
+def _report(error, debug):
+    if debug:
+        traceback.print_exc()
+    sys.stderr.write(error.paragraph() + "\n")
+    sys.stderr.flush()
+    error_file = os.environ.get("TFBRIDGE_ERROR_FILE")
+    if error_file:
+        try:
+            data = error.to_dict()
+            data["exit_code"] = error.exit_code
+            data["paragraph"] = error.paragraph()
+            with open(error_file + ".tmp", "w") as handle:
+                json.dump(data, handle)
+            os.replace(error_file + ".tmp", error_file)
+        except OSError:
+            pass
+    return error.exit_code

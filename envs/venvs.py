@@ -1,0 +1,233 @@
+"""Creating, reusing and running the environments declared in ``envs.registry``.
+
+An environment is a venv under ``$TFBRIDGE_HOME/envs/<name>`` (default ``<repo>/.tfbridge``), installed
+from its hash-pinned lock (``envs/locks/<name>.txt``) and nothing else. It is *ready* when its state file,
+written last and atomically after a successful install, records the sha256 of the current lock and the
+interpreter; *stale* when the venv exists but the lock changed or the install never finished (an
+interrupted install leaves no state file, so it is never reused as if complete); *missing* otherwise.
+
+uv is used when it is on PATH (``TFBRIDGE_INSTALLER=uv|pip`` forces one): it creates the 3.7 venvs
+several times faster than pip. The fallback is the interpreter's own ``venv`` + pip with
+``--require-hashes``.
+
+Standard library only; Python 3.7 compatible.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from envs import registry
+from envs.errors import InstallFailed, LockMissing
+from envs.interpreters import find_python
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_DIR = os.path.join(REPO_ROOT, "envs", "locks")
+STATE_FILE = "tfbridge-env.json"
+
+
+def home():
+    return os.environ.get("TFBRIDGE_HOME") or os.path.join(REPO_ROOT, ".tfbridge")
+
+
+def venv_dir(name):
+    return os.path.join(home(), "envs", name)
+
+
+def lock_path(name):
+    return os.path.join(LOCK_DIR, name + ".txt")
+
+
+def log_path(name):
+    return os.path.join(home(), "logs", "install-%s.log" % name)
+
+
+def lock_sha256(name):
+    path = lock_path(name)
+    if not os.path.exists(path):
+        raise LockMissing(
+            "Environment %s has no lock file (%s), so it cannot be installed reproducibly. "
+            "Create it with `nox -s lock -- %s` and commit it." % (name, os.path.relpath(path, REPO_ROOT), name)
+        )
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def python_of(name):
+    return os.path.join(venv_dir(name), "bin", "python")
+
+
+def read_state(name):
+    """The recorded state of a completed install, or None (missing or interrupted)."""
+    try:
+        with open(os.path.join(venv_dir(name), STATE_FILE)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def status(name):
+    """"ready", "stale" or "missing" (see the module docstring)."""
+    if not os.path.isdir(venv_dir(name)):
+        return "missing"
+    state = read_state(name)
+    if state is None or not os.path.exists(python_of(name)):
+        return "stale"
+    try:
+        current = lock_sha256(name)
+    except LockMissing:
+        return "stale"
+    return "ready" if state.get("lock_sha256") == current else "stale"
+
+
+def choose_installer():
+    forced = os.environ.get("TFBRIDGE_INSTALLER")
+    if forced:
+        if forced not in ("uv", "pip"):
+            raise InstallFailed("TFBRIDGE_INSTALLER must be 'uv' or 'pip', not %r." % forced)
+        if forced == "uv" and not shutil.which("uv"):
+            raise InstallFailed("TFBRIDGE_INSTALLER=uv, but uv is not on PATH. Install it (`pip install uv`).")
+        return forced
+    return "uv" if shutil.which("uv") else "pip"
+
+
+def ensure(name, log=print, force=False):
+    """Make environment ``name`` ready and return the path of its python.
+
+    Reuses it while its lock is unchanged; otherwise (re)creates it from scratch. Raises
+    InterpreterNotFound, LockMissing or InstallFailed, each with a one-paragraph message.
+    """
+    env = registry.get(name)
+    state = status(name)
+    if state == "ready" and not force:
+        log("environment %s: ready (lock %s), reused" % (name, read_state(name)["lock_sha256"][:12]))
+        return python_of(name)
+    digest = lock_sha256(name)
+    interpreter = find_python(env.python)
+    installer = choose_installer()
+    log("environment %s: %s, creating with %s from %s (Python %s: %s)"
+        % (name, state, installer, os.path.relpath(lock_path(name), REPO_ROOT), env.python, interpreter))
+    started = time.time()
+    target = venv_dir(name)
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.makedirs(os.path.dirname(log_path(name)), exist_ok=True)
+    with open(log_path(name), "w") as log_file:
+        if installer == "uv":
+            steps = [
+                ["uv", "venv", "--quiet", "--seed", "--python", interpreter, target],
+                ["uv", "pip", "install", "--python", python_of(name), "--require-hashes",
+                 "--no-deps", "-r", lock_path(name)],
+            ]
+        else:
+            steps = [
+                [interpreter, "-m", "venv", target],
+                [python_of(name), "-m", "pip", "install", "--no-input", "--require-hashes",
+                 "--no-deps", "-r", lock_path(name)],
+            ]
+        for step in steps:
+            log_file.write("$ %s\n" % " ".join(step))
+            log_file.flush()
+            code = subprocess.call(step, stdout=log_file, stderr=subprocess.STDOUT, env=_install_environ())
+            if code != 0:
+                raise InstallFailed(
+                    "Installing environment %s failed in step `%s` (exit %d); the venv at %s is left "
+                    "incomplete and will be rebuilt on the next run. The full output is in %s. Check the "
+                    "package registry is reachable, then run again; if a pin cannot be installed, "
+                    "regenerate the lock with `nox -s lock -- %s`."
+                    % (name, " ".join(step[:3]), code, target, log_path(name), name)
+                )
+    seconds = time.time() - started
+    _write_json_atomic(
+        os.path.join(target, STATE_FILE),
+        {
+            "name": name,
+            "lock_sha256": digest,
+            "python": interpreter,
+            "installer": installer,
+            "install_seconds": round(seconds, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log("environment %s: ready in %.1f s (%s)" % (name, seconds, installer))
+    return python_of(name)
+
+
+def run_environ(name, base=None):
+    """The process environment for running code inside ``name``: its bin first on PATH (TF 1.15's
+    converter shells out to ``toco_from_protos``, found only there), the repository importable."""
+    environ = dict(os.environ if base is None else base)
+    bindir = os.path.join(venv_dir(name), "bin")
+    environ["PATH"] = bindir + os.pathsep + environ.get("PATH", os.defpath)
+    environ["VIRTUAL_ENV"] = venv_dir(name)
+    environ["PYTHONPATH"] = REPO_ROOT
+    environ.pop("PYTHONHOME", None)
+    environ["TFBRIDGE_ENV"] = name
+    # tf2: make `import tf_keras`-style legacy Keras 2 the tf.keras, as the legacy files need.
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environ.setdefault("PYTHONHASHSEED", "0")
+    return environ
+
+
+def module_command(name, module, args=()):
+    """The argv that runs ``python -m module args`` inside environment ``name``."""
+    return [python_of(name), "-m", module] + [str(arg) for arg in args]
+
+
+def run_module(name, module, args=(), cwd=None, extra_env=None, check=True):
+    """Run ``python -m module args`` inside ``name`` with its output streamed; return the exit code."""
+    environ = run_environ(name)
+    environ.update(extra_env or {})
+    code = subprocess.call(module_command(name, module, args), cwd=cwd or REPO_ROOT, env=environ)
+    if check and code != 0:
+        raise subprocess.CalledProcessError(code, module_command(name, module, args))
+    return code
+
+
+def installed_versions(name, packages=("tensorflow", "keras", "h5py", "numpy")):
+    """Installed versions in ``name``, read from package metadata (no TensorFlow import)."""
+    script = (
+        "import json, sys\n"
+        "try:\n    from importlib import metadata\nexcept ImportError:  # Python 3.7\n    import importlib_metadata as metadata\n"
+        "out = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    found = None\n"
+        "    for dist in (name, name + '-cpu'):\n"
+        "        try:\n            found = metadata.version(dist); break\n"
+        "        except Exception:\n            pass\n"
+        "    out[name] = found\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        output = subprocess.check_output(
+            [python_of(name), "-c", script] + list(packages), stderr=subprocess.DEVNULL,
+            universal_newlines=True, timeout=60,
+        )
+        return json.loads(output)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {package: None for package in packages}
+
+
+def _install_environ():
+    environ = dict(os.environ)
+    environ.pop("PYTHONPATH", None)
+    environ.pop("VIRTUAL_ENV", None)
+    environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    return environ
+
+
+def _write_json_atomic(path, data):
+    temporary = path + ".tmp-%d" % os.getpid()
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":  # pragma: no cover - debugging aid: python -m envs.venvs NAME
+    print(ensure(sys.argv[1]))
