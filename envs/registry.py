@@ -34,8 +34,8 @@ ENVIRONMENTS = collections.OrderedDict(
         Environment(
             name="host",
             python="3.11",
-            requirements=("pytest",),
-            role="host-side unit tests (no TensorFlow)",
+            requirements=("pytest", "numpy"),
+            role="host-side unit tests and cross-environment tests (no TensorFlow)",
             platform="x86_64-manylinux_2_28",
         ),
         Environment(
