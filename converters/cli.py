@@ -44,6 +44,11 @@ def main(run, argv=None, step=None):
         if error.step is None:
             error.step = step
         return _report(error, debug)
+    except _env_error_class() as error:  # host side: an environment cannot be found or installed
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write("tfbridge: %s\n" % error)
+        return getattr(error, "exit_code", 3)
     except KeyboardInterrupt:
         error = Interrupted(
             "interrupted; every file written so far is complete (writes are atomic) and nothing that "
@@ -61,6 +66,14 @@ def main(run, argv=None, step=None):
         error.exit_code = INTERNAL_ERROR_EXIT
         error.kind = "internal"
         return _report(error, debug)
+
+
+def _env_error_class():
+    try:
+        from envs.errors import EnvError
+    except ImportError:  # pragma: no cover - envs/ is always on the path in this repository
+        return ()
+    return EnvError
 
 
 def _report(error, debug):

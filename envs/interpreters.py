@@ -46,7 +46,7 @@ def find_python(version, environ=None):
             return found
         raise InterpreterNotFound(
             "%s is set to %r, but that is not a working Python %s. Point it at a Python %s "
-            "executable, or unset it to let tfbridge search PATH and pyenv." % (variable, override, version, version, version)
+            "executable, or unset it to let tfbridge search PATH and pyenv." % (variable, override, version, version)
         )
     looked.append("$%s (not set)" % variable)
 

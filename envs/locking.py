@@ -20,9 +20,20 @@ HEADER = (
 )
 
 
+HOST_TOOLS_LOCK = "host-tools"
+
+
 def write_lock(name, log=print):
-    """Resolve environment ``name`` and write ``envs/locks/<name>.txt`` atomically."""
-    env = registry.get(name)
+    """Resolve environment ``name`` and write ``envs/locks/<name>.txt`` atomically.
+
+    ``host-tools`` is the pseudo-environment of what the host itself needs (nox, uv), installed by
+    .ci/run into the Python that runs nox.
+    """
+    if name == HOST_TOOLS_LOCK:
+        env = registry.Environment(HOST_TOOLS_LOCK, "3.11", registry.HOST_TOOLS, "host tools",
+                                   "x86_64-manylinux_2_28")
+    else:
+        env = registry.get(name)
     target = lock_path(name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:

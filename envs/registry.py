@@ -18,6 +18,12 @@ Environment = collections.namedtuple(
     "Environment", ["name", "python", "requirements", "role", "platform"]
 )
 
+# What the host needs to drive everything (.ci/run installs exactly these from envs/locks/host-tools.txt).
+HOST_TOOLS = (
+    "nox==2026.10.20",  # the user interface; its virtualenv backend cannot make 3.7 venvs, ours can
+    "uv==0.13.9",  # creates the environments several times faster than pip (optional: pip fallback)
+)
+
 # Packages the project's own code and tests need in every TF environment.
 _COMMON_TF1 = (
     "pytest",
@@ -34,7 +40,7 @@ ENVIRONMENTS = collections.OrderedDict(
         Environment(
             name="host",
             python="3.11",
-            requirements=("pytest", "numpy"),
+            requirements=("pytest", "numpy") + HOST_TOOLS,  # nox: tests drive `nox -s ...` itself
             role="host-side unit tests and cross-environment tests (no TensorFlow)",
             platform="x86_64-manylinux_2_28",
         ),

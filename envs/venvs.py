@@ -119,6 +119,7 @@ def ensure(name, log=print, force=False):
     with open(log_path(name), "w") as log_file:
         if installer == "uv":
             steps = [
+                # --seed: pip and setuptools in the venv, as `python -m venv` gives (TF 1.x imports pkg_resources)
                 ["uv", "venv", "--quiet", "--seed", "--python", interpreter, target],
                 ["uv", "pip", "install", "--python", python_of(name), "--require-hashes",
                  "--no-deps", "-r", lock_path(name)],
@@ -188,7 +189,7 @@ def run_module(name, module, args=(), cwd=None, extra_env=None, check=True):
     return code
 
 
-def installed_versions(name, packages=("tensorflow", "keras", "h5py", "numpy")):
+def installed_versions(name, packages=("tensorflow", "keras", "tf-keras", "h5py", "numpy")):
     """Installed versions in ``name``, read from package metadata (no TensorFlow import)."""
     script = (
         "import json, sys\n"

@@ -8,6 +8,10 @@ Markers (declared here from the registry, used with --strict-markers):
 - one marker per TF environment (``tf1_13``, ``tf1_15``, ``tf2``): runs *inside* that environment.
 
 ``nox -s tests`` runs each group in its environment. Every test must carry exactly one of them.
+
+File names say where a module may even be *imported*: ``tests/unit/*`` and ``*_crossenv.py`` only on
+the host, ``*_tf1_13.py`` / ``*_tf1_15.py`` / ``*_tf2.py`` only inside that environment (a tf2 test
+module may use Python 3.11 syntax and TF 2 APIs at import time; a TF 1.x environment must not collect it).
 """
 
 import os
@@ -31,6 +35,30 @@ def pytest_configure(config):
         config.addinivalue_line(
             "markers", "%s: runs inside the %s environment" % (registry.marker_name(name), name)
         )
+
+
+def _place_of_file(path):
+    """The place a test file belongs to by its name, or None if it may be imported anywhere."""
+    parts = path.replace(os.sep, "/").split("/")
+    if "unit" in parts[-2:-1]:
+        return "host"
+    stem = os.path.splitext(parts[-1])[0]
+    if stem.endswith("_crossenv"):
+        return "host"
+    for name in registry.TF_ENVIRONMENTS:
+        if stem.endswith("_" + registry.marker_name(name)):
+            return name
+    return None
+
+
+def pytest_ignore_collect(collection_path, config):
+    path = str(collection_path)
+    if not path.endswith(".py"):
+        return None
+    place = _place_of_file(path)
+    if place is not None and place != os.environ.get("TFBRIDGE_ENV", "host"):
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config, items):

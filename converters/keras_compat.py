@@ -1,0 +1,150 @@
+"""Loading a re-saved Keras ``.h5`` with a chosen Keras implementation, in TF 1.15 or TF 2.x.
+
+For whom: ``converters.parity`` (the parity matrix) and, through ``load_custom_objects``, the TF 1.x
+re-save step. The one place in ``converters`` that touches version-specific Keras symbols. Python 3.7
+compatible; TensorFlow/Keras are imported lazily, inside the functions, because the right import order
+depends on the flavour (tf-keras needs ``TF_USE_LEGACY_KERAS=1`` *before* TensorFlow is imported).
+
+Flavours:
+
+========== ============================================================================
+keras      standalone Keras 2.x (TF 1.x environments only; in TF 2 ``import keras`` is Keras 3)
+tf.keras   TensorFlow's bundled Keras (TF 1.x; in TF >= 2.16 it is Keras 3 unless legacy is forced)
+tf_keras   the tf-keras package (legacy Keras 2 for TF >= 2.16)
+keras3     Keras 3 (``import keras`` with keras >= 3)
+auto       TF 1.x: the flavour that saved the file (manifest); TF 2.x: tf_keras
+========== ============================================================================
+
+What can go wrong: a flavour that is not installed raises ``ModelLoadError``; loading itself raises
+whatever the Keras implementation raises (the caller turns it into a ``load_error`` cell).
+"""
+
+import importlib
+import importlib.util
+import inspect
+import os
+
+from converters.errors import InputFileError, ModelLoadError, UsageError
+
+FLAVOURS = ("auto", "keras", "tf.keras", "tf_keras", "keras3")
+
+
+def prepare(flavour):
+    """Set process-wide switches a flavour needs; call before anything imports TensorFlow."""
+    if flavour == "tf_keras":
+        # TF >= 2.16: makes tf.keras (and TF's own Keras-based helpers) the tf-keras package
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    elif flavour == "keras3":
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tf_major():
+    """TensorFlow's major version (imports TensorFlow; call ``prepare`` first)."""
+    import tensorflow as tf
+
+    return int(tf.__version__.split(".")[0])
+
+
+def resolve(flavour, saved_flavour):
+    """The concrete flavour for ``auto`` in this process (see the table in the module docstring)."""
+    if flavour not in FLAVOURS:
+        raise UsageError("unknown --keras %r (expected one of %s)." % (flavour, ", ".join(FLAVOURS)))
+    if flavour != "auto":
+        return flavour
+    if _tf_major_without_import() >= 2:
+        return "tf_keras"
+    return saved_flavour or "keras"
+
+
+def _tf_major_without_import():
+    # package metadata, so that resolving "auto" does not import TF before prepare() has run
+    try:
+        from importlib import metadata
+    except ImportError:  # Python 3.7
+        try:
+            import importlib_metadata as metadata
+        except ImportError:
+            metadata = None
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return int(metadata.version(dist).split(".")[0])
+        except Exception:  # noqa: BLE001 - not installed under that name
+            continue
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None:
+        raise ModelLoadError("TensorFlow is not installed in this environment.", step="parity")
+    return 1
+
+
+def keras_module(flavour):
+    """The Keras module of a concrete flavour (call ``prepare(flavour)`` first)."""
+    try:
+        if flavour == "tf.keras":
+            import tensorflow as tf
+
+            return tf.keras
+        if flavour == "tf_keras":
+            return importlib.import_module("tf_keras")
+        module = importlib.import_module("keras")
+    except ImportError as exc:
+        raise ModelLoadError("Keras flavour %s is not installed here (%s)." % (flavour, exc), step="parity",
+                             hint="Pick the flavour of this environment: keras/tf.keras in TF 1.x, "
+                                  "tf_keras/keras3 in tf2.")
+    major = int(module.__version__.split(".")[0])
+    if flavour == "keras" and major >= 3:
+        raise ModelLoadError("`keras` is Keras %s here; standalone Keras 2 is a TF 1.x flavour."
+                             % module.__version__, step="parity", hint="Use --keras keras3 or tf_keras.")
+    if flavour == "keras3" and major < 3:
+        raise ModelLoadError("`keras` is %s here, not Keras 3." % module.__version__, step="parity",
+                             hint="Keras 3 exists only in the tf2 environment.")
+    return module
+
+
+def runtime(flavour):
+    """A one-line description of what ran, e.g. "tensorflow 2.21.0 + tf_keras 2.21.0"."""
+    import tensorflow as tf
+
+    return "tensorflow %s + %s %s" % (tf.__version__, flavour, keras_module(flavour).__version__)
+
+
+def load_model(flavour, path, custom_objects=None):
+    """Load a full-model ``.h5`` for inference (no optimizer, no compile) with ``flavour``."""
+    keras = keras_module(flavour)
+    custom_objects = dict(custom_objects or {})
+    if flavour == "keras3":
+        # Keras 3 refuses Lambda deserialization unless safe_mode is off; the origin step already
+        # refused untrusted models, so a Lambda here was explicitly trusted by the user.
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=False)
+    with keras.utils.CustomObjectScope(custom_objects):
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+
+
+def load_custom_objects(path):
+    """The custom objects defined by a user's ``FILE.py``: its ``CUSTOM_OBJECTS`` dict if it has one,
+    else every class defined at module level in that file (keyed by class name).
+
+    For whom: ``--custom-objects`` in every environment. Executes the file (it is the user's own code).
+    Raises ``InputFileError`` if the file does not exist or fails to import.
+    """
+    if not path:
+        return {}
+    if not os.path.isfile(path):
+        raise InputFileError("custom objects file %s does not exist." % path, step="load",
+                             hint="Give a Python file defining CUSTOM_OBJECTS = {...} or the layer classes.")
+    name = "tfbridge_custom_objects_%d" % (abs(hash(os.path.abspath(path))) % 10 ** 8)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: report any failure as input error
+        raise InputFileError("custom objects file %s failed to import (%s: %s)." % (path, type(exc).__name__, exc),
+                             step="load", hint="Run `python %s` in the same environment to see the error." % path)
+    objects = getattr(module, "CUSTOM_OBJECTS", None)
+    if objects is None:
+        objects = dict((key, value) for key, value in vars(module).items()
+                       if inspect.isclass(value) and value.__module__ == module.__name__)
+    if not isinstance(objects, dict):
+        raise InputFileError("CUSTOM_OBJECTS in %s is a %s, not a dict." % (path, type(objects).__name__),
+                             step="load", hint="Define CUSTOM_OBJECTS = {\"LayerName\": LayerClass, ...}.")
+    return objects

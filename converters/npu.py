@@ -1,0 +1,198 @@
+"""NPU readiness of a .tflite: is every op and tensor int8, and if not, what exactly is not.
+
+For whom: the conversion step (npu.json, ``--strict-npu``) and the report. Reading a file
+(``read_model``) needs the ``tf2`` environment (the flatbuffer schema of tensorflow.lite); the decision
+(``assess``) is pure Python and runs anywhere, so it is unit-tested on hand-made op/tensor lists.
+
+Why it matters: an NPU such as the VeriSilicon VIP8000 of the NXP i.MX 8M Plus runs only int8
+(per-tensor or per-channel) ops. One float op splits the graph: everything from there on falls back to
+the CPU, with a copy between the two.
+
+The decision (``assess``), stated once:
+
+- **ready** (``fully_int8: true``): every tensor is int8, except constant int32 tensors (biases, shape
+  and axis operands), which NPUs accept; no tensor has a dynamic dimension; I/O are int8.
+- **partial**: the interior is int8, but the model's input or output is float32 or uint8, so a
+  QUANTIZE / DEQUANTIZE op sits at the boundary. The NPU runs the interior; the conversion at the edge
+  costs one CPU pass over the input/output. Ask for ``--io int8`` to make it ready.
+- **not_ready**: any of: a float (or int16/int64/bool ...) tensor between input and output; an op that
+  computes in float; QUANTIZE/DEQUANTIZE between float and int8 in the middle of the graph (the sign of a
+  float island); a non-constant int32/int64 tensor; a dynamic shape (shape_signature -1).
+
+An int8 -> int8 QUANTIZE (requantize, e.g. before CONCATENATION with different scales) is int8 and does
+not count against readiness; it is listed in ``notes``.
+"""
+
+import collections
+
+INT8 = "int8"
+FLOAT_TYPES = ("float32", "float16", "float64", "bfloat16")
+BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def assess(ops, tensors, inputs, outputs):
+    """Decide NPU readiness from a model description (pure; no TF).
+
+    ``ops``: [{"name": "CONV_2D", "inputs": [tensor index, ...], "outputs": [...]}] in execution order;
+    ``tensors``: [{"name", "dtype", "shape", "shape_signature", "is_constant"}] indexed by position;
+    ``inputs``/``outputs``: tensor indices of the model's inputs and outputs.
+    Returns {fully_int8, verdict, float_tensors, ops: {name: count}, problems: [...], notes: [...]}.
+    """
+    inputs = set(inputs)
+    outputs = set(outputs)
+    boundary = inputs | outputs
+    problems = []
+    boundary_problems = []
+    notes = []
+    float_tensors = []
+    for index, tensor in enumerate(tensors):
+        dtype = tensor["dtype"]
+        name = tensor["name"] or "#%d" % index
+        signature = tensor.get("shape_signature")
+        if signature is not None and any(int(d) == -1 for d in signature):
+            problems.append("tensor %s has a dynamic shape %s (an NPU needs static shapes)"
+                            % (name, list(signature)))
+        if dtype == INT8:
+            continue
+        if dtype == "int32" and tensor.get("is_constant"):
+            continue  # biases and shape/axis operands
+        if index in boundary and dtype in FLOAT_TYPES + ("uint8",):
+            boundary_problems.append("model %s %s is %s, not int8"
+                                     % ("input" if index in inputs else "output", name, dtype))
+            if dtype in FLOAT_TYPES:
+                float_tensors.append(name)
+            continue
+        if tensor.get("is_constant") and dtype in FLOAT_TYPES:
+            problems.append("constant %s is %s (a float weight: its op runs in float)" % (name, dtype))
+            float_tensors.append(name)
+            continue
+        if dtype in FLOAT_TYPES:
+            float_tensors.append(name)
+        problems.append("tensor %s is %s, not int8" % (name, dtype))
+    counts = collections.OrderedDict()
+    for op in ops:
+        counts[op["name"]] = counts.get(op["name"], 0) + 1
+        types_in = [tensors[i]["dtype"] for i in op["inputs"] if i >= 0]
+        types_out = [tensors[i]["dtype"] for i in op["outputs"] if i >= 0]
+        if op["name"] in BOUNDARY_OPS:
+            at_edge = (any(i in inputs for i in op["inputs"]) if op["name"] == "QUANTIZE" else False) or \
+                      any(i in outputs for i in op["outputs"])
+            if all(t == INT8 for t in types_in + types_out):
+                notes.append("%s int8->int8 (requantize)" % op["name"])
+            elif at_edge:
+                boundary_problems.append("%s at the model boundary (%s -> %s)"
+                                         % (op["name"], "/".join(types_in), "/".join(types_out)))
+            else:
+                problems.append("%s in the middle of the graph (%s -> %s): a float island"
+                                % (op["name"], "/".join(types_in), "/".join(types_out)))
+            continue
+        variable_types = [tensors[i]["dtype"] for i in list(op["inputs"]) + list(op["outputs"])
+                          if i >= 0 and not tensors[i].get("is_constant")]
+        if any(t in FLOAT_TYPES for t in variable_types) or any(
+                tensors[i]["dtype"] in FLOAT_TYPES for i in op["inputs"] if i >= 0):
+            problems.append("op %s computes in float" % op["name"])
+    problems = _unique(problems)
+    boundary_problems = _unique(boundary_problems)
+    if problems:
+        verdict = "not_ready"
+    elif boundary_problems:
+        verdict = "partial"
+    else:
+        verdict = "ready"
+    return {
+        "fully_int8": verdict == "ready",
+        "verdict": verdict,
+        "float_tensors": _unique(float_tensors),
+        "ops": dict(counts),
+        "problems": problems + boundary_problems,
+        "notes": _unique(notes),
+        "float_ops": _unique([p.split()[1] for p in problems if p.startswith("op ")]),
+    }
+
+
+def _unique(items):
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def weight_granularity(summary):
+    """Count int8 weight tensors quantized per channel (several scales) and per tensor (one scale)."""
+    per_channel = per_tensor = 0
+    for tensor in summary["tensors"]:
+        if tensor["dtype"] != INT8 or not tensor.get("is_constant") or len(tensor["shape"]) < 2:
+            continue
+        scales = tensor.get("scales") or []
+        if len(scales) > 1:
+            per_channel += 1
+        elif len(scales) == 1:
+            per_tensor += 1
+    return {"per_channel": per_channel, "per_tensor": per_tensor}
+
+
+def read_model(path):
+    """Parse a .tflite file with the flatbuffer schema (tf2 environment only).
+
+    Returns {ops, tensors, inputs, outputs} for the main subgraph, as ``assess`` takes them; tensors
+    also carry ``scales``, ``zero_points`` and ``quantized_dimension``. Raises ``InputFileError`` on a
+    file that is not a TFLite flatbuffer.
+    """
+    from converters.errors import InputFileError
+
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils
+        with open(path, "rb") as handle:
+            model = flatbuffer_utils.convert_bytearray_to_object(bytearray(handle.read()))
+    except (OSError, ValueError, IndexError) as exc:
+        raise InputFileError("cannot read %s as a TFLite model (%s)." % (path, exc), step="npu")
+    subgraph = model.subgraphs[0]
+    tensors = []
+    for tensor in subgraph.tensors:
+        buffer = model.buffers[tensor.buffer] if tensor.buffer is not None else None
+        has_data = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+        # large models keep buffers outside the flatbuffer (offset/size): constant too
+        has_data = has_data or bool(buffer is not None and getattr(buffer, "size", 0))
+        quant = tensor.quantization
+        scales = [float(s) for s in (quant.scale if quant is not None and quant.scale is not None else [])]
+        zero_points = [int(z) for z in (quant.zeroPoint if quant is not None and quant.zeroPoint is not None
+                                        else [])]
+        name = tensor.name.decode("utf-8", "replace") if isinstance(tensor.name, bytes) else str(tensor.name)
+        tensors.append({
+            "name": name,
+            "dtype": flatbuffer_utils.type_to_name(tensor.type).lower().replace("tensortype.", ""),
+            "shape": [int(d) for d in (tensor.shape if tensor.shape is not None else [])],
+            "shape_signature": [int(d) for d in tensor.shapeSignature]
+            if tensor.shapeSignature is not None else None,
+            "is_constant": has_data,
+            "scales": scales,
+            "zero_points": zero_points,
+            "quantized_dimension": int(quant.quantizedDimension) if quant is not None else 0,
+        })
+    ops = []
+    for op in subgraph.operators:
+        ops.append({
+            "name": flatbuffer_utils.opcode_to_name(model, op.opcodeIndex),
+            "inputs": [int(i) for i in (op.inputs if op.inputs is not None else [])],
+            "outputs": [int(i) for i in (op.outputs if op.outputs is not None else [])],
+        })
+    return {"ops": ops, "tensors": tensors, "inputs": [int(i) for i in subgraph.inputs],
+            "outputs": [int(i) for i in subgraph.outputs]}
+
+
+def check(path, strict=False):
+    """Read ``path`` and assess it; with ``strict``, a verdict other than ready raises ``NotInt8Error``."""
+    summary = read_model(path)
+    result = assess(summary["ops"], summary["tensors"], summary["inputs"], summary["outputs"])
+    result["weights"] = weight_granularity(summary)
+    if strict and result["verdict"] != "ready":
+        from converters.errors import NotInt8Error
+
+        raise NotInt8Error(
+            "the model is %s for an int8 NPU: %s." % (result["verdict"].replace("_", " "),
+                                                       "; ".join(result["problems"][:5])),
+            step="npu",
+            hint="Use --io int8 for int8 I/O; replace float ops in the model (or drop --strict-npu to keep "
+                 "the partly-float model and see npu.json).")
+    return result

@@ -1,0 +1,91 @@
+"""``nox -s tests``: every test group in its own environment, and one honest summary.
+
+Groups, in order: host unit tests (no TF); the tests that run inside tf1.13, tf1.15 and tf2; the
+cross-environment tests driven from the host. Each group is a pytest run with ``-m <marker>`` and a
+JUnit XML file; the summary adds them up. A group that collects no test is a failure (pytest's exit 5),
+unless extra pytest arguments (e.g. ``-k``) were given, which may legitimately select nothing.
+"""
+
+import os
+import subprocess
+import time
+import xml.etree.ElementTree as ElementTree
+
+from envs import registry, venvs
+from envs.report import format_table
+
+NO_TESTS_COLLECTED = 5
+
+
+def groups():
+    """(environment, marker, label) for every test group, in run order."""
+    result = [("host", "unit", "unit (host)")]
+    for name in registry.TF_ENVIRONMENTS:
+        result.append((name, registry.marker_name(name), "inside %s" % name))
+    result.append(("host", "crossenv", "cross-environment"))
+    return result
+
+
+def run_all(pytest_args=(), log=print):
+    """Run every group; print the per-group table and the closing line; return 0 only if all passed."""
+    results_dir = os.path.join(venvs.home(), "test-results")
+    os.makedirs(results_dir, exist_ok=True)
+    # Provision every environment first: creation (or reuse) is reported once, before any test, and a
+    # missing interpreter stops the run here with its one paragraph.
+    for env_name in registry.ENVIRONMENTS:
+        venvs.ensure(env_name, log=log)
+    rows = []
+    total = {"passed": 0, "failed": 0, "skipped": 0}
+    all_ok = True
+    for env_name, marker, label in groups():
+        python = venvs.ensure(env_name, log=log)
+        junit = os.path.join(results_dir, "%s.xml" % marker)
+        if os.path.exists(junit):
+            os.remove(junit)
+        command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider",
+                   "tests"] + list(pytest_args)
+        log("tests %s: %s" % (label, " ".join(command[1:])))
+        started = time.time()
+        code = subprocess.call(command, cwd=venvs.REPO_ROOT, env=venvs.run_environ(env_name))
+        seconds = time.time() - started
+        counts = junit_counts(junit)
+        if code == NO_TESTS_COLLECTED and not pytest_args:
+            outcome = "NO TESTS"
+            all_ok = False
+        elif code in (0, NO_TESTS_COLLECTED):
+            outcome = "ok"
+        else:
+            outcome = "FAILED (exit %d)" % code
+            all_ok = False
+        for key in total:
+            total[key] += counts[key]
+        rows.append((label, env_name, counts["passed"], counts["failed"], counts["skipped"],
+                     "%.0f s" % seconds, outcome))
+    print()
+    print(format_table(("group", "environment", "passed", "failed", "skipped", "time", "outcome"), rows))
+    if total["passed"] == 0:
+        all_ok = False
+    # The closing line that CI reads: "N passed, N failed" alone on a line.
+    print("tests: %d passed, %d failed, %d skipped" % (total["passed"], total["failed"], total["skipped"]),
+          flush=True)
+    return 0 if all_ok else 1
+
+
+def junit_counts(path):
+    """passed / failed (failures + errors) / skipped from a pytest JUnit XML file (zeros if absent)."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    if not os.path.exists(path):
+        return counts
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError:
+        return counts
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    for suite in suites:
+        tests = int(suite.get("tests", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        counts["failed"] += failed
+        counts["skipped"] += skipped
+        counts["passed"] += tests - failed - skipped
+    return counts

@@ -1,0 +1,147 @@
+"""What a Keras ``.h5`` file is, read from its HDF5 attributes *without* loading the model.
+
+For whom: ``resave`` (to refuse Lambda layers before any stored bytecode could run, and to pick the
+Keras flavour) and the host orchestrator (``python -m legacy_tf1 inspect MODEL`` prints this as JSON,
+from which ``converters.verify`` infers the origin environment; the host has no h5py).
+
+Keras writes, at the root of the file: ``keras_version`` ("2.2.4" standalone, "2.2.4-tf" tf.keras in
+both TF 1.13 and 1.15), ``backend``, ``model_config`` (JSON; absent in weights-only files, which have
+``layer_names`` instead) and ``training_config`` (when compiled). What can go wrong: a file that is not
+HDF5 or has none of these attributes raises ``InputFileError``.
+"""
+
+import json
+import os
+
+from converters.errors import InputFileError
+
+# Keras versions (standalone) and the TF 1.x environment whose pins saved them.
+ORIGIN_BY_KERAS = (
+    ((2, 3, 0), "tf1.15"),   # keras 2.3.x shipped for TF 1.14/1.15
+    ((0, 0, 0), "tf1.13"),   # keras <= 2.2.5: the TF 1.13 era (rcmalli keras-vggface)
+)
+
+
+def _text(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+    return value
+
+
+def read_attributes(path):
+    """The root attributes of a Keras ``.h5`` file as str (h5py 2 returns bytes, h5py 3 str)."""
+    import h5py
+
+    if not os.path.isfile(path):
+        raise InputFileError("model file %s does not exist." % path, step="inspect",
+                             hint="Check the path; MODEL must be a Keras .h5 file.")
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = dict((key, _text(handle.attrs[key])) for key in handle.attrs.keys())
+            if "layer_names" in attrs and not isinstance(attrs["layer_names"], (list, str)):
+                attrs["layer_names"] = [_text(name) for name in attrs["layer_names"]]
+            attrs["_groups"] = sorted(handle.keys())
+    except (OSError, IOError) as exc:
+        raise InputFileError("%s is not a readable HDF5 file (%s)." % (path, exc), step="inspect",
+                             hint="Give a Keras .h5 file saved with model.save() or model.save_weights().")
+    return attrs
+
+
+def iter_layer_configs(config):
+    """Every layer config in a model config, depth first, including layers of nested models."""
+    inner = config.get("config", config)
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    if isinstance(inner, list):  # Sequential of keras <= 2.2.2 stored a bare list of layers
+        layers = inner
+    for layer in layers or []:
+        yield layer
+        if layer.get("class_name") in ("Model", "Sequential", "Functional"):
+            for sub in iter_layer_configs(layer):
+                yield sub
+
+
+def flavour_of(keras_version):
+    """"tf.keras" when Keras wrote a "-tf" version (tf.keras), else "keras" (standalone)."""
+    return "tf.keras" if str(keras_version or "").endswith("-tf") else "keras"
+
+
+def infer_origin(keras_version):
+    """(env name, explanation) of the TF 1.x environment most likely to have saved the file.
+
+    "2.2.4-tf" is written by tf.keras of TF 1.13 *and* 1.15 (and later), so it maps to tf1.13 (the
+    oldest, whose loader accepts both) with a note; ``--origin`` overrides any inference.
+    """
+    version = str(keras_version or "")
+    if not version:
+        return "tf1.13", "the file records no keras_version; assumed tf1.13 (override with --origin)"
+    from legacy_tf1.compat_versions import version_tuple
+
+    numbers = version_tuple(version)
+    if version.endswith("-tf"):
+        return "tf1.13", ("keras_version %s is tf.keras, written by TF 1.13 and 1.15 alike; assumed tf1.13 "
+                          "(override with --origin 1.15)" % version)
+    if numbers >= (2, 4, 0):
+        return None, ("keras_version %s is TF 2.x era Keras, not a legacy TF 1.x model; convert it directly "
+                      "(nox -s convert) or give --origin" % version)
+    for minimum, env in ORIGIN_BY_KERAS:
+        if numbers >= minimum:
+            return env, "standalone keras %s -> %s (override with --origin)" % (version, env)
+    return "tf1.13", "assumed tf1.13"  # pragma: no cover - the table ends at (0, 0, 0)
+
+
+def inspect_file(path, known_classes=None):
+    """A JSON-able description of the file (see the module docstring).
+
+    ``known_classes``: layer class names the loading Keras knows; anything else in the config is listed
+    under ``custom_classes`` (it needs ``--custom-objects``).
+    """
+    attrs = read_attributes(path)
+    model_config = attrs.get("model_config")
+    weights_only = model_config is None
+    if weights_only and "layer_names" not in attrs and "model_weights" not in attrs["_groups"]:
+        raise InputFileError(
+            "%s has neither a model config nor Keras weights (root attributes: %s)."
+            % (path, ", ".join(sorted(k for k in attrs if not k.startswith("_"))) or "none"),
+            step="inspect", hint="Give a Keras .h5 file saved with model.save() or model.save_weights().")
+    classes, lambdas, names = [], [], []
+    if model_config is not None:
+        try:
+            config = json.loads(model_config)
+        except ValueError as exc:
+            raise InputFileError("the model config in %s is not valid JSON (%s)." % (path, exc),
+                                 step="inspect", hint="The file is damaged; re-save it from the original code.")
+        for layer in iter_layer_configs(config):
+            class_name = layer.get("class_name")
+            name = layer.get("config", {}).get("name") or layer.get("name")
+            classes.append(class_name)
+            names.append(name)
+            if class_name == "Lambda":
+                lambdas.append(name)
+        model_class = config.get("class_name")
+    else:
+        model_class = None
+    keras_version = attrs.get("keras_version")
+    origin, reason = infer_origin(keras_version)
+    custom = []
+    if known_classes is not None:
+        custom = sorted(set(c for c in classes if c not in known_classes and
+                            c not in ("Model", "Sequential", "Functional", "InputLayer")))
+    return {
+        "path": os.path.abspath(path),
+        "keras_version": keras_version,
+        "backend": attrs.get("backend"),
+        "keras_flavour": flavour_of(keras_version),
+        "weights_only": weights_only,
+        "has_training_config": attrs.get("training_config") is not None,
+        "model_class": model_class,
+        "layer_classes": sorted(set(classes)),
+        "layer_names": names if names else attrs.get("layer_names"),
+        "lambda_layers": lambdas,
+        "custom_classes": custom,
+        "inferred_origin": origin,
+        "origin_reason": reason,
+    }

@@ -1,0 +1,143 @@
+"""Loading a legacy Keras model in its origin TF 1.x environment (tf1.13 / tf1.15, Python 3.7).
+
+For whom: ``resave`` and ``activations``. Accepts
+
+- a full-model ``.h5`` written by standalone Keras or by tf.keras (the flavour is read from the file's
+  ``keras_version`` attribute: "-tf" means tf.keras);
+- a weights-only ``.h5`` plus an architecture (``--arch``): a JSON or YAML model config file, or
+  ``module:function`` / ``module:function(key=literal, ...)``, e.g.
+  ``keras_vggface.vggface:VGGFace(model="senet50", include_top=False, weights=None)``. Keyword values
+  are parsed with ``ast.literal_eval`` (literals only: no names, calls or attributes), so the string
+  cannot run code beyond importing ``module`` and calling ``function``.
+
+Lambda layers store Python bytecode that loading executes: a model whose config has one is refused with
+``UntrustedModelError`` *before* loading, unless ``trust_model`` is set. Other failures raise
+``ModelLoadError`` with a hint (unknown layer -> ``--custom-objects``).
+"""
+
+import ast
+import importlib
+import json
+import os
+
+from converters.errors import InputFileError, ModelLoadError, UntrustedModelError, UsageError
+from converters.keras_compat import load_custom_objects
+from legacy_tf1 import compat, inspection
+
+
+def parse_arch_call(text):
+    """(module, function, kwargs) from ``module:function`` or ``module:function(k=literal, ...)``."""
+    if ":" not in text:
+        raise UsageError("--arch %r is neither a file nor module:function." % text, step="load",
+                         hint="Give a JSON/YAML model config file or e.g. keras_vggface.vggface:VGGFace(model=\"senet50\").")
+    module, call = text.split(":", 1)
+    call = call.strip()
+    kwargs = {}
+    if "(" in call:
+        try:
+            node = ast.parse(call, mode="eval").body
+        except SyntaxError as exc:
+            raise UsageError("--arch %r is not a valid call (%s)." % (text, exc), step="load")
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
+            raise UsageError("--arch %r: only function(key=literal, ...) with keyword arguments is accepted." % text,
+                             step="load")
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise UsageError("--arch %r: **kwargs is not accepted." % text, step="load")
+            try:
+                kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+            except ValueError:
+                raise UsageError("--arch %r: the value of %s is not a literal." % (text, keyword.arg), step="load",
+                                 hint="Only strings, numbers, tuples, lists, dicts, True/False/None are allowed.")
+        call = node.func.id
+    if not call.isidentifier():
+        raise UsageError("--arch %r: %r is not a function name." % (text, call), step="load")
+    return module.strip(), call, kwargs
+
+
+def _lambda_guard(lambdas, where, trust_model):
+    if lambdas and not trust_model:
+        raise UntrustedModelError(
+            "%s contains Lambda layer(s) %s; loading them runs Python bytecode stored in the file."
+            % (where, ", ".join(lambdas)), step="load",
+            hint="Only if you trust where the file came from, rerun with --trust-model.")
+
+
+def build_architecture(arch, flavour, custom_objects, trust_model):
+    """A freshly built (untrained) model from ``--arch`` (see the module docstring)."""
+    keras = compat.keras_module(flavour)
+    if os.path.isfile(arch):
+        with open(arch) as handle:
+            text = handle.read()
+        if arch.lower().endswith((".yaml", ".yml")):
+            import yaml
+
+            config = yaml.safe_load(text)
+            text = json.dumps(config)
+        else:
+            try:
+                config = json.loads(text)
+            except ValueError as exc:
+                raise InputFileError("--arch %s is not valid JSON (%s)." % (arch, exc), step="load")
+        lambdas = [layer.get("config", {}).get("name") for layer in inspection.iter_layer_configs(config)
+                   if layer.get("class_name") == "Lambda"]
+        _lambda_guard(lambdas, "the architecture %s" % arch, trust_model)
+        with compat.custom_object_scope(flavour, custom_objects):
+            return keras.models.model_from_json(text, custom_objects=custom_objects)
+    module_name, function, kwargs = parse_arch_call(arch)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError("--arch: cannot import %s (%s)." % (module_name, exc), step="load")
+    if not hasattr(module, function):
+        raise UsageError("--arch: %s has no %s." % (module_name, function), step="load")
+    with compat.custom_object_scope(flavour, custom_objects):
+        return getattr(module, function)(**kwargs)
+
+
+def model_flavour(model):
+    """"tf.keras" if ``model`` is a tf.keras model, else "keras" (e.g. keras_vggface builds standalone)."""
+    import tensorflow as tf
+
+    return "tf.keras" if isinstance(model, tf.keras.Model) else "keras"
+
+
+def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None):
+    """Load ``path`` in this TF 1.x process; return ``(model, flavour, info)`` (``info``: ``inspect_file``)."""
+    if info is None:
+        info = inspection.inspect_file(path)
+    flavour = info["keras_flavour"]
+    # the learning phase is baked in when the graph is built: set it for both flavours first
+    for name in compat.FLAVOURS:
+        try:
+            compat.set_inference_mode(name)
+        except Exception:  # noqa: BLE001 - a flavour that is not installed is simply not used
+            pass
+    custom_objects = load_custom_objects(custom_objects_path)
+    if info["weights_only"]:
+        if not arch:
+            raise ModelLoadError(
+                "%s holds weights only (no model config), so the architecture is unknown." % path, step="load",
+                hint="Give --arch CONFIG.json|CONFIG.yaml or --arch module:function(...) that builds the model.")
+        model = build_architecture(arch, flavour, custom_objects, trust_model)
+        flavour = model_flavour(model)
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError) as exc:
+            raise ModelLoadError("the weights in %s do not fit the architecture %s (%s)." % (path, arch, exc),
+                                 step="load", hint="Check --arch builds the same model (layers, shapes, include_top).")
+        return model, flavour, info
+    _lambda_guard(info["lambda_layers"], path, trust_model)
+    keras = compat.keras_module(flavour)
+    try:
+        with compat.custom_object_scope(flavour, custom_objects):
+            model = keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "If the model has custom layers, pass --custom-objects FILE.py defining them."
+        if "Unknown" not in message:
+            hint = ("The file was saved by %s %s; check --origin names the TF version that saved it."
+                    % (flavour, info.get("keras_version")))
+        raise ModelLoadError("loading %s with %s %s failed: %s" % (path, flavour, compat.keras_version(flavour),
+                                                                  message), step="load", hint=hint)
+    return model, flavour, info

@@ -1,0 +1,180 @@
+"""Re-save a legacy model in its origin environment and record what every later check compares against.
+
+For whom: ``python -m legacy_tf1 resave`` (run by ``converters.verify`` in tf1.13 or tf1.15). Writes, into
+the run folder, each file atomically (``converters.runfolder``):
+
+- ``model.h5``           the model re-saved by the origin Keras, without optimizer state
+- ``model.pb``           its frozen inference graph (for ``from_frozen_graph`` in tf2), when freezing works
+- ``probe.npz``          the probe inputs, keyed by model input name
+- ``reference_<env>.npz`` the origin's outputs on the probe, keyed by model output name
+- ``custom_objects.py``  a copy of ``--custom-objects``, so the run folder is self-contained
+- ``manifest.json``      written last: its presence means the step completed
+
+Probe: ``--probe-samples`` (default 8) inputs drawn uniformly from ``--input-range`` with ``--seed``
+(default 0). The default range is [0, 255] for image-like inputs (4-D: pixels before any preprocessing,
+the same magnitude as mean-subtracted pixels that vggface-style models take) and [-1, 1] for others; the
+range is recorded in the manifest. Uniform noise exercises every weight but is not the data
+distribution: with ``--calib PATH --preprocess NAME`` the probe comes from real images instead
+(``converters.calibration.load_probe``).
+
+What can go wrong: ``UntrustedModelError`` (Lambda without ``--trust-model``), ``ModelLoadError``,
+``UsageError`` (a model input with unknown dimensions and no probe data to fix them).
+"""
+
+import os
+import time
+
+import numpy as np
+
+from converters import runfolder
+from converters.errors import CalibrationDataError, UsageError
+from legacy_tf1 import compat, inspection, loading
+
+DEFAULT_SAMPLES = 8
+DEFAULT_SEED = 0
+IMAGE_RANGE = (0.0, 255.0)
+OTHER_RANGE = (-1.0, 1.0)
+
+
+def parse_range(text):
+    try:
+        low, high = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError("--input-range %r must be LO,HI (e.g. 0,255)." % text, step="probe")
+    if not low < high:
+        raise UsageError("--input-range %r: LO must be below HI." % text, step="probe")
+    return low, high
+
+
+def _tensor_spec(tensor, name):
+    shape = [None if dim is None else int(dim) for dim in tensor.shape.as_list()]
+    return {"name": name, "tensor": tensor.name, "shape": shape, "dtype": tensor.dtype.base_dtype.name}
+
+
+def default_range(shape):
+    return IMAGE_RANGE if len(shape) == 4 else OTHER_RANGE
+
+
+def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=None):
+    """(arrays keyed by input name, probe description for the manifest)."""
+    if calib:
+        try:
+            from converters.calibration import load_probe
+        except ImportError:
+            raise UsageError("--calib for the probe is not yet supported (converters.calibration.load_probe "
+                             "is not available in this version).", step="probe",
+                             hint="Leave out --calib: the probe is then seeded random data in --input-range.")
+        if len(inputs) != 1:
+            raise UsageError("--calib gives data for one input; the model has %d." % len(inputs), step="probe")
+        array = np.asarray(load_probe(calib, tuple(inputs[0]["shape"][1:]), preprocess or "raw", samples, seed),
+                           dtype=np.float32)
+        return ({inputs[0]["name"]: array},
+                {"source": "calibration", "path": os.path.abspath(calib), "preprocess": preprocess or "raw",
+                 "samples": int(array.shape[0]), "seed": seed, "range": [float(array.min()), float(array.max())]})
+    rng = np.random.RandomState(seed)
+    arrays, ranges = {}, {}
+    for spec in inputs:
+        if any(dim is None for dim in spec["shape"][1:]):
+            raise UsageError("input %s has unknown dimensions %s, so a random probe cannot be shaped."
+                             % (spec["name"], spec["shape"]), step="probe",
+                             hint="Build the model with a fixed input_shape, or give --calib images.")
+        low, high = input_range or default_range(spec["shape"])
+        shape = [samples] + spec["shape"][1:]
+        arrays[spec["name"]] = rng.uniform(low, high, size=shape).astype(np.float32)
+        ranges[spec["name"]] = [low, high]
+    first = ranges[inputs[0]["name"]] if inputs else None
+    return arrays, {"source": "random_uniform", "samples": samples, "seed": seed, "range": first,
+                    "ranges": ranges, "explicit_range": input_range is not None}
+
+
+def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_model=False,
+           samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED, input_range=None, calib=None, preprocess=None):
+    """Run the whole re-save step (see the module docstring); return the manifest dict."""
+    timings = {}
+    started = time.time()
+    info = inspection.inspect_file(model_path)
+    if not os.path.isdir(out):
+        os.makedirs(out)
+    copied = None
+    if custom_objects:
+        copied = os.path.join(out, "custom_objects.py")
+        if os.path.abspath(custom_objects) != os.path.abspath(copied):
+            with open(custom_objects, "rb") as handle:
+                runfolder.write_bytes(copied, handle.read())
+    np.random.seed(seed)
+    compat.set_seed(seed)
+    model, flavour, info = loading.load(model_path, arch=arch, custom_objects_path=copied or custom_objects,
+                                        trust_model=trust_model, info=info)
+    timings["load_s"] = round(time.time() - started, 3)
+
+    t0 = time.time()
+    resaved = os.path.join(out, runfolder.MODEL_H5)
+    with runfolder.atomic_path(resaved) as temporary:
+        model.save(temporary, include_optimizer=False)
+    timings["save_s"] = round(time.time() - t0, 3)
+
+    inputs = [_tensor_spec(t, n) for t, n in zip(model.inputs, model.input_names)]
+    outputs = [_tensor_spec(t, n) for t, n in zip(model.outputs, model.output_names)]
+
+    t0 = time.time()
+    frozen = None
+    try:
+        output_ops = [t.op.name for t in model.outputs]
+        graph_def = compat.freeze_graph(flavour, output_ops)
+        runfolder.write_bytes(os.path.join(out, runfolder.MODEL_PB), graph_def.SerializeToString())
+        frozen = {"path": runfolder.MODEL_PB, "input_arrays": [t.op.name for t in model.inputs],
+                  "output_arrays": output_ops,
+                  "input_shapes": dict((t.op.name, [1] + spec["shape"][1:]) for t, spec in zip(model.inputs, inputs)),
+                  "nodes": len(graph_def.node)}
+    except Exception as exc:  # noqa: BLE001 - a model we cannot freeze still has a valid .h5
+        frozen = None
+        freeze_error = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    else:
+        freeze_error = None
+    timings["freeze_s"] = round(time.time() - t0, 3)
+
+    t0 = time.time()
+    probe, probe_info = make_probe(inputs, samples, seed, input_range, calib, preprocess)
+    for name, array in probe.items():
+        if not np.all(np.isfinite(array)):
+            raise CalibrationDataError("probe input %s has non-finite values." % name, step="probe")
+    runfolder.write_arrays(os.path.join(out, runfolder.PROBE), probe)
+    feed = [probe[spec["name"]] for spec in inputs]
+    predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, samples))
+    if not isinstance(predictions, list):
+        predictions = [predictions]
+    references = dict((spec["name"], np.asarray(p, dtype=np.float32)) for spec, p in zip(outputs, predictions))
+    runfolder.write_arrays(os.path.join(out, runfolder.reference_name(origin_env)), references)
+    timings["probe_s"] = round(time.time() - t0, 3)
+
+    origin = {"env": origin_env}
+    origin.update(compat.fingerprint(flavour))
+    layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    manifest = {
+        "schema_version": runfolder.SCHEMA_VERSION,
+        "model": {
+            "path": os.path.abspath(model_path),
+            "sha256": runfolder.sha256_file(model_path),
+            "resaved_path": runfolder.MODEL_H5,
+            "resaved_sha256": runfolder.sha256_file(resaved),
+            "inputs": [dict((k, s[k]) for k in ("name", "shape", "dtype")) for s in inputs],
+            "outputs": [dict((k, s[k]) for k in ("name", "shape", "dtype")) for s in outputs],
+            "keras_flavour": flavour,
+            "keras_version_in_file": info.get("keras_version"),
+            "weights_only": info["weights_only"],
+            "arch": arch,
+            "custom_objects": "custom_objects.py" if copied else None,
+            "trusted": bool(trust_model),
+            "lambda_layers": info.get("lambda_layers") or [],
+            "frozen_graph": frozen,
+            "frozen_graph_error": freeze_error,
+            "parameters": int(model.count_params()),
+        },
+        "origin": origin,
+        "probe": probe_info,
+        "layers": layers,
+        "timings": timings,
+    }
+    runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
+    return manifest
+

@@ -1,0 +1,94 @@
+"""tfbridge's user interface: one nox session per job. No TensorFlow is imported here.
+
+    nox -s convert_legacy -- [MODEL] [options]   legacy Keras model -> fully int8 TFLite (no MODEL: the demo)
+    nox -s verify_upgrade -- MODEL [options]     parity across TF 1.13 / 1.15 / 2.x only
+    nox -s convert -- MODEL [options]            a TF 2.x model straight to int8
+    nox -s tests                                 every test, in every environment
+    nox -s envs                                  the environments and their state
+    nox -s lock [-- NAME ...]                    regenerate the hash-pinned locks
+
+The environments are tfbridge's own (envs/), not nox's: nox's virtualenv backend cannot create Python
+3.7 environments, and reuse here is keyed on the lock's content hash. So every session runs with
+``venv_backend="none"`` and steps run inside an environment through ``envs.venvs``.
+"""
+
+import os
+import sys
+
+import nox
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from envs import registry, venvs  # noqa: E402
+from envs.errors import EnvError  # noqa: E402
+
+nox.options.sessions = ["tests"]
+nox.options.error_on_external_run = False
+
+REPO_ROOT = venvs.REPO_ROOT
+
+
+def _ensure(session, name):
+    """Make environment ``name`` ready (reused while its lock is unchanged); abort with its paragraph."""
+    try:
+        return venvs.ensure(name, log=session.log)
+    except EnvError as error:
+        session.error(str(error))
+
+
+def _run_host_module(session, module, args):
+    """Run a host-side tfbridge module (standard library only) with nox's own interpreter."""
+    environ = {"PYTHONPATH": REPO_ROOT, "PYTHONUNBUFFERED": "1"}
+    session.run(sys.executable, "-m", module, *args, env=environ, external=True)
+
+
+@nox.session(venv_backend="none")
+def envs(session):
+    """Show every environment: interpreter, lock hash, state and installed versions."""
+    from envs import report
+
+    session.log("\n" + report.environments_table())
+
+
+@nox.session(venv_backend="none")
+def lock(session):
+    """Regenerate the hash-pinned lock of each environment (or of those named after --)."""
+    from envs import locking
+
+    names = session.posargs or list(registry.ENVIRONMENTS) + [locking.HOST_TOOLS_LOCK]
+    for name in names:
+        try:
+            locking.write_lock(name, log=session.log)
+        except (EnvError, KeyError) as error:
+            session.error(str(error))
+
+
+@nox.session(venv_backend="none")
+def tests(session):
+    """Run every test: host unit tests, then the tests inside tf1.13, tf1.15 and tf2, then cross-environment tests."""
+    from envs import testing
+
+    try:
+        code = testing.run_all(session.posargs, log=session.log)
+    except EnvError as error:
+        session.error(str(error))
+    if code != 0:
+        session.error("tests failed (see the summary above)")
+
+
+@nox.session(venv_backend="none")
+def verify_upgrade(session):
+    """Re-save a legacy model in its TF version and check its outputs in every newer environment."""
+    _run_host_module(session, "converters.verify", session.posargs)
+
+
+@nox.session(venv_backend="none")
+def convert_legacy(session):
+    """Legacy Keras model -> fully int8 TFLite with parity checks; with no MODEL, the embedded demo."""
+    _run_host_module(session, "converters.pipeline", session.posargs)
+
+
+@nox.session(venv_backend="none")
+def convert(session):
+    """A TF 2.x model (.h5, SavedModel folder, .keras) straight to fully int8 TFLite."""
+    _run_host_module(session, "converters.convert", session.posargs)
