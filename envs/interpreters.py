@@ -77,12 +77,22 @@ def find_python(version, environ=None):
     )
 
 
+# Prints the version and the *base* interpreter: a venv's python found on PATH would otherwise become
+# the parent of our venvs, tying them to a venv that may be deleted.
+_PROBE = (
+    "import os, sys\n"
+    "print('%d.%d' % sys.version_info[:2])\n"
+    "base = os.path.join(sys.base_prefix, 'bin', 'python%d.%d' % sys.version_info[:2])\n"
+    "print(base if sys.prefix != sys.base_prefix and os.path.exists(base) else sys.executable)\n"
+)
+
+
 def _check(executable, version, environ):
     """The real path of ``executable`` if it runs and reports ``version``, else None."""
     env = {k: v for k, v in environ.items() if not k.startswith("PYTHON")}
     try:
         result = subprocess.run(
-            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"],
+            [executable, "-c", _PROBE],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,

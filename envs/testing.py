@@ -38,7 +38,7 @@ def run_all(pytest_args=(), log=print):
     total = {"passed": 0, "failed": 0, "skipped": 0}
     all_ok = True
     for env_name, marker, label in groups():
-        python = venvs.ensure(env_name, log=log)
+        python = venvs.python_of(env_name)
         junit = os.path.join(results_dir, "%s.xml" % marker)
         if os.path.exists(junit):
             os.remove(junit)

@@ -127,8 +127,11 @@ def ensure(name, log=print, force=False):
         else:
             steps = [
                 [interpreter, "-m", "venv", target],
+                # --ignore-requires-python: the lock was resolved by uv, which ignores upper bounds
+                # of Requires-Python; pip must install the very same pins (ai-edge-litert needs
+                # backports-strenum 1.3.1, which declares <3.11 yet works on 3.11).
                 [python_of(name), "-m", "pip", "install", "--no-input", "--require-hashes",
-                 "--no-deps", "-r", lock_path(name)],
+                 "--no-deps", "--ignore-requires-python", "-r", lock_path(name)],
             ]
         for step in steps:
             log_file.write("$ %s\n" % " ".join(step))
