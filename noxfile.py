@@ -92,3 +92,22 @@ def convert_legacy(session):
 def convert(session):
     """A TF 2.x model (.h5, SavedModel folder, .keras) straight to fully int8 TFLite."""
     _run_host_module(session, "converters.convert", session.posargs)
+
+
+@nox.session(venv_backend="none")
+def docker_files(session):
+    """Regenerate docker/<env>.Dockerfile from the declarations, the locks and docker/base-images.cfg."""
+    from envs import docker
+
+    docker.write_dockerfiles(session.posargs or None, log=session.log)
+
+
+@nox.session(venv_backend="none")
+def docker_build(session):
+    """Build the Docker image of each environment (or of those named after --); needs a Docker engine."""
+    from envs import docker
+
+    try:
+        docker.build_images(session.posargs or None, log=session.log)
+    except EnvError as error:
+        session.error(str(error))

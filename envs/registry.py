@@ -22,6 +22,7 @@ Environment = collections.namedtuple(
 HOST_TOOLS = (
     "nox==2026.10.20",  # the user interface; its virtualenv backend cannot make 3.7 venvs, ours can
     "uv==0.13.9",  # creates the environments several times faster than pip (optional: pip fallback)
+    "docker==7.2.0",  # Docker SDK: `nox -s docker_build` and `--backend docker` (needs a Docker engine)
 )
 
 # Packages the project's own code and tests need in every TF environment.
@@ -40,7 +41,9 @@ ENVIRONMENTS = collections.OrderedDict(
         Environment(
             name="host",
             python="3.11",
-            requirements=("pytest", "numpy") + HOST_TOOLS,  # nox: tests drive `nox -s ...` itself
+            # HOST_TOOLS: tests drive `nox -s ...` itself and check the docker backend's error;
+            # dockerfile-parse: the Dockerfiles are checked statically (no Docker engine here).
+            requirements=("pytest", "numpy", "dockerfile-parse") + HOST_TOOLS,
             role="host-side unit tests and cross-environment tests (no TensorFlow)",
             platform="x86_64-manylinux_2_28",
         ),
@@ -127,3 +130,12 @@ def marker_name(env_name):
 
 def _normalize(name):
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+if __name__ == "__main__":  # `docker run IMAGE` with no arguments: say which environment this is
+    import json
+    import os
+
+    current = os.environ.get("TFBRIDGE_ENV")
+    print(json.dumps({"environment": current, "declaration": get(current)._asdict() if current else None,
+                      "known": list(ENVIRONMENTS)}, indent=2))

@@ -1,0 +1,105 @@
+"""The Docker images and the docker backend, checked without a Docker engine (none runs here)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+from envs import backends, docker, registry, venvs
+from envs.backends import Mount
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("env_name", registry.TF_ENVIRONMENTS)
+def test_committed_dockerfile_is_what_the_declaration_and_lock_generate(env_name):
+    with open(docker.dockerfile_path(env_name)) as handle:
+        committed = handle.read()
+    assert committed == docker.render_dockerfile(env_name), (
+        "docker/%s.Dockerfile is out of date: run `nox -s docker_files`" % env_name)
+
+
+@pytest.mark.parametrize("env_name", registry.TF_ENVIRONMENTS)
+def test_dockerfile_parses_and_pins_equal_the_lock(env_name):
+    parser = DockerfileParser(path=docker.dockerfile_path(env_name))
+    env = registry.get(env_name)
+    instructions = [item["instruction"] for item in parser.structure if item["instruction"] != "COMMENT"]
+    assert instructions[0] == "FROM" and instructions.count("FROM") == 1
+    image, digest = parser.baseimage.split("@sha256:")
+    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    assert image.startswith("python:%s." % env.python)  # the declared Python, by tag
+    assert parser.args["LOCK_SHA256"] == venvs.lock_sha256(env_name)
+    assert parser.labels["tfbridge.lock_sha256"] == venvs.lock_sha256(env_name)
+    copies = [item["value"] for item in parser.structure if item["instruction"] == "COPY"]
+    assert "envs/locks/%s.txt /tmp/lock.txt" % env_name in copies
+    run = " ".join(item["value"] for item in parser.structure if item["instruction"] == "RUN")
+    assert "--require-hashes" in run and "--no-deps" in run and "-r /tmp/lock.txt" in run
+    assert parser.structure[-1]["instruction"] == "CMD"
+    users = [item["value"] for item in parser.structure if item["instruction"] == "USER"]
+    assert users == [docker.USER]  # runs as a non-root user
+    assert '"python", "-m"' in [item["value"] for item in parser.structure
+                                if item["instruction"] == "ENTRYPOINT"][0]
+    assert parser.envs["TFBRIDGE_ENV"] == env_name
+
+
+def test_dockerignore_keeps_venvs_out_of_the_build_context():
+    with open(os.path.join(venvs.REPO_ROOT, ".dockerignore")) as handle:
+        ignored = handle.read().split()
+    assert ".tfbridge" in ignored and ".git" in ignored
+
+
+def test_docker_backend_command_line_and_mounts(tmp_path):
+    model = tmp_path / "models" / "face.h5"
+    model.parent.mkdir()
+    model.write_bytes(b"x")
+    run = tmp_path / "runs" / "face"
+    argv, environ = backends.get_backend("docker").command(
+        "tf1.13", "legacy_tf1", ["resave", str(model), "--out", str(run)],
+        mounts=[Mount(str(model.parent)), Mount(str(run), writable=True), Mount(str(run / "sub"))],
+    )
+    assert environ is None
+    assert argv[:4] == ["docker", "run", "--rm", "--init"]
+    assert argv[argv.index("--user") + 1] == "%d:%d" % (os.getuid(), os.getgid())
+    assert argv[argv.index("--network") + 1] == "none"  # a step never needs the network
+    volumes = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--volume"]
+    # same absolute path inside, so arguments need no rewriting; the nested mount is merged away
+    assert volumes == ["%s:%s:ro" % (model.parent, model.parent), "%s:%s:rw" % (run, run)]
+    tag = docker.image_tag("tf1.13")
+    assert tag == "tfbridge:tf1.13-" + venvs.lock_sha256("tf1.13")[:12]
+    assert argv[argv.index(tag):] == [tag, "legacy_tf1", "resave", str(model), "--out", str(run)]
+
+
+def test_local_backend_runs_in_the_venv():
+    argv, environ = backends.get_backend("local").command("tf2", "converters.parity", ["RUN"])
+    assert argv == [venvs.python_of("tf2"), "-m", "converters.parity", "RUN"]
+    assert environ["TFBRIDGE_ENV"] == "tf2"
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(Exception, match="docker, local"):
+        backends.get_backend("podman")
+
+
+def test_missing_engine_is_one_paragraph_naming_the_engine(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(docker.DockerUnavailable) as caught:
+        backends.get_backend("docker").prepare("tf1.13")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "engine (dockerd) is the missing piece" in message
+    assert "unix:///nonexistent/docker.sock" in message and "--backend docker" in message
+
+
+def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
+    nox = os.path.join(os.path.dirname(sys.executable), "nox")
+    if not os.path.exists(nox):
+        pytest.skip("nox is not installed in this environment")
+    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    result = subprocess.run([nox, "-f", os.path.join(venvs.REPO_ROOT, "noxfile.py"), "-s", "docker_build"],
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout
+    assert "engine (dockerd) is the missing piece" in result.stdout
