@@ -111,3 +111,9 @@ def docker_build(session):
         docker.build_images(session.posargs or None, log=session.log)
     except EnvError as error:
         session.error(str(error))
+
+
+@nox.session(venv_backend="none", tags=["bench"])
+def bench(session):
+    """Benchmarks against the by-hand recipe (long: ~1 h); writes BENCHMARKS.md. Not part of tests."""
+    _run_host_module(session, "bench.run", session.posargs)

@@ -51,9 +51,13 @@ def _error(message, hint=None):
 
 
 def sample_shape(input_shape):
-    """(H, W, C) of one sample from a model input shape ``(None|N, H, W, C)`` or ``(H, W, C)``."""
+    """(H, W, C) of one sample from a model input shape ``(None|N, H, W, C)`` or ``(H, W, C)``.
+
+    A 4-D shape is batch first; a 3-D shape is one image sample (even ``(None, None, 3)``); a 2-D shape
+    with an unknown first dimension is ``(batch, features)``.
+    """
     shape = tuple(input_shape)
-    if len(shape) >= 2 and (shape[0] is None or shape[0] == -1 or len(shape) == 4):
+    if len(shape) == 4 or (len(shape) == 2 and (shape[0] is None or shape[0] == -1)):
         shape = shape[1:]
     return tuple(None if (d is None or d == -1) else int(d) for d in shape)
 
@@ -85,7 +89,9 @@ def _progress(iterable, total, description, enabled):
         from tqdm import tqdm
     except ImportError:  # tqdm is optional; no bar then
         return iterable
-    return tqdm(iterable, total=total, desc=description, file=sys.stderr, unit="sample", leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), so logs do not fill with redraws
+    return tqdm(iterable, total=total, desc=description, file=sys.stderr, unit="sample", leave=False,
+                disable=None)
 
 
 def _decode_image(path_or_image, height, width, channels):
@@ -149,7 +155,8 @@ class CalibrationSource(object):
             raise _error("no calibration data given.",
                          hint="Give --calib with an image folder or an .npy/.npz file.")
         path = str(path)
-        if path == BUILTIN_SKIMAGE:
+        if path == BUILTIN_SKIMAGE or (os.path.basename(path) == BUILTIN_SKIMAGE and not os.path.exists(path)):
+            # the second form: a caller that made every --calib absolute (no such folder exists)
             self._need_images()
             self._pictures = _skimage_pictures()
             total = len(self._pictures)
@@ -186,6 +193,10 @@ class CalibrationSource(object):
             raise _error(
                 "images cannot feed a model input of shape %s (images need (H, W, 1) or (H, W, 3))."
                 % (self.shape,), hint="Give the data as an .npy file in the model's input shape.")
+        if self.shape[0] is None or self.shape[1] is None:
+            raise _error("the model input %s has no fixed height and width to resize the images to."
+                         % (self.shape,), hint="Build/re-save the model with a fixed input shape "
+                         "(e.g. 224,224,3): an NPU needs static shapes anyway.")
 
     def _open_array(self, path, input_name):
         try:
@@ -229,6 +240,7 @@ class CalibrationSource(object):
     def iter_samples(self):
         """Yield one float32 sample ``(1, H, W, C)`` at a time, preprocessed; skip unreadable images."""
         produced = 0
+        self.skipped = []  # each pass (conversion, fallback route, debugger) starts afresh
         for index in _progress(self.indices, len(self.indices), self.description, self.progress):
             try:
                 raw = self._raw(index)

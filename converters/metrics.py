@@ -26,6 +26,10 @@ Verdict "match" needs all of:
   reported in ``top1_agreement``, which is the raw fraction).
 - same shape; non-finite values anywhere (in either array) are a mismatch.
 
+A classification output whose every probe sample is a saturated softmax (top probability > 1 - 1e-6)
+gets a warning: random probes in [0, 255] often saturate small classifiers, and then a real upstream
+change can stay below float noise at the output. The verdict is unchanged; the report shows the warning.
+
 Int8 (``compare_quantized``): error in units of the output's quantization step (LSBs) and the SQNR in dB,
 as STYLE.md asks (int8 tolerances are stated in LSBs, not absolute floats).
 """
@@ -39,6 +43,7 @@ RTOL = 1e-3
 MIN_COSINE = 0.9999
 MIN_TOP1 = 1.0
 REL_FLOOR = 1e-3
+SATURATION = 1e-6
 
 
 class Tolerances(object):
@@ -129,8 +134,23 @@ def compare(reference, candidate, name="output", tolerances=DEFAULT):
         if effective < tolerances.min_top1:
             result["reasons"].append("top-1 agreement %.1f %% (%d clear flips) < %.1f %%"
                                      % (100.0 * effective, int(np.sum(real_flips)), 100.0 * tolerances.min_top1))
+        if saturated(ref64):
+            result["warnings"] = ["every probe sample is saturated (top probability > %g): upstream differences "
+                                  "may not reach this output; probe with --input-range or --calib data "
+                                  "closer to real inputs" % (1.0 - SATURATION)]
     result["verdict"] = "mismatch" if result["reasons"] else "match"
     return result
+
+
+def saturated(probabilities):
+    """True when every row looks like a probability vector with one class at ~1 (a saturated softmax):
+    parity on such an output says little, because small logit differences vanish in it."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or np.min(p) < 0.0 or np.max(p) > 1.0 + 1e-6:
+        return False
+    if not np.allclose(np.sum(p, axis=1), 1.0, atol=1e-3):
+        return False
+    return bool(np.all(np.max(p, axis=1) > 1.0 - SATURATION))
 
 
 def compare_outputs(references, candidates, tolerances=DEFAULT):
@@ -164,6 +184,7 @@ def summarize(per_output, tolerances=DEFAULT):
         "max_rel": worst("max_rel", max),
         "cosine": worst("cosine", min),
         "top1_agreement": worst("top1_agreement", min),
+        "warnings": [warning for item in per_output for warning in item.get("warnings", [])],
         "per_output": per_output,
         "tolerances": tolerances.to_dict(),
     }

@@ -132,25 +132,56 @@ def weight_granularity(summary):
     return {"per_channel": per_channel, "per_tensor": per_tensor}
 
 
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of the TFLite schema, at bytes 4..8
+
+
+def _unreadable(path, why):
+    from converters.errors import InputFileError
+
+    return InputFileError("cannot read %s as a TFLite model: %s." % (path, why), step="npu",
+                          hint="Give a .tflite file written by the TFLite converter; this one is not one, "
+                               "or it is truncated or damaged (convert the model again).")
+
+
 def read_model(path):
     """Parse a .tflite file with the flatbuffer schema (tf2 environment only).
 
     Returns {ops, tensors, inputs, outputs} for the main subgraph, as ``assess`` takes them; tensors
     also carry ``scales``, ``zero_points`` and ``quantized_dimension``. Raises ``InputFileError`` on a
-    file that is not a TFLite flatbuffer.
-    """
-    from converters.errors import InputFileError
+    file that is not a TFLite flatbuffer, or one that is truncated or damaged.
 
+    Why so defensive: the file may come from anywhere (``python -m converters.npu FILE``). The TFLite
+    identifier is checked first, the parse is pure Python (a damaged buffer raises, it cannot crash the
+    process as the C++ interpreter could), and every tensor / opcode index is checked against its table
+    before ``assess`` follows it.
+    """
     try:
-        from tensorflow.lite.tools import flatbuffer_utils
         with open(path, "rb") as handle:
-            model = flatbuffer_utils.convert_bytearray_to_object(bytearray(handle.read()))
-    except (OSError, ValueError, IndexError) as exc:
-        raise InputFileError("cannot read %s as a TFLite model (%s)." % (path, exc), step="npu")
+            data = handle.read()
+    except (OSError, IOError) as exc:
+        from converters.errors import InputFileError
+
+        raise InputFileError("cannot read %s (%s)." % (path, exc), step="npu", hint="Check the path.")
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise _unreadable(path, "it does not carry the TFLite file identifier %r (%d bytes)"
+                          % (TFLITE_IDENTIFIER.decode(), len(data)))
+    try:
+        return _parse(data)
+    except Exception as exc:  # noqa: BLE001 - struct.error, IndexError, UnicodeDecodeError... on a damaged buffer
+        raise _unreadable(path, "the flatbuffer is damaged (%s: %s)" % (type(exc).__name__, str(exc)[:200]))
+
+
+def _parse(data):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    if not model.subgraphs:
+        raise ValueError("no subgraph")
     subgraph = model.subgraphs[0]
+    buffers = model.buffers or []
     tensors = []
-    for tensor in subgraph.tensors:
-        buffer = model.buffers[tensor.buffer] if tensor.buffer is not None else None
+    for tensor in subgraph.tensors or []:
+        buffer = buffers[tensor.buffer] if tensor.buffer is not None else None
         has_data = buffer is not None and buffer.data is not None and len(buffer.data) > 0
         # large models keep buffers outside the flatbuffer (offset/size): constant too
         has_data = has_data or bool(buffer is not None and getattr(buffer, "size", 0))
@@ -170,15 +201,27 @@ def read_model(path):
             "zero_points": zero_points,
             "quantized_dimension": int(quant.quantizedDimension) if quant is not None else 0,
         })
+
+    def indices(values, what):
+        values = [int(i) for i in (values if values is not None else [])]
+        for index in values:
+            if not -1 <= index < len(tensors):
+                raise ValueError("%s refers to tensor %d of %d" % (what, index, len(tensors)))
+        return values
+
     ops = []
-    for op in subgraph.operators:
+    for number, op in enumerate(subgraph.operators or []):
+        if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
+            raise ValueError("op %d has opcode index %d of %d" % (number, op.opcodeIndex,
+                                                                 len(model.operatorCodes or [])))
         ops.append({
             "name": flatbuffer_utils.opcode_to_name(model, op.opcodeIndex),
-            "inputs": [int(i) for i in (op.inputs if op.inputs is not None else [])],
-            "outputs": [int(i) for i in (op.outputs if op.outputs is not None else [])],
+            "inputs": indices(op.inputs, "op %d" % number),
+            "outputs": indices(op.outputs, "op %d" % number),
         })
-    return {"ops": ops, "tensors": tensors, "inputs": [int(i) for i in subgraph.inputs],
-            "outputs": [int(i) for i in subgraph.outputs]}
+    inputs = [i for i in indices(subgraph.inputs, "the model inputs") if i >= 0]
+    outputs = [i for i in indices(subgraph.outputs, "the model outputs") if i >= 0]
+    return {"ops": ops, "tensors": tensors, "inputs": inputs, "outputs": outputs}
 
 
 def check(path, strict=False):
@@ -196,3 +239,35 @@ def check(path, strict=False):
             hint="Use --io int8 for int8 I/O; replace float ops in the model (or drop --strict-npu to keep "
                  "the partly-float model and see npu.json).")
     return result
+
+
+def run(argv):
+    """``python -m converters.npu FILE.tflite [--strict] [--json]``: NPU readiness of an existing .tflite."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.npu",
+        description="Is every op and tensor of this .tflite int8 (ready for an int8 NPU)? Runs in tf2.")
+    parser.add_argument("model", help="a .tflite file")
+    parser.add_argument("--strict", action="store_true", help="exit 2 unless the model is fully int8")
+    parser.add_argument("--json", action="store_true", help="print the assessment as JSON")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    result = check(args.model, strict=args.strict)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print("%s: NPU %s%s" % (args.model, result["verdict"], " (fully int8)" if result["fully_int8"] else ""))
+        print("ops: %s" % ", ".join("%s x%d" % item for item in sorted(result["ops"].items())))
+        for problem in result["problems"]:
+            print("problem: %s" % problem)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from converters.cli import main
+
+    sys.exit(main(run, step="npu"))

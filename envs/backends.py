@@ -37,14 +37,13 @@ class Backend(abc.ABC):
         """Make the environment usable (create the venv, check the image); raise EnvError if not."""
 
     @abc.abstractmethod
-    def command(self, env_name, module, args=(), mounts=()):
-        """(argv, environ) that run the module; environ is None to inherit the host's."""
+    def command(self, env_name, module, args=(), mounts=(), extra_env=None):
+        """(argv, environ) that run the module with ``extra_env`` set inside the environment."""
 
-    def run(self, env_name, module, args=(), mounts=(), extra_env=None, cwd=None):
+    def run(self, env_name, module, args=(), mounts=None, extra_env=None, cwd=None):
         """Run the module with its output streamed to the user; return the exit code."""
-        argv, environ = self.command(env_name, module, args, mounts)
-        environ = dict(os.environ if environ is None else environ)
-        environ.update(extra_env or {})
+        argv, environ = self.command(env_name, module, args, mounts_for(args) if mounts is None else mounts,
+                                     extra_env)
         return subprocess.call(argv, cwd=cwd or venvs.REPO_ROOT, env=environ)
 
 
@@ -56,8 +55,28 @@ class LocalBackend(Backend):
     def prepare(self, env_name, log=print):
         venvs.ensure(env_name, log=log)
 
-    def command(self, env_name, module, args=(), mounts=()):
-        return venvs.module_command(env_name, module, args), venvs.run_environ(env_name)
+    def command(self, env_name, module, args=(), mounts=(), extra_env=None):
+        environ = venvs.run_environ(env_name)
+        environ.update(extra_env or {})
+        return venvs.module_command(env_name, module, args), environ
+
+
+def mounts_for(args):
+    """The mounts a step needs, derived from its arguments: an existing file's folder read-only (a
+    model, a custom-objects file), an existing folder read-write (a run folder; calibration folders
+    too, harmlessly), a path that does not exist yet its parent folder read-write (an output)."""
+    mounts = []
+    for arg in args:
+        arg = str(arg)
+        if not os.path.isabs(arg):
+            continue
+        if os.path.isfile(arg):
+            mounts.append(Mount(os.path.dirname(arg)))
+        elif os.path.isdir(arg):
+            mounts.append(Mount(arg, writable=True))
+        elif os.path.isdir(os.path.dirname(arg)):
+            mounts.append(Mount(os.path.dirname(arg), writable=True))
+    return mounts
 
 
 def get_backend(name=None):

@@ -20,7 +20,7 @@ imported only when an engine is needed.
 import os
 
 from envs import registry, venvs
-from envs.backends import ALL_BACKENDS, Backend
+from envs.backends import ALL_BACKENDS, Backend, Mount
 from envs.errors import EnvError
 
 DOCKER_DIR = os.path.join(venvs.REPO_ROOT, "docker")
@@ -165,12 +165,15 @@ class DockerBackend(Backend):
                 "with `nox -s docker_build -- %s`." % (tag, env_name, env_name))
         log("environment %s: image %s" % (env_name, tag))
 
-    def command(self, env_name, module, args=(), mounts=()):
+    def command(self, env_name, module, args=(), mounts=(), extra_env=None):
         argv = ["docker", "run", "--rm", "--init", "--user", "%d:%d" % (os.getuid(), os.getgid()),
                 "--network", "none", "--env", "HOME=/tmp"]
-        for variable in ("TFBRIDGE_ERROR_FILE", "TFBRIDGE_DEBUG"):
-            if os.environ.get(variable):
-                argv += ["--env", "%s=%s" % (variable, os.environ[variable])]
+        passed = {key: os.environ[key] for key in ("TFBRIDGE_DEBUG",) if os.environ.get(key)}
+        passed.update(extra_env or {})
+        for variable in sorted(passed):
+            argv += ["--env", "%s=%s" % (variable, passed[variable])]
+            if variable == "TFBRIDGE_ERROR_FILE":  # written by the step: its folder must be writable
+                mounts = list(mounts) + [Mount(os.path.dirname(os.path.abspath(passed[variable])), writable=True)]
         for mount in _merge(mounts):
             argv += ["--volume", "%s:%s:%s" % (mount.path, mount.path, "rw" if mount.writable else "ro")]
         argv += [image_tag(env_name), module] + [str(arg) for arg in args]

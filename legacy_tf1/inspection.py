@@ -45,8 +45,9 @@ def read_attributes(path):
             if "layer_names" in attrs and not isinstance(attrs["layer_names"], (list, str)):
                 attrs["layer_names"] = [_text(name) for name in attrs["layer_names"]]
             attrs["_groups"] = sorted(handle.keys())
-    except (OSError, IOError) as exc:
-        raise InputFileError("%s is not a readable HDF5 file (%s)." % (path, exc), step="inspect",
+    except Exception as exc:  # noqa: BLE001 - OSError usually; a damaged file can fail anywhere inside h5py
+        raise InputFileError("%s is not a readable HDF5 file (%s)." % (path, str(exc)[:300] or type(exc).__name__),
+                             step="inspect",
                              hint="Give a Keras .h5 file saved with model.save() or model.save_weights().")
     return attrs
 

@@ -23,6 +23,7 @@ import os
 from converters.errors import InputFileError, ModelLoadError, UntrustedModelError, UsageError
 from converters.keras_compat import load_custom_objects
 from legacy_tf1 import compat, inspection
+from legacy_tf1.compat_versions import version_tuple
 
 
 def parse_arch_call(text):
@@ -63,6 +64,25 @@ def _lambda_guard(lambdas, where, trust_model):
             hint="Only if you trust where the file came from, rerun with --trust-model.")
 
 
+def _load_yaml(text):
+    """A Keras YAML model config (``model.to_yaml()``) with the safe loader plus tuples.
+
+    Keras writes shapes as ``!!python/tuple``, which ``yaml.safe_load`` rejects; we accept that one
+    tag (it only builds a tuple) and nothing else from the unsafe loader.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        pass
+
+    ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                                 lambda loader, node: tuple(loader.construct_sequence(node)))
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as exc:
+        raise InputFileError("--arch YAML is not a model config (%s)." % str(exc).splitlines()[0], step="load")
+
+
 def build_architecture(arch, flavour, custom_objects, trust_model):
     """A freshly built (untrained) model from ``--arch`` (see the module docstring)."""
     keras = compat.keras_module(flavour)
@@ -70,9 +90,7 @@ def build_architecture(arch, flavour, custom_objects, trust_model):
         with open(arch) as handle:
             text = handle.read()
         if arch.lower().endswith((".yaml", ".yml")):
-            import yaml
-
-            config = yaml.safe_load(text)
+            config = _load_yaml(text)
             text = json.dumps(config)
         else:
             try:
@@ -123,21 +141,46 @@ def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None
         flavour = model_flavour(model)
         try:
             model.load_weights(path)
-        except (ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ValueError/KeyError on a mismatch, others on a damaged file
             raise ModelLoadError("the weights in %s do not fit the architecture %s (%s)." % (path, arch, exc),
                                  step="load", hint="Check --arch builds the same model (layers, shapes, include_top).")
         return model, flavour, info
     _lambda_guard(info["lambda_layers"], path, trust_model)
     keras = compat.keras_module(flavour)
+    origin_keras = compat.keras_version(flavour)
+    newer = _newer_keras(info.get("keras_version"), origin_keras)
+    if newer:
+        # TF 2.x-era configs (tf_keras 2.4+, Keras 3) use arguments Keras 2.2/2.3 do not know
+        # ("batch_shape", "ragged"...): refuse with both versions instead of a TypeError deep in Keras
+        raise ModelLoadError(
+            "%s was written by %s, newer than the origin environment %s reads (it has %s %s)."
+            % (path, newer, os.environ.get("TFBRIDGE_ENV") or "of TF 1.x", flavour, origin_keras), step="load",
+            hint="Give --origin the TF version that saved the file; a model saved by TF 2.x is not legacy: "
+                 "convert it directly with `nox -s convert -- MODEL` (python -m converters.convert).")
     try:
         with compat.custom_object_scope(flavour, custom_objects):
             model = keras.models.load_model(path, custom_objects=custom_objects, compile=False)
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file fails in many ways inside Keras/h5py
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = "If the model has custom layers, pass --custom-objects FILE.py defining them."
-        if "Unknown" not in message:
-            hint = ("The file was saved by %s %s; check --origin names the TF version that saved it."
-                    % (flavour, info.get("keras_version")))
-        raise ModelLoadError("loading %s with %s %s failed: %s" % (path, flavour, compat.keras_version(flavour),
-                                                                  message), step="load", hint=hint)
+        if isinstance(exc, ValueError) and "Unknown" in message:
+            hint = "If the model has custom layers, pass --custom-objects FILE.py defining them."
+        else:
+            message = "%s: %s" % (type(exc).__name__, message)
+            hint = ("The file says it was saved by %s %s; check --origin names the TF version that saved it, "
+                    "or that the file is complete (not truncated or damaged)." % (flavour, info.get("keras_version")))
+        raise ModelLoadError("loading %s with %s %s failed: %s" % (path, flavour, origin_keras, message[:300]),
+                             step="load", hint=hint)
     return model, flavour, info
+
+
+def _newer_keras(file_version, origin_version):
+    """A description of the Keras that wrote the file when it is TF 2.x era (newer than any TF 1.x origin
+    reads) or newer than ``origin_version`` in major.minor; else None."""
+    if not file_version:
+        return None
+    written = version_tuple(file_version)
+    if written[:2] <= version_tuple(origin_version)[:2] or written < (2, 4, 0):
+        return None  # e.g. keras 2.3.1 in keras 2.2.4: may well load; a failure names both versions
+    if written[0] >= 3:
+        return "Keras %s (Keras 3)" % file_version
+    return "Keras %s (tf.keras / tf_keras of TF 2.x)" % file_version

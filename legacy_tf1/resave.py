@@ -106,15 +106,19 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     model, flavour, info = loading.load(model_path, arch=arch, custom_objects_path=copied or custom_objects,
                                         trust_model=trust_model, info=info)
     timings["load_s"] = round(time.time() - started, 3)
+    inputs = [_tensor_spec(t, n) for t, n in zip(model.inputs, model.input_names)]
+    outputs = [_tensor_spec(t, n) for t, n in zip(model.outputs, model.output_names)]
+    # the probe first: a model we cannot probe fails before the expensive save and freeze
+    probe, probe_info = make_probe(inputs, samples, seed, input_range, calib, preprocess)
+    for name, array in probe.items():
+        if not np.all(np.isfinite(array)):
+            raise CalibrationDataError("probe input %s has non-finite values." % name, step="probe")
 
     t0 = time.time()
     resaved = os.path.join(out, runfolder.MODEL_H5)
     with runfolder.atomic_path(resaved) as temporary:
         model.save(temporary, include_optimizer=False)
     timings["save_s"] = round(time.time() - t0, 3)
-
-    inputs = [_tensor_spec(t, n) for t, n in zip(model.inputs, model.input_names)]
-    outputs = [_tensor_spec(t, n) for t, n in zip(model.outputs, model.output_names)]
 
     t0 = time.time()
     frozen = None
@@ -134,10 +138,6 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     timings["freeze_s"] = round(time.time() - t0, 3)
 
     t0 = time.time()
-    probe, probe_info = make_probe(inputs, samples, seed, input_range, calib, preprocess)
-    for name, array in probe.items():
-        if not np.all(np.isfinite(array)):
-            raise CalibrationDataError("probe input %s has non-finite values." % name, step="probe")
     runfolder.write_arrays(os.path.join(out, runfolder.PROBE), probe)
     feed = [probe[spec["name"]] for spec in inputs]
     predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, samples))

@@ -1,0 +1,268 @@
+"""One cell of the parity matrix: does the re-saved model give the origin's outputs in this environment?
+
+For whom: ``converters.verify`` runs it inside tf1.15 and tf2 (Python 3.7 compatible). Commands::
+
+    python -m converters.parity RUN --label LABEL [--keras auto|keras|tf.keras|tf_keras|keras3]
+    python -m converters.parity activations RUN --label LABEL --out FILE [--keras ...] [--samples N]
+    python -m converters.parity divergence RUN --label LABEL [--origin-label ENV]
+
+``RUN`` is a run folder made by ``python -m legacy_tf1 resave``. The first command loads ``RUN/model.h5``
+with the chosen Keras (``auto``: the flavour that saved it in TF 1.x, tf_keras in TF 2.x; Keras 3 is
+label "tf2-keras3" run in its own process), runs ``probe.npz``, writes ``reference_<LABEL>.npz`` and
+``parity_<LABEL>.json``::
+
+    {env, label, runtime, status: match|mismatch|load_error, max_abs, max_rel, cosine, top1_agreement,
+     per_output: [...], tolerances, error?, hint?, first_divergent_layer?}
+
+A model that does not load here is a ``load_error`` cell (error class, first line, a hint), not a crash:
+"this model does not load in Keras 3" is an answer, not a failure of the tool.
+
+``activations`` writes every layer's output on the first ``--samples`` probe inputs (default 2; full
+activations of a deep net are large), keyed by layer name. ``divergence`` compares
+``activations_<origin>.npz`` with ``activations_<LABEL>.npz`` layer by layer in the manifest's order with
+``converters.metrics.compare`` and records the first layer that does not match in ``parity_<LABEL>.json``.
+"""
+
+import argparse
+import os
+import time
+
+from converters import cli, runfolder
+from converters.errors import InputFileError, UsageError
+from converters import keras_compat
+
+ACTIVATION_SAMPLES = 2
+
+HINTS = {
+    "keras3": "Keras 3 cannot read every Keras 2 .h5 (tf.keras 1.x configs, removed arguments); use tf_keras "
+              "(TF_USE_LEGACY_KERAS=1) in TF 2.x, or convert from the frozen graph (model.pb).",
+    "tf_keras": "tf-keras should load Keras 2 .h5 files; if a custom layer is missing pass --custom-objects, "
+                "otherwise convert from the frozen graph (model.pb).",
+}
+
+
+def summarize_error(exc, limit=400):
+    """The first line of an exception and, when Keras wraps the cause ("Exception encountered: ..."), that
+    cause too: the first line alone is often a config dump that does not say what was wrong."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    cause = [line for line in lines[1:] if line.startswith("Exception encountered")]
+    if cause:
+        return "%s ... %s" % (first[:150], cause[-1][:limit])
+    return first[:limit]
+
+
+def load_hint(exc, flavour, manifest):
+    """What to do about a load failure, specific where the cause is known."""
+    text = str(exc)
+    if manifest["model"].get("lambda_layers") and flavour != "keras" and (
+            isinstance(exc, (EOFError, SystemError, ValueError, TypeError)) or "marshal" in text):
+        return ("The model's Lambda layer(s) %s hold Python %s bytecode, which this Python cannot load. "
+                "Rewrite them as a custom layer class passed with --custom-objects, or convert from the "
+                "frozen graph (model.pb), which needs no Python code."
+                % (", ".join(manifest["model"]["lambda_layers"]), manifest["origin"].get("python", "3.7")))
+    if "cannot contain character `/`" in text:
+        return ("Keras 3 forbids '/' in layer names, and this model has such names (keras-vggface uses e.g. "
+                "'conv1/7x7_s2'). Use tf_keras (TF_USE_LEGACY_KERAS=1) or the frozen graph (model.pb).")
+    if "Unknown layer" in text or "Could not locate class" in text:
+        return "A custom layer is not known here: pass --custom-objects FILE.py that defines it for this Keras."
+    return HINTS.get(flavour, HINTS["tf_keras"])
+
+
+def activations_name(label):
+    return "activations_%s.npz" % label
+
+
+def _read_manifest(run):
+    path = os.path.join(run, runfolder.MANIFEST)
+    if not os.path.isfile(path):
+        raise InputFileError("%s has no manifest.json: it is not a completed run folder." % run, step="parity",
+                             hint="Run `python -m legacy_tf1 resave MODEL --out %s` in the origin environment first." % run)
+    return runfolder.read_json(path)
+
+
+def _custom_objects(run, manifest):
+    name = manifest["model"].get("custom_objects")
+    return keras_compat.load_custom_objects(os.path.join(run, name)) if name else {}
+
+
+def _load(run, manifest, flavour):
+    path = os.path.join(run, runfolder.MODEL_H5)
+    return keras_compat.load_model(flavour, path, _custom_objects(run, manifest))
+
+
+def _predict(model, manifest, probe, samples=None):
+    import numpy as np
+
+    feed = [probe[spec["name"]][:samples] for spec in manifest["model"]["inputs"]]
+    outputs = model.predict(feed if len(feed) > 1 else feed[0], batch_size=8, verbose=0)
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    names = [spec["name"] for spec in manifest["model"]["outputs"]]
+    return dict((name, np.asarray(value, dtype=np.float32)) for name, value in zip(names, outputs))
+
+
+def parity_cell(run, label, flavour="auto"):
+    """Load, run the probe, compare with the origin's references; write and return the cell."""
+    from converters import metrics
+
+    manifest = _read_manifest(run)
+    flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
+    keras_compat.prepare(flavour)
+    origin = manifest["origin"]["env"]
+    cell = {"env": label, "label": label, "keras": flavour, "origin": origin, "status": None,
+            "max_abs": None, "max_rel": None, "cosine": None, "top1_agreement": None, "per_output": []}
+    timings = {}
+    started = time.time()
+    try:
+        cell["runtime"] = keras_compat.runtime(flavour)
+        model = _load(run, manifest, flavour)
+    except Exception as exc:  # noqa: BLE001 - any load failure is an honest matrix cell
+        cell.update(status="load_error", error="%s: %s" % (type(exc).__name__, summarize_error(exc)),
+                    error_class=type(exc).__name__, hint=load_hint(exc, flavour, manifest))
+        cell.setdefault("runtime", flavour)
+        timings["load_s"] = round(time.time() - started, 3)
+        cell["timings"] = timings
+        runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
+        return cell
+    timings["load_s"] = round(time.time() - started, 3)
+    t0 = time.time()
+    probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
+    outputs = _predict(model, manifest, probe)
+    runfolder.write_arrays(os.path.join(run, runfolder.reference_name(label)), outputs)
+    references = runfolder.read_arrays(os.path.join(run, runfolder.reference_name(origin)))
+    summary = metrics.compare_outputs(references, outputs)
+    timings["predict_s"] = round(time.time() - t0, 3)
+    cell.update(status=summary["verdict"], max_abs=summary["max_abs"], max_rel=summary["max_rel"],
+                cosine=summary["cosine"], top1_agreement=summary["top1_agreement"],
+                per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
+    if summary["warnings"]:
+        cell["warnings"] = summary["warnings"]
+    runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
+    return cell
+
+
+def layer_activations(keras, model, inputs, layer_names=None):
+    """Every (named) layer's output for ``inputs``, as ``{layer_name: array}`` (``name/i`` for layers with
+    several outputs). Works with any Keras 2/3 module; layers without a single output tensor in the model's
+    graph (shared layers, nested models called twice) are skipped."""
+    import numpy as np
+
+    tensors, names = [], []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer" or (layer_names is not None and layer.name not in layer_names):
+            continue
+        try:
+            output = layer.output
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+        if isinstance(output, (list, tuple)):
+            for index, tensor in enumerate(output):
+                tensors.append(tensor)
+                names.append("%s/%d" % (layer.name, index))
+        else:
+            tensors.append(output)
+            names.append(layer.name)
+    probe_model = keras.models.Model(inputs=model.inputs, outputs=tensors)
+    values = probe_model.predict(inputs if len(inputs) > 1 else inputs[0], batch_size=8, verbose=0)
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    return dict((name, np.asarray(value, dtype=np.float32)) for name, value in zip(names, values))
+
+
+def activations(run, label, out, flavour="auto", samples=ACTIVATION_SAMPLES):
+    manifest = _read_manifest(run)
+    flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
+    keras_compat.prepare(flavour)
+    model = _load(run, manifest, flavour)
+    probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
+    feed = [probe[spec["name"]][:samples] for spec in manifest["model"]["inputs"]]
+    values = layer_activations(keras_compat.keras_module(flavour), model, feed)
+    runfolder.write_arrays(out, values)
+    return sorted(values)
+
+
+def first_divergence(origin_values, candidate_values, layer_order):
+    """``(first_divergent_layer or None, per-layer comparisons)`` comparing in ``layer_order``."""
+    from converters import metrics
+
+    compared = []
+    keys = []  # (layer, array key): a layer with several outputs has keys "layer/0", "layer/1", ...
+    for layer in layer_order:
+        if layer in origin_values:
+            keys.append((layer, layer))
+        else:
+            keys.extend((layer, k) for k in sorted(origin_values) if k.startswith(layer + "/"))
+    for layer, key in keys:
+        if key not in candidate_values:
+            continue
+        result = metrics.compare(origin_values[key], candidate_values[key], name=key)
+        compared.append({"layer": key, "verdict": result["verdict"], "max_abs": result["max_abs"],
+                         "cosine": result["cosine"], "reasons": result["reasons"]})
+        if result["verdict"] != "match":
+            return layer, compared
+    return None, compared
+
+
+def divergence(run, label, origin_label=None):
+    manifest = _read_manifest(run)
+    origin_label = origin_label or manifest["origin"]["env"]
+    paths = [os.path.join(run, activations_name(name)) for name in (origin_label, label)]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise InputFileError("%s is missing." % path, step="divergence",
+                                 hint="Run `python -m converters.parity activations` (tf1.15/tf2) or "
+                                      "`python -m legacy_tf1 activations` (origin) first.")
+    origin_values = runfolder.read_arrays(paths[0])
+    candidate_values = runfolder.read_arrays(paths[1])
+    layer, compared = first_divergence(origin_values, candidate_values, manifest.get("layers") or [])
+    cell_path = os.path.join(run, runfolder.parity_name(label))
+    cell = runfolder.read_json(cell_path) if os.path.isfile(cell_path) else {"env": label}
+    cell["first_divergent_layer"] = layer
+    cell["divergence"] = compared[-5:]
+    cell["layers_compared"] = len(compared)
+    runfolder.write_json(cell_path, cell)
+    return layer
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="python -m converters.parity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def run(argv):
+    command = "parity"
+    if argv and argv[0] in ("activations", "divergence"):
+        command, argv = argv[0], argv[1:]
+    parser = _parser()
+    parser.add_argument("run", help="run folder made by legacy_tf1 resave")
+    parser.add_argument("--label", required=True, help="name of this matrix cell, e.g. tf1.15, tf2, tf2-keras3")
+    if command != "divergence":
+        parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS)
+    if command == "activations":
+        parser.add_argument("--out", help="output .npz (default RUN/activations_LABEL.npz)")
+        parser.add_argument("--samples", type=int, default=ACTIVATION_SAMPLES)
+    if command == "divergence":
+        parser.add_argument("--origin-label", default=None)
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.run):
+        raise UsageError("run folder %s does not exist." % args.run, step=command)
+    if command == "activations":
+        out = args.out or os.path.join(args.run, activations_name(args.label))
+        names = activations(args.run, args.label, out, args.keras, args.samples)
+        print("%d layer outputs -> %s" % (len(names), out))
+        return 0
+    if command == "divergence":
+        layer = divergence(args.run, args.label, args.origin_label)
+        print("first divergent layer: %s" % layer)
+        return 0
+    cell = parity_cell(args.run, args.label, args.keras)
+    print("%s: %s (max_abs %s)" % (args.label, cell["status"], cell["max_abs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.main(run, step="parity"))

@@ -1,0 +1,257 @@
+"""``convert_legacy``: a legacy Keras model to a fully int8 TFLite model, with every check on the way.
+
+For whom: ``nox -s convert_legacy -- [MODEL] [options]``. Host side, standard library only: the work runs
+in the environments, step by step (``converters.verify`` for re-save and parity, ``converters.convert``
+for the int8 conversion, its verification and the report)::
+
+    python -m converters.pipeline [MODEL] [--origin 1.13|1.15] [--calib PATH] [--preprocess NAME]
+        [--calib-samples N] [--io int8|uint8|float32] [--output-io ...] [--per-tensor]
+        [--allow-float-ops] [--strict-npu] [--arch ...] [--custom-objects FILE.py] [--trust-model]
+        [--input-range LO,HI] [--probe-samples N] [--seed S] [--out DIR] [--backend local|docker]
+        [--force] [--debug]
+
+With no MODEL it runs the embedded demo: a small face / non-face classifier is made and trained in tf1.13
+on scikit-image's LFW faces (``python -m legacy_tf1 make-demo``), then goes through the whole job into
+``runs/demo_face`` (its calibration images and ``--preprocess unit``, as in its training).
+
+Skipping unchanged work: each run folder records, in ``steps.json``, a key per stage: ``verify`` (the
+model's sha256, the architecture and custom-objects files, the probe options and data, the code of
+tfbridge and the environment locks) and ``convert`` (the verify key plus the conversion options and the
+calibration data). A rerun whose keys equal the recorded ones does nothing; one whose conversion options
+changed reuses the re-saved model, the references and the parity cells. ``--force`` redoes everything.
+
+Run-folder safety: the new run is assembled in a temporary sibling folder and swapped into place only
+when every stage succeeded; a failed or interrupted run leaves an existing ``--out`` as it was.
+
+Exit status: 0 when every parity cell and the int8 model match; 1 on a mismatch (the report says where);
+2 and above for errors, each one paragraph (``--debug`` for the traceback).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from converters import cli, convert, errors, runfolder, verify
+from envs import venvs
+
+STEPS_FILE = "steps.json"
+VERIFY_REPORT = "verify.json"
+DEMO_NAME = "demo_face"
+CODE_DIRS = ("converters", "legacy_tf1", os.path.join("envs", "locks"))
+# What the verify stage leaves in a run folder, reused as is when only conversion options changed.
+VERIFY_OUTPUTS = ("manifest.json", "model.h5", "model.pb", "probe.npz", VERIFY_REPORT)
+VERIFY_PATTERNS = ("reference_", "parity_", "activations_")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="nox -s convert_legacy --",
+        description="Legacy Keras model (TF 1.13/1.15) -> re-saved in its TF, checked in newer TFs -> "
+                    "fully int8 TFLite with int8 I/O -> report. With no MODEL: the embedded demo.")
+    parser.add_argument("model", nargs="?", help="legacy Keras .h5 (full model, or weights with --arch)")
+    parser.add_argument("--origin", help="TF version that saved MODEL: 1.13 or 1.15 (default: inferred)")
+    parser.add_argument("--arch", help="architecture for a weights-only file: JSON/YAML or module:function(...)")
+    parser.add_argument("--custom-objects", help="FILE.py defining CUSTOM_OBJECTS or the custom layer classes")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="allow Lambda layers (loading them runs code stored in the file)")
+    parser.add_argument("--input-range", help="LO,HI of a random probe when no --calib is given")
+    parser.add_argument("--out", help="run folder (default runs/<model-stem>)")
+    parser.add_argument("--backend", choices=("local", "docker"), default=None,
+                        help="where the environment steps run (default local venvs)")
+    parser.add_argument("--force", action="store_true", help="redo every stage even if its inputs are unchanged")
+    convert.add_options(parser)
+    return parser
+
+
+def sha256_of(path):
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    if path is None:
+        return None
+    if os.path.isfile(path):
+        return runfolder.sha256_file(path)
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".pyc"):
+                continue
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode("utf-8") + b"\0")
+            digest.update(runfolder.sha256_file(full).encode("ascii"))
+    return digest.hexdigest()
+
+
+def code_fingerprint():
+    """One hash of tfbridge's code and the environment locks: a change of either invalidates old runs."""
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        digest.update(folder.encode() + b"=" + sha256_of(os.path.join(venvs.REPO_ROOT, folder)).encode())
+    return digest.hexdigest()
+
+
+def stage_keys(args):
+    """(verify key, convert key) of a run with these options (see the module docstring)."""
+    code = code_fingerprint()
+    calib = args.calib if args.calib and os.path.exists(args.calib) else args.calib
+    verify_inputs = {
+        "model": sha256_of(args.model), "arch": args.arch, "origin": args.origin,
+        "arch_file": sha256_of(args.arch) if args.arch and os.path.isfile(args.arch) else None,
+        "custom_objects": sha256_of(args.custom_objects), "trust_model": bool(args.trust_model),
+        "input_range": args.input_range, "probe_samples": args.probe_samples, "seed": args.seed,
+        "calib": sha256_of(calib) if calib and os.path.exists(calib) else calib,
+        "preprocess": args.preprocess, "code": code,
+    }
+    verify_key = _hash_json(verify_inputs)
+    convert_inputs = {"verify": verify_key}
+    for key in ("calib_samples", "io", "output_io", "per_tensor", "allow_float_ops", "strict_npu",
+                "no_layer_debug"):
+        convert_inputs[key] = getattr(args, key, None)
+    return verify_key, _hash_json(convert_inputs)
+
+
+def _hash_json(data):
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def prepare_demo(args, log):
+    """Make (once) the demo model and its calibration images in tf1.13; fill in the demo's options."""
+    source = os.path.abspath(os.path.join("runs", ".demo-source"))
+    model = os.path.join(source, DEMO_NAME + ".h5")
+    stamp = os.path.join(source, "made-by.json")
+    demo_code = sha256_of(os.path.join(venvs.REPO_ROOT, "legacy_tf1", "demo.py"))
+    made = runfolder.read_json(stamp) if os.path.exists(stamp) else {}
+    if not os.path.exists(model) or made.get("demo_code") != demo_code:
+        log("demo: training the face / non-face model in tf1.13 on scikit-image's LFW faces")
+        os.makedirs(source, exist_ok=True)
+        verify.run_step("make-demo", "tf1.13", "legacy_tf1", ["make-demo", "--out", source], log, source)
+        runfolder.write_json(stamp, {"demo_code": demo_code})
+    else:
+        log("demo: reusing the demo model in %s" % source)
+    args.model = model
+    args.calib = args.calib or os.path.join(source, "calibration")
+    args.preprocess = args.preprocess or "unit"  # as in its training: x / 255
+    args.origin = args.origin or "1.13"
+    args.out = args.out or os.path.join("runs", DEMO_NAME)
+
+
+def convert_legacy(args, log):
+    """Run the whole job (module docstring); return (report dict, exit status)."""
+    if args.backend:
+        os.environ["TFBRIDGE_BACKEND"] = args.backend
+    verify.check_origin(args.origin)  # before the demo is made or anything is written
+    if args.model is None:
+        prepare_demo(args, log)
+    if not os.path.isfile(args.model):
+        raise errors.InputFileError("model file %s does not exist." % args.model, step="convert_legacy",
+                                    hint="Give the path of a legacy Keras .h5 file, or no MODEL for the demo.")
+    out = os.path.abspath(args.out or verify.default_out(args.model))
+    verify_key, convert_key = stage_keys(args)
+    recorded = _read_steps(out)
+    if not args.force and recorded.get("convert") == convert_key and os.path.exists(os.path.join(out, "report.json")):
+        log("convert_legacy: inputs, options and code unchanged since the last run; nothing to do (--force redoes it)")
+        return _finish(out, skipped=["verify", "convert"])
+
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".%s.partial-" % os.path.basename(out), dir=parent)
+    succeeded = False
+    skipped = []
+    timings = {}
+    try:
+        started = time.time()
+        if not args.force and recorded.get("verify") == verify_key and _copy_verify_outputs(out, temporary):
+            log("convert_legacy: model, probe and code unchanged: reusing the re-save and parity results")
+            skipped.append("verify")
+        else:
+            options = verify.Options(
+                model=args.model, origin=args.origin, calib=args.calib, preprocess=args.preprocess,
+                arch=args.arch, custom_objects=args.custom_objects, trust_model=args.trust_model,
+                out=out, debug=args.debug, input_range=args.input_range, probe_samples=args.probe_samples,
+                seed=args.seed, log=log)
+            report = verify.verify_into(options, temporary, log)
+            runfolder.write_json(os.path.join(temporary, VERIFY_REPORT), report)
+        timings["verify"] = round(time.time() - started, 2)
+        started = time.time()
+        convert.convert_run(temporary, args, log=log)
+        timings["convert_stage"] = round(time.time() - started, 2)
+        runfolder.write_json(os.path.join(temporary, STEPS_FILE),
+                             {"verify": verify_key, "convert": convert_key, "seconds": timings})
+        verify.swap_into_place(temporary, out)
+        succeeded = True
+        convert.set_run_dir(out)
+    finally:
+        if not succeeded:
+            if args.debug and os.path.isdir(temporary):
+                log("tfbridge: the partial run folder is kept for inspection: %s" % temporary)
+            else:
+                shutil.rmtree(temporary, ignore_errors=True)
+    return _finish(out, skipped=skipped)
+
+
+def _read_steps(out):
+    try:
+        return runfolder.read_json(os.path.join(out, STEPS_FILE))
+    except (OSError, ValueError):
+        return {}
+
+
+def _copy_verify_outputs(source, target):
+    names = [name for name in os.listdir(source)
+             if name in VERIFY_OUTPUTS or name.startswith(VERIFY_PATTERNS)]
+    if VERIFY_REPORT not in names or "manifest.json" not in names:
+        return False
+    for name in names:
+        full = os.path.join(source, name)
+        if os.path.isfile(full):
+            shutil.copy2(full, os.path.join(target, name))
+    return True
+
+
+def _finish(out, skipped):
+    report = runfolder.read_json(os.path.join(out, "report.json"))
+    verify_report = runfolder.read_json(os.path.join(out, VERIFY_REPORT))
+    report["skipped_stages"] = skipped
+    failing = list(verify_report.get("failing") or [])
+    tflite = report.get("tflite") or {}
+    if tflite.get("status") not in (None, "match"):
+        failing.append("int8 TFLite")
+    status = 1 if failing else 0
+    return report, verify_report, status, failing
+
+
+def summary(out, report, verify_report, failing):
+    """What the user reads at the end: the parity matrix, the int8 result, NPU readiness, where to look."""
+    lines = [verify.format_table(verify.matrix_rows(verify_report)), ""]
+    tflite, npu = report.get("tflite") or {}, report.get("npu") or {}
+    lines.append("int8 TFLite: %s (input %s, output %s, %s bytes): cosine %s, top-1 agreement %s, max %s LSB, "
+                 "SQNR %s dB" % (tflite.get("status"), tflite.get("input_dtype"), tflite.get("output_dtype"),
+                                 tflite.get("size_bytes"), _num(tflite.get("cosine"), 5),
+                                 _num(tflite.get("top1_agreement"), 3), _num(tflite.get("max_abs_lsb"), 3),
+                                 _num(tflite.get("sqnr_db"), 3)))
+    lines.append("NPU: %s%s" % (npu.get("verdict"), " (fully int8)" if npu.get("fully_int8") else
+                                "; problems: " + "; ".join(str(p) for p in npu.get("problems") or [])))
+    lines.append("verdict: %s" % ("FAIL: " + ", ".join(failing) if failing else "pass"))
+    lines.append("report: %s" % os.path.join(out, "report.html"))
+    return "\n".join(lines)
+
+
+def _num(value, digits):
+    return "-" if value is None else ("%.*g" % (digits, value) if isinstance(value, float) else str(value))
+
+
+def run(argv):
+    args = _parser().parse_args(argv)
+    log = lambda message: sys.stderr.write(message + "\n")  # noqa: E731
+    report, verify_report, status, failing = convert_legacy(args, log)
+    out = os.path.abspath(args.out or verify.default_out(args.model))
+    print(summary(out, report, verify_report, failing))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run, step="convert_legacy"))

@@ -1,0 +1,334 @@
+"""The report of a run folder: report.json for machines, report.md and a self-contained report.html for people.
+
+For whom: the last step of ``converters.convert`` / ``convert_legacy``; ``tf2`` environment (matplotlib and
+jinja2; the HTML has its CSS inline and its plots as base64 PNG, so it can be mailed as one file).
+
+Reads whatever the run folder holds and reports what is missing rather than failing: manifest.json
+(model, origin, timings of the re-save), parity_*.json (one parity matrix cell each, written by
+``converters.parity``), tflite.json / npu.json / layers.json (the conversion step). report.json keys
+follow shared/DESIGN.md: model, origin, parity, tflite, npu, layers, timings {step: seconds}.
+
+What can go wrong: ``InputFileError`` when the folder has no manifest.json (nothing to report on).
+"""
+
+import base64
+import datetime
+import glob
+import io
+import os
+import sys
+
+from converters import runfolder
+from converters.errors import InputFileError
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+TFLITE_KEYS = ("path", "input_dtype", "output_dtype", "size_bytes", "status", "cosine", "top1_agreement",
+               "max_abs_lsb", "sqnr_db")
+
+
+def _read(path):
+    return runfolder.read_json(path) if os.path.exists(path) else None
+
+
+def collect(run_dir):
+    """Gather the run folder's results into the report.json dict (DESIGN.md keys plus details)."""
+    manifest = _read(os.path.join(run_dir, runfolder.MANIFEST))
+    if manifest is None:
+        raise InputFileError("%s has no manifest.json: nothing to report." % run_dir, step="report",
+                             hint="Run the conversion (or the re-save step) into this folder first.")
+    model = dict(manifest.get("model") or {})
+    parity = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "parity_*.json"))):
+        cell = runfolder.read_json(path)
+        if isinstance(cell, dict):
+            parity.append(cell)
+    tflite_raw = _read(os.path.join(run_dir, "tflite.json")) or {}
+    tflite = {key: tflite_raw.get(key) for key in TFLITE_KEYS}
+    for key, value in tflite_raw.items():
+        if key not in tflite and key != "timings":
+            tflite[key] = value
+    if tflite.get("path"):
+        tflite["path"] = os.path.relpath(tflite["path"], run_dir) if os.path.isabs(tflite["path"]) else tflite["path"]
+    npu = _read(os.path.join(run_dir, "npu.json")) or {}
+    layers_raw = _read(os.path.join(run_dir, "layers.json")) or {}
+    layers = [dict(layer) for layer in layers_raw.get("layers", [])]
+    timings = {}
+    for key, value in (manifest.get("timings") or {}).items():
+        timings["resave_" + key[:-2] if key.endswith("_s") else key] = value
+    for key, value in (tflite_raw.get("timings") or {}).items():
+        timings[key] = value
+    report = {
+        "schema_version": runfolder.SCHEMA_VERSION,
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_dir": os.path.abspath(run_dir),
+        "model": {"path": model.get("path"), "sha256": model.get("sha256"), "inputs": model.get("inputs") or [],
+                  "outputs": model.get("outputs") or [], "parameters": model.get("parameters"),
+                  "route": model.get("route"), "frozen_graph": bool(model.get("frozen_graph"))},
+        "origin": manifest.get("origin") or {},
+        "probe": manifest.get("probe") or {},
+        "parity": parity,
+        "tflite": tflite,
+        "npu": npu,
+        "layers": layers,
+        "layers_info": {k: v for k, v in layers_raw.items() if k != "layers"},
+        "timings": timings,
+    }
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+def _png(figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def layer_plot(layers, flag_above=0.7, top=40):
+    """Bar plot of rmse/scale per layer (the ``top`` worst, in graph order), threshold line; data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    rows = [layer for layer in layers if layer.get("rmse_over_scale") is not None]
+    if not rows:
+        return None
+    if len(rows) > top:
+        keep = sorted(rows, key=lambda r: r["rmse_over_scale"], reverse=True)[:top]
+        keep_ids = set(id(r) for r in keep)
+        rows = [r for r in rows if id(r) in keep_ids]
+    values = [r["rmse_over_scale"] for r in rows]
+    labels = ["%s %s" % (r.get("op", ""), _short(r["name"])) for r in rows]
+    figure, axis = plt.subplots(figsize=(9.5, max(2.6, 0.24 * len(rows) + 1.0)))
+    colours = ["#d9534f" if v > flag_above else "#3b7dd8" for v in values]
+    positions = list(range(len(rows)))
+    axis.barh(positions, values, color=colours, height=0.7)
+    axis.set_yticks(positions)
+    axis.set_yticklabels(labels, fontsize=7.5)
+    axis.invert_yaxis()
+    axis.axvline(flag_above, color="#d9534f", linestyle="--", linewidth=1)
+    axis.axvline(0.2887, color="#888888", linestyle=":", linewidth=1)
+    axis.text(flag_above, -0.8, " flag > %.1f" % flag_above, color="#d9534f", fontsize=8, va="bottom")
+    axis.set_xlabel("RMSE / scale (LSB)  -  dotted: ideal rounding 0.29")
+    axis.spines["top"].set_visible(False)
+    axis.spines["right"].set_visible(False)
+    axis.grid(axis="x", alpha=0.25)
+    uri = _png(figure)
+    plt.close(figure)
+    return uri
+
+
+def size_plot(float_bytes, int8_bytes):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not float_bytes or not int8_bytes:
+        return None
+    divisor, unit = (1e6, "MB") if float_bytes >= 1e6 else (1e3, "KB")
+    figure, axis = plt.subplots(figsize=(4.6, 1.7))
+    axis.barh([0, 1], [float_bytes / divisor, int8_bytes / divisor], color=["#9aa5b1", "#2e9d6a"], height=0.6)
+    axis.set_yticks([0, 1])
+    axis.set_yticklabels(["float32", "int8"])
+    axis.invert_yaxis()
+    for y, value in enumerate([float_bytes, int8_bytes]):
+        axis.text(value / divisor, y, "  %s" % human_size(value), va="center", fontsize=9)
+    axis.set_xlabel(unit)
+    axis.set_xlim(0, float_bytes / divisor * 1.35)
+    for side in ("top", "right"):
+        axis.spines[side].set_visible(False)
+    uri = _png(figure)
+    plt.close(figure)
+    return uri
+
+
+def _short(name, limit=46):
+    name = name.split(";")[0]
+    return name if len(name) <= limit else "..." + name[-(limit - 3):]
+
+
+def human_size(value):
+    if value is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return ("%d %s" % (value, unit)) if unit == "B" else ("%.1f %s" % (value, unit))
+        value /= 1024.0
+    return str(value)
+
+
+def fmt(value, digits=4):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "∞" if value > 0 else "-∞"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return "%.3g" % value
+        return ("%." + str(digits) + "f") % value
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+def summary(report):
+    """The headline cards: (title, value, detail, tone) with tone good|warn|bad|none."""
+    cards = []
+    parity = report["parity"]
+    if parity:
+        matched = sum(1 for p in parity if p.get("status") == "match")
+        tone = "good" if matched == len(parity) else "bad"
+        cards.append(("TF upgrade parity", "%d / %d match" % (matched, len(parity)),
+                      ", ".join("%s: %s" % (p.get("env"), p.get("status")) for p in parity), tone))
+    else:
+        cards.append(("TF upgrade parity", "not run", "no parity_*.json in the run folder", "none"))
+    tflite = report["tflite"]
+    if tflite.get("status") in ("match", "mismatch"):
+        cards.append(("Int8 accuracy", "cosine %s" % fmt(tflite.get("cosine"), 5),
+                      "%s vs %s reference; SQNR %s dB" % (tflite.get("status"), tflite.get("reference_env", "float"),
+                                                        fmt(tflite.get("sqnr_db"), 1)),
+                      "good" if tflite.get("status") == "match" else "bad"))
+    else:
+        cards.append(("Int8 conversion", tflite.get("status") or "not run", tflite.get("error") or "", "bad"))
+    npu = report["npu"]
+    if npu:
+        tone = {"ready": "good", "partial": "warn"}.get(npu.get("verdict"), "bad")
+        cards.append(("NPU readiness", (npu.get("verdict") or "-").replace("_", " "),
+                      "%d problem(s)" % len(npu.get("problems") or []) if npu.get("problems") else "every tensor int8",
+                      tone))
+    if tflite.get("size_bytes"):
+        detail = ""
+        if tflite.get("float_size_bytes"):
+            detail = "float32 %s (%.1fx smaller)" % (human_size(tflite["float_size_bytes"]),
+                                                     tflite["float_size_bytes"] / float(tflite["size_bytes"]))
+        cards.append(("Int8 model size", human_size(tflite["size_bytes"]), detail, "none"))
+    return cards
+
+
+def io_rows(tflite):
+    """Rows of the I/O tensor table with the float range each integer type can represent."""
+    rows = []
+    limits = {"int8": (-128, 127), "uint8": (0, 255)}
+    for kind in ("inputs", "outputs"):
+        for tensor in (tflite.get("io") or {}).get(kind) or []:
+            row = {"kind": kind[:-1], "name": tensor.get("name"), "dtype": tensor.get("dtype"),
+                   "shape": "×".join(str(d) for d in tensor.get("shape") or []),
+                   "scale": tensor.get("scale"), "zero_point": tensor.get("zero_point"), "range": "float"}
+            if tensor.get("scale") and tensor.get("dtype") in limits:
+                low, high = limits[tensor["dtype"]]
+                row["range"] = "[%s, %s]" % (fmt((low - tensor["zero_point"]) * tensor["scale"], 3),
+                                             fmt((high - tensor["zero_point"]) * tensor["scale"], 3))
+            rows.append(row)
+    return rows
+
+
+def render_markdown(report):
+    model_name = os.path.basename(str(report["model"].get("path") or report["run_dir"]))
+    lines = ["# tfbridge report: %s" % model_name, "", "Generated %s." % report["generated"], ""]
+    for title, value, detail, _ in summary(report):
+        lines.append("- **%s**: %s%s" % (title, value, (" (%s)" % detail) if detail else ""))
+    lines += ["", "## Parity across TensorFlow versions", ""]
+    if report["parity"]:
+        lines += ["| env | runtime | status | max abs | cosine | top-1 | note |", "|---|---|---|---|---|---|---|"]
+        for p in report["parity"]:
+            note = p.get("error") or p.get("hint") or (
+                "first divergent layer: %s" % p["first_divergent_layer"] if p.get("first_divergent_layer") else "")
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                p.get("env"), p.get("runtime", "-"), p.get("status"), fmt(p.get("max_abs")), fmt(p.get("cosine"), 6),
+                fmt(p.get("top1_agreement"), 3), str(note).replace("|", "/")))
+    else:
+        lines.append("Not run for this model.")
+    t = report["tflite"]
+    lines += ["", "## Int8 TFLite", ""]
+    lines += ["| key | value |", "|---|---|"]
+    for key in ("path", "route", "input_dtype", "output_dtype", "status", "cosine", "top1_agreement",
+                "top1_decisive", "max_abs_lsb", "sqnr_db", "size_bytes", "float_size_bytes", "runtime"):
+        if key in t:
+            lines.append("| %s | %s |" % (key, fmt(t.get(key))))
+    if t.get("error"):
+        lines += ["", "**Conversion error:** %s" % t["error"]]
+    npu = report["npu"]
+    lines += ["", "## NPU readiness", ""]
+    if npu:
+        lines.append("Verdict: **%s** (fully int8: %s)" % (npu.get("verdict"), fmt(npu.get("fully_int8"))))
+        for problem in npu.get("problems") or []:
+            lines.append("- %s" % problem)
+        lines += ["", "| op | count |", "|---|---|"]
+        for name, count in sorted((npu.get("ops") or {}).items()):
+            lines.append("| %s | %d |" % (name, count))
+    else:
+        lines.append("Not assessed.")
+    lines += ["", "## Per-layer quantization error (RMSE / scale, LSB)", ""]
+    layers = [layer for layer in report["layers"] if layer.get("rmse_over_scale") is not None]
+    if layers:
+        worst = sorted(layers, key=lambda r: r["rmse_over_scale"], reverse=True)[:10]
+        lines += ["| layer | op | rmse/scale |", "|---|---|---|"]
+        for layer in worst:
+            lines.append("| %s | %s | %s%s |" % (layer["name"], layer.get("op", ""), fmt(layer["rmse_over_scale"], 3),
+                                                 " ⚠" if layer.get("flagged") else ""))
+    else:
+        lines.append(report["layers_info"].get("error") or "Not computed.")
+    lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
+    for key, value in report["timings"].items():
+        lines.append("| %s | %s |" % (key, fmt(value, 2)))
+    return "\n".join(lines) + "\n"
+
+
+def render_html(report):
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+                                     autoescape=jinja2.select_autoescape(["html", "j2"]))
+    environment.filters["fmt"] = fmt
+    environment.filters["size"] = human_size
+    environment.filters["short"] = _short
+    layers_info = report.get("layers_info") or {}
+    tflite = report["tflite"]
+    worst = sorted([r for r in report["layers"] if r.get("rmse_over_scale") is not None],
+                   key=lambda r: r["rmse_over_scale"], reverse=True)[:8]
+    return environment.get_template("report.html.j2").render(
+        io_rows=io_rows(tflite),
+        r=report,
+        model_name=os.path.basename(str(report["model"].get("path") or report["run_dir"]).rstrip("/")),
+        cards=summary(report),
+        layer_plot=layer_plot(report["layers"], layers_info.get("flag_above", 0.7)),
+        size_plot=size_plot(tflite.get("float_size_bytes"), tflite.get("size_bytes")),
+        worst_layers=worst,
+        flag_above=layers_info.get("flag_above", 0.7),
+    )
+
+
+def write(run_dir):
+    """Write report.json, report.md and report.html into ``run_dir`` (atomically); return the report dict."""
+    report = collect(run_dir)
+    runfolder.write_json(os.path.join(run_dir, "report.json"), report)
+    runfolder.write_text(os.path.join(run_dir, "report.md"), render_markdown(report))
+    runfolder.write_text(os.path.join(run_dir, "report.html"), render_html(report))
+    return report
+
+
+def run(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m converters.report",
+                                     description="Write report.json/.md/.html for a run folder (tf2 environment).")
+    parser.add_argument("run_dir")
+    parser.add_argument("--quiet", action="store_true", help="do not print the report's path")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    report = write(args.run_dir)
+    if not args.quiet:
+        sys.stdout.write("report: %s\n" % os.path.join(os.path.abspath(args.run_dir), "report.html"))
+    return 0 if report else 1
+
+
+if __name__ == "__main__":
+    from converters.cli import main
+
+    sys.exit(main(run, step="report"))

@@ -1,0 +1,110 @@
+"""Argument parsing of ``python -m legacy_tf1`` (errors become paragraphs in ``converters.cli.main``)."""
+
+import argparse
+import json
+import os
+import sys
+
+from converters.errors import UsageError
+
+COMMANDS = ("inspect", "resave", "activations", "zoo", "make-demo")
+
+
+def _shape(text):
+    try:
+        return tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise UsageError("--input-shape %r must look like 224,224,3." % text)
+
+
+def _env_name():
+    return os.environ.get("TFBRIDGE_ENV") or "tf1"
+
+
+def run(argv):
+    if not argv or argv[0] not in COMMANDS:
+        raise UsageError("usage: python -m legacy_tf1 {%s} ... (got %r)" % ("|".join(COMMANDS), argv[:1]),
+                         hint="Run `python -m legacy_tf1 COMMAND --help` for the options of a command.")
+    command, argv = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(prog="python -m legacy_tf1 " + command)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    if command == "inspect":
+        parser.add_argument("model")
+        args = parser.parse_args(argv)
+        from legacy_tf1 import inspection
+
+        known = None
+        try:
+            from legacy_tf1 import compat
+
+            known = compat.layer_class_names("keras") | compat.layer_class_names("tf.keras")
+        except Exception:  # noqa: BLE001 - custom-class detection is a bonus; attributes still print
+            pass
+        print(json.dumps(inspection.inspect_file(args.model, known), sort_keys=True))
+        return 0
+    if command == "resave":
+        parser.add_argument("model", help="legacy Keras .h5 (full model, or weights with --arch)")
+        parser.add_argument("--out", required=True, help="run folder")
+        parser.add_argument("--origin-env", default=None, help="label of the references (default $TFBRIDGE_ENV)")
+        parser.add_argument("--arch", default=None, help="JSON|YAML config, or module:function(k=literal, ...)")
+        parser.add_argument("--custom-objects", default=None, help="FILE.py with CUSTOM_OBJECTS or layer classes")
+        parser.add_argument("--trust-model", action="store_true", help="allow Lambda layers (runs stored code)")
+        parser.add_argument("--probe-samples", type=int, default=8)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--input-range", default=None, help="LO,HI of the random probe")
+        parser.add_argument("--calib", default=None, help="probe from these images instead of random data")
+        parser.add_argument("--preprocess", default=None, help="preset of converters.preprocess for --calib")
+        args = parser.parse_args(argv)
+        from legacy_tf1 import resave
+
+        if args.probe_samples < 1:
+            raise UsageError("--probe-samples must be at least 1.", step="resave")
+        manifest = resave.resave(
+            args.model, args.out, args.origin_env or _env_name(), arch=args.arch,
+            custom_objects=args.custom_objects, trust_model=args.trust_model, samples=args.probe_samples,
+            seed=args.seed, input_range=resave.parse_range(args.input_range) if args.input_range else None,
+            calib=args.calib, preprocess=args.preprocess)
+        sys.stdout.write("re-saved %s (%s, %d parameters) -> %s\n" % (
+            args.model, manifest["model"]["keras_flavour"], manifest["model"]["parameters"], args.out))
+        return 0
+    if command == "activations":
+        parser.add_argument("run")
+        parser.add_argument("--out", default=None, help="default RUN/activations_<env>.npz")
+        parser.add_argument("--label", default=None, help="default $TFBRIDGE_ENV")
+        parser.add_argument("--samples", type=int, default=2)
+        args = parser.parse_args(argv)
+        from converters import parity
+        from legacy_tf1 import compat  # noqa: F401 - quiet TF logging before the model loads
+
+        label = args.label or _env_name()
+        out = args.out or os.path.join(args.run, parity.activations_name(label))
+        manifest = parity._read_manifest(args.run)
+        flavour = manifest["model"].get("keras_flavour") or "keras"
+        names = parity.activations(args.run, label, out, flavour, args.samples)
+        sys.stdout.write("%d layer outputs -> %s\n" % (len(names), out))
+        return 0
+    if command == "zoo":
+        from legacy_tf1 import zoo
+
+        parser.add_argument("name", choices=zoo.NAMES)
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--include-top", action="store_true")
+        parser.add_argument("--input-shape", type=_shape, default=None)
+        parser.add_argument("--pooling", default=None, choices=[None, "avg", "max"])
+        parser.add_argument("--weights-only", action="store_true")
+        args = parser.parse_args(argv)
+        info = zoo.save(args.name, args.out, args.seed, args.include_top, args.input_shape, args.pooling,
+                        args.weights_only)
+        print(json.dumps(info, sort_keys=True))
+        return 0
+    if command == "make-demo":
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--epochs", type=int, default=15)
+        args = parser.parse_args(argv)
+        from legacy_tf1 import demo
+
+        print(json.dumps(demo.make_demo(args.out, args.seed, args.epochs), sort_keys=True))
+        return 0
+    raise UsageError("unknown command %r" % command)  # pragma: no cover - COMMANDS checked above
