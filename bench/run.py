@@ -27,7 +27,7 @@ from bench import provisioning
 from bench.measure import fmt, median, run_measured
 from envs import registry, venvs
 
-MODELS = (("resnet50", False), ("senet50", False))
+MODELS = (("vggface-resnet50", False), ("vggface-senet50", False))
 
 
 class Bench(object):
@@ -115,7 +115,7 @@ class Bench(object):
                     name, index + 1, ours[-1]["seconds"], ours[-1]["peak_rss_mb"], theirs[-1]["seconds"],
                     theirs[-1]["peak_rss_mb"]))
             rows.append(self._conversion_row(name, ours, theirs))
-        run = self.legacy_run("vgg16", True)
+        run = self.legacy_run("vggface-vgg16", True)
         big = self.tfbridge_step(run, 100, "vgg16_top")
         rows.append(self._conversion_row("vgg16 (with top)", [big], []))
         return rows
@@ -141,7 +141,7 @@ class Bench(object):
 
     # -- 3. calibration --------------------------------------------------------------------------
     def calibration(self):
-        run = self.legacy_run("resnet50", False)
+        run = self.legacy_run("vggface-resnet50", False)
         rows = []
         for samples in (50, 100, 300, 1000):
             result = self.tfbridge_step(run, samples, "calib_%d" % samples)
@@ -177,8 +177,8 @@ class Bench(object):
                             ("float32", os.path.join(run, "model_float.tflite"))):
             if os.path.exists(path):
                 result["demo_" + label] = self.in_env("tf2", "bench.steps_tf2", ["latency", path])["json"]
-        resnet = self.legacy_run("resnet50", False)
-        stage = os.path.join(self.work, "stage_resnet50_0")
+        resnet = self.legacy_run("vggface-resnet50", False)
+        stage = os.path.join(self.work, "stage_vggface-resnet50_0")
         for label, name in (("int8", "model_int8.tflite"), ("float32", "model_float.tflite")):
             path = os.path.join(stage, name)
             if os.path.exists(path):

@@ -110,7 +110,7 @@ def main(argv):
         files = sorted(os.listdir(os.path.join(args.source, "calibration")))
         pixels = np.stack([np.asarray(Image.open(os.path.join(args.source, "calibration", files[i])))
                            for i in held_out]).astype(np.float32)[..., None] / 255.0
-        labels = np.array([1 if files[i].endswith("_face.png") else 0 for i in held_out])
+        labels = np.array([0 if files[i].endswith("_non_face.png") else 1 for i in held_out])
         model = tf_keras.models.load_model(os.path.join(args.run, "model.h5"), compile=False)
         float_accuracy = float(np.mean(np.argmax(model.predict(pixels, verbose=0), axis=1) == labels))
         outputs, _, _ = tflite_run.run(os.path.join(args.run, "model_int8.tflite"), pixels)

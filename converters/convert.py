@@ -29,6 +29,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import tempfile
 
 from converters import errors
 from converters.errors import EnvironmentStepError, UsageError
+from envs.venvs import REPO_ROOT
 
 ENV = "tf2"
 DEFAULT_CALIB_SAMPLES = 200  # == converters.calibration.DEFAULT_CALIB_SAMPLES (no numpy import here)
@@ -95,7 +97,7 @@ def _run_in_env(module, arguments, log):
                                     extra_env={"TFBRIDGE_ERROR_FILE": error_file})
     # --preprocess module:function names the user's own module, usually next to where they run us
     environ["PYTHONPATH"] = environ.get("PYTHONPATH", "") + os.pathsep + os.getcwd()
-    code = subprocess.call(argv, cwd=venvs.REPO_ROOT, env=environ)
+    code = _call_quietly(argv, environ)
     if code == 0:
         return
     data = None
@@ -116,6 +118,44 @@ def _run_in_env(module, arguments, log):
     error = cls(data.get("message") or "failed", step=data.get("step"), hint=data.get("hint"))
     error.exit_code = data.get("exit_code", error.exit_code)
     raise error
+
+
+# TensorFlow's C++ start-up chatter (absl logging before InitializeLog, oneDNN, CUDA probing, CPU features,
+# the MLIR converter's summary lines): not for the user, and no environment variable silences it in TF 2.21.
+_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+    r"|To enable the following instructions|fully_quantize: |INFO: Created TensorFlow Lite XNNPACK)")
+
+
+def _call_quietly(argv, environ):
+    """Run a step with its stdout and stderr streamed to ours, less TensorFlow's C++ start-up lines.
+
+    Splits on both newlines and carriage returns so that progress bars still move as they are drawn.
+    """
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pending = b""
+    try:
+        while True:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            pending += chunk
+            while True:
+                cut = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
+                if cut < 0:
+                    break
+                text, pending = pending[:cut + 1], pending[cut + 1:]
+                for piece in re.split(rb"(?<=[\r\n])", text):
+                    if piece and not _NOISE.match(piece.decode("utf-8", "replace")):
+                        sys.stderr.buffer.write(piece)
+                sys.stderr.flush()
+        if pending:
+            sys.stderr.buffer.write(pending)
+        return process.wait()
+    except BaseException:
+        process.terminate()
+        process.wait()
+        raise
 
 
 def _stage(run_dir):

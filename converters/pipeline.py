@@ -184,6 +184,12 @@ def convert_legacy(args, log):
         verify.swap_into_place(temporary, out)
         succeeded = True
         convert.set_run_dir(out)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli: say what was left
+        raise errors.Interrupted(
+            "interrupted; the running step was stopped and this run's partial folder removed; %s was left as "
+            "it was before this run (%s)." % (out, "nothing in it was replaced" if os.path.exists(out) else
+                                              "it did not exist and still does not"),
+            step="convert_legacy", hint="Run the same command again to finish.")
     finally:
         if not succeeded:
             if args.debug and os.path.isdir(temporary):
