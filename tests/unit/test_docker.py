@@ -103,3 +103,18 @@ def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stdout
     assert "engine (dockerd) is the missing piece" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["converters.pipeline", "converters.verify"])
+def test_backend_docker_without_engine_names_the_engine(tmp_path, module):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"\x89HDF\r\n\x1a\n")  # never read: the backend is checked first
+    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", PYTHONPATH=venvs.REPO_ROOT)
+    result = subprocess.run([sys.executable, "-m", module, str(model), "--origin", "1.13", "--backend", "docker",
+                             "--out", str(tmp_path / "run")], env=environ, cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert result.returncode == docker.DockerUnavailable.exit_code
+    assert "engine (dockerd) is the missing piece" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+    assert not [name for name in os.listdir(str(tmp_path)) if ".partial-" in name]
