@@ -247,6 +247,9 @@ class CalibrationSource(object):
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these on corrupt files
                 self.skipped.append((self._files[index] if self._files else str(index), str(exc)))
                 continue
+            if not np.all(np.isfinite(raw)):  # the data itself, before preprocessing could be blamed
+                raise _error("sample %s of %s is not finite (NaN or Inf)." % (index, self.path),
+                             hint="Remove or repair the non-finite samples; calibration data must be finite.")
             sample = preprocessing.apply(self.preprocess, raw[None])
             if not np.all(np.isfinite(sample)):
                 raise _error("sample %s is not finite (NaN or Inf)." % index)

@@ -1,6 +1,7 @@
 """NPU readiness of a .tflite: is every op and tensor int8, and if not, what exactly is not.
 
-For whom: the conversion step (npu.json, ``--strict-npu``) and the report. Reading a file
+For whom: the conversion step (npu.json, ``--strict-npu``), the report, and users checking an existing
+model: ``python -m converters.npu FILE.tflite [--strict] [--json]`` (in tf2). Reading a file
 (``read_model``) needs the ``tf2`` environment (the flatbuffer schema of tensorflow.lite); the decision
 (``assess``) is pure Python and runs anywhere, so it is unit-tested on hand-made op/tensor lists.
 

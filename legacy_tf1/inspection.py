@@ -12,8 +12,15 @@ HDF5 or has none of these attributes raises ``InputFileError``.
 
 import json
 import os
+import signal
+import time
 
 from converters.errors import InputFileError
+
+# Reading every attribute and dataset of a healthy .h5 runs at disk speed (~1 s per GB): the bound on the
+# read check only stops a damaged file that loops inside HDF5.
+READ_CHECK_SECONDS = 30
+READ_CHECK_SECONDS_PER_GB = 60
 
 # Keras versions (standalone) and the TF 1.x environment whose pins saved them.
 ORIGIN_BY_KERAS = (
@@ -33,12 +40,81 @@ def _text(value):
 
 
 def read_attributes(path):
-    """The root attributes of a Keras ``.h5`` file as str (h5py 2 returns bytes, h5py 3 str)."""
-    import h5py
+    """The root attributes of a Keras ``.h5`` file as str (h5py 2 returns bytes, h5py 3 str).
 
+    The file is first read in full (every attribute and dataset) in a forked child process: the HDF5
+    library of h5py 2.10 can crash (SIGSEGV) on a damaged file, which no ``except`` catches. A file the
+    child read without crashing is then safe to hand to Keras; one that crashed it is an ``InputFileError``.
+    """
     if not os.path.isfile(path):
         raise InputFileError("model file %s does not exist." % path, step="inspect",
                              hint="Check the path; MODEL must be a Keras .h5 file.")
+    _check_readable_in_child(path)
+    return _read_attributes(path)
+
+
+def _walk_everything(path):
+    import h5py
+
+    def visit(name, item):
+        for key in item.attrs.keys():
+            item.attrs[key]
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    with h5py.File(path, "r") as handle:
+        for key in handle.attrs.keys():
+            handle.attrs[key]
+        handle.visititems(visit)
+
+
+def _check_readable_in_child(path):
+    if not hasattr(os, "fork"):  # pragma: no cover - Linux/macOS always have it
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: read everything, exit 0; a Python error is reported by the parent's read
+        code = 0
+        try:
+            import faulthandler
+
+            faulthandler.disable()  # the crash is expected here and reported by the parent, not dumped
+            _walk_everything(path)
+        except BaseException:  # noqa: BLE001 - the parent re-reads and classifies it
+            code = 3
+        finally:
+            os._exit(code)
+    # a damaged file can also send HDF5 into an endless loop: bounded by a generous reading time
+    limit = READ_CHECK_SECONDS + READ_CHECK_SECONDS_PER_GB * os.path.getsize(path) / 1e9
+    deadline = time.time() + limit
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.time() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise InputFileError(
+                    "%s is damaged: reading it did not finish within %d s (the HDF5 library loops on it)."
+                    % (path, limit), step="inspect",
+                    hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
+            time.sleep(0.05)
+    except BaseException:  # interrupted (or the error above): never leave the reader running
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise
+    if os.WIFSIGNALED(status):
+        raise InputFileError(
+            "%s is damaged: reading it crashed the HDF5 library (signal %d)." % (path, os.WTERMSIG(status)),
+            step="inspect", hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
+
+
+def _read_attributes(path):
+    import h5py
+
     try:
         with h5py.File(path, "r") as handle:
             attrs = dict((key, _text(handle.attrs[key])) for key in handle.attrs.keys())
@@ -115,14 +191,20 @@ def inspect_file(path, known_classes=None):
         except ValueError as exc:
             raise InputFileError("the model config in %s is not valid JSON (%s)." % (path, exc),
                                  step="inspect", hint="The file is damaged; re-save it from the original code.")
-        for layer in iter_layer_configs(config):
-            class_name = layer.get("class_name")
-            name = layer.get("config", {}).get("name") or layer.get("name")
-            classes.append(class_name)
-            names.append(name)
-            if class_name == "Lambda":
-                lambdas.append(name)
-        model_class = config.get("class_name")
+        try:
+            for layer in iter_layer_configs(config):
+                class_name = layer.get("class_name")
+                name = layer.get("config", {}).get("name") or layer.get("name")
+                if not isinstance(class_name, str):
+                    raise ValueError("a layer without a class name")
+                classes.append(class_name)
+                names.append(name)
+                if class_name == "Lambda":
+                    lambdas.append(name)
+            model_class = config.get("class_name")
+        except (AttributeError, TypeError, ValueError) as exc:  # valid JSON, but not a Keras model config
+            raise InputFileError("the model config in %s is not a Keras model config (%s)." % (path, exc),
+                                 step="inspect", hint="The file is damaged; re-save it from the original code.")
     else:
         model_class = None
     keras_version = attrs.get("keras_version")
