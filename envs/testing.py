@@ -44,6 +44,10 @@ def run_all(pytest_args=(), log=print):
             os.remove(junit)
         command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider",
                    "tests"] + list(pytest_args)
+        if env_name != "host":  # say which TensorFlow really runs these tests
+            versions = venvs.installed_versions(env_name)
+            label_versions = ", ".join("%s %s" % (k, v) for k, v in sorted(versions.items()) if v)
+            log("tests %s (%s)" % (label, label_versions))
         log("tests %s: %s" % (label, " ".join(command[1:])))
         started = time.time()
         code = subprocess.call(command, cwd=venvs.REPO_ROOT, env=venvs.run_environ(env_name))
