@@ -68,6 +68,28 @@ def main(run, argv=None, step=None):
         return _report(error, debug)
 
 
+def read_step_error(path, default_step=None):
+    """The typed error a step wrote to ``path`` (``TFBRIDGE_ERROR_FILE``), or None if it wrote none.
+
+    For the host orchestrators: a failed step's own paragraph becomes theirs, with its class and exit code.
+    """
+    from converters import errors
+
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    cls = getattr(errors, data.get("error") or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, TfbridgeError)):
+        cls = TfbridgeError
+    error = cls(data.get("message") or "failed", step=data.get("step") or default_step, hint=data.get("hint"))
+    error.exit_code = data.get("exit_code", error.exit_code)
+    return error
+
+
 def _env_error_class():
     try:
         from envs.errors import EnvError

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 
-from converters import errors
+from converters import cli, errors
 from converters.errors import EnvironmentStepError, UsageError
 from envs.venvs import REPO_ROOT
 
@@ -100,23 +100,14 @@ def _run_in_env(module, arguments, log):
     code = _call_quietly(argv, environ)
     if code == 0:
         return
-    data = None
+    error = cli.read_step_error(error_file)
     if os.path.exists(error_file):
-        try:
-            with open(error_file) as stream:
-                data = json.load(stream)
-        finally:
-            os.remove(error_file)
-    if data is None:
+        os.remove(error_file)
+    if error is None:
         raise EnvironmentStepError(
             "python -m %s in %s exited with code %d without reporting an error (crash, killed, out of memory)."
             % (module, ENV, code), step=module.rsplit(".", 1)[-1],
             hint="Rerun with --debug; check memory (ResNet50 conversion needs ~3 GB).")
-    cls = getattr(errors, data.get("error") or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.TfbridgeError)):
-        cls = errors.TfbridgeError
-    error = cls(data.get("message") or "failed", step=data.get("step"), hint=data.get("hint"))
-    error.exit_code = data.get("exit_code", error.exit_code)
     raise error
 
 

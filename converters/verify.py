@@ -39,6 +39,7 @@ import time
 
 from converters import cli, errors, runfolder
 from envs import backends, venvs
+from envs import report as report_tables
 
 ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf1.15"}
 INSPECT_ENV = "tf1.15"
@@ -129,17 +130,8 @@ class _Runner(object):
         return stdout
 
     def _error(self, name, env, code, error_file, log_path):
-        try:
-            with open(error_file) as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
-            data = None
-        if data:
-            cls = getattr(errors, data.get("error") or "", None)
-            if not (isinstance(cls, type) and issubclass(cls, errors.TfbridgeError)):
-                cls = errors.TfbridgeError
-            error = cls(data.get("message") or "failed", step=data.get("step") or name, hint=data.get("hint"))
-            error.exit_code = data.get("exit_code", error.exit_code)
+        error = cli.read_step_error(error_file, default_step=name)
+        if error is not None:
             return error
         tail = ""
         try:
@@ -359,13 +351,8 @@ def matrix_rows(report):
 
 
 def format_table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        lines.append("  ".join(str(value).ljust(widths[i]) for i, value in enumerate(row)).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    """``rows[0]`` is the header (see ``matrix_rows``)."""
+    return report_tables.format_table(rows[0], rows[1:])
 
 
 def markdown(report):

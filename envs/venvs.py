@@ -182,16 +182,6 @@ def module_command(name, module, args=()):
     return [python_of(name), "-m", module] + [str(arg) for arg in args]
 
 
-def run_module(name, module, args=(), cwd=None, extra_env=None, check=True):
-    """Run ``python -m module args`` inside ``name`` with its output streamed; return the exit code."""
-    environ = run_environ(name)
-    environ.update(extra_env or {})
-    code = subprocess.call(module_command(name, module, args), cwd=cwd or REPO_ROOT, env=environ)
-    if check and code != 0:
-        raise subprocess.CalledProcessError(code, module_command(name, module, args))
-    return code
-
-
 def installed_versions(name, packages=("tensorflow", "keras", "tf-keras", "h5py", "numpy")):
     """Installed versions in ``name``, read from package metadata (no TensorFlow import)."""
     script = (

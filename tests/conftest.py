@@ -4,7 +4,7 @@ Markers (declared here from the registry, used with --strict-markers):
 
 - ``unit``: pure logic, no TensorFlow; runs in the ``host`` environment.
 - ``crossenv``: driven from the ``host`` environment, runs real steps inside the TF environments as
-  subprocesses (``envs.venvs.run_module``) and checks the files they exchange.
+  subprocesses (``envs.backends``, as the orchestrators do) and checks the files they exchange.
 - one marker per TF environment (``tf1_13``, ``tf1_15``, ``tf2``): runs *inside* that environment.
 
 ``nox -s tests`` runs each group in its environment. Every test must carry exactly one of them.

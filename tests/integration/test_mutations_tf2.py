@@ -7,15 +7,14 @@ time limit, so TensorFlow is imported once. The outcome must be success or a ``T
 never another exception, a signal, or a hang. The command itself is run once on a good and a damaged file.
 """
 
-import collections
-import multiprocessing
 import os
-import random
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from tests.integration import _mutation
 
 pytestmark = pytest.mark.tf2
 
@@ -63,80 +62,23 @@ def mutate(data, kind, rng):
     return bytes(data)
 
 
-def _check(path, queue):
+def _check(path):
     from converters import npu
-    from converters.errors import TfbridgeError
 
-    try:
-        npu.check(path)
-        queue.send(("handled", ""))
-    except TfbridgeError as error:
-        queue.send(("refused", "%s: %s" % (type(error).__name__, error.message[:160])))
-    except BaseException as error:  # noqa: BLE001 - exactly what this test hunts for
-        queue.send(("unclassified", "%s: %s" % (type(error).__name__, str(error)[:160])))
-
-
-def run_mutant(context, path):
-    # a pipe, not a Queue: Queue.put starts a feeder thread, and threads in a child forked from a process
-    # that imported TensorFlow can crash on their own (not the code under test)
-    receiver, queue = context.Pipe(duplex=False)
-    child = context.Process(target=_check, args=(path, queue))
-    child.start()
-    child.join(TIME_LIMIT)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return "hang", path
-    if child.exitcode != 0:
-        return "crash", "exit %s" % child.exitcode
-    if not receiver.poll(5):
-        return "crash", "no result"
-    return receiver.recv()
+    npu.check(path)  # what `python -m converters.npu FILE` runs
 
 
 def campaign(valid_path, workdir):
-    """Run every mutant of ``valid_path`` (in ``workdir``); print {"outcomes": {...}, "bad": [...]} as JSON.
-
-    Runs in a fresh interpreter (see the test): a child forked from a process that has already run a
-    TensorFlow session (an earlier test in the same pytest) can hang or crash on its own.
-    """
-    import json
-
+    """Every mutant of ``valid_path``, in a fresh interpreter (see tests/integration/_mutation.py)."""
     from tensorflow.lite.tools import flatbuffer_utils  # noqa: F401 - imported once, inherited by each child
 
-    with open(valid_path, "rb") as handle:
-        original = handle.read()
-    context = multiprocessing.get_context("fork")
-    rng = random.Random(7)
-    outcomes = collections.Counter()
-    bad = []
-    unmutated = run_mutant(context, valid_path)
-    if unmutated[0] != "handled":
-        bad.append(("unmutated", 0) + tuple(unmutated))
-    for kind in ("flip", "header", "truncate", "zero"):
-        for number in range(PER_KIND):
-            path = os.path.join(workdir, "%s_%02d.tflite" % (kind, number))
-            with open(path, "wb") as handle:
-                handle.write(mutate(original, kind, rng))
-            outcome, detail = run_mutant(context, path)
-            outcomes[outcome] += 1
-            if outcome not in ("handled", "refused"):
-                bad.append((kind, number, outcome, detail))  # the file is kept to reproduce it
-            else:
-                os.remove(path)
-    print(json.dumps({"outcomes": dict(outcomes), "bad": bad}))
+    _mutation.campaign(valid_path, workdir, _check, mutate, ("flip", "header", "truncate", "zero"), seed=7,
+                       per_kind=PER_KIND, time_limit=TIME_LIMIT)
 
 
 def test_mutated_tflite_files_are_handled_or_refused_never_crash(valid_tflite, tmp_path):
-    import json
-
-    script = ("import sys; from tests.integration.test_mutations_tf2 import campaign; "
-              "campaign(sys.argv[1], sys.argv[2])")
-    result = subprocess.run([sys.executable, "-c", script, valid_tflite, str(tmp_path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                            timeout=4 * PER_KIND * TIME_LIMIT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = _mutation.run_fresh("tests.integration.test_mutations_tf2", valid_tflite, tmp_path, REPO,
+                                timeout=4 * PER_KIND * TIME_LIMIT)
     outcomes = found["outcomes"]
     sys.stderr.write("tflite mutations: %s\n" % outcomes)
     assert sum(outcomes.values()) == 4 * PER_KIND
