@@ -33,7 +33,7 @@ def main(argv):
     import tensorflow as tf
     import tf_keras
 
-    from converters import calibration
+    from converters.shared import calibration
 
     imported = time.perf_counter()
     model = tf_keras.models.load_model(args.model, compile=False)

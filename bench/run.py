@@ -88,7 +88,7 @@ class Bench(object):
     def tfbridge_step(self, run, samples, tag):
         stage = os.path.join(self.work, "stage_%s" % tag)
         shutil.rmtree(stage, ignore_errors=True)
-        result = self.in_env("tf2", "converters.tflite_convert",
+        result = self.in_env("tf2", "converters.tf2.tflite_convert",
                              [run, "--out", stage, "--calib", self.calibration_images(), "--preprocess", "vggface2",
                               "--calib-samples", str(samples), "--no-layer-debug"])
         tflite = json.load(open(os.path.join(stage, "tflite.json")))

@@ -73,7 +73,7 @@ def main(argv):
         np.save(args.out, array)
         result = {"path": args.out, "shape": list(array.shape)}
     elif args.command == "evaluate":
-        from converters import tflite_run
+        from converters.tf2 import tflite_run
 
         manifest = runfolder.read_json(os.path.join(args.run, "manifest.json"))
         probe = runfolder.read_arrays(os.path.join(args.run, "probe.npz"))
@@ -84,7 +84,7 @@ def main(argv):
         measured = tflite_run.evaluate(args.tflite, inputs if len(inputs) > 1 else inputs[0], outputs)
         result = {key: measured.get(key) for key in ("status", "cosine", "top1_agreement", "max_abs_lsb", "sqnr_db")}
     elif args.command == "latency":
-        from converters import tflite_run
+        from converters.tf2 import tflite_run
 
         interpreter = tflite_run.make_interpreter(args.tflite, threads=2)
         interpreter.allocate_tensors()
@@ -103,7 +103,7 @@ def main(argv):
         import tf_keras
         from PIL import Image
 
-        from converters import tflite_run
+        from converters.tf2 import tflite_run
 
         info = runfolder.read_json(os.path.join(args.source, "demo_face.json"))
         held_out = info["held_out_indices"]

@@ -3,7 +3,7 @@
 For whom: users (``python -m converters.convert MODEL ...``, behind ``nox -s convert``) and the lead's
 ``convert_legacy``, which calls ``convert_run(run_dir, options)`` once the re-save / parity steps have
 filled the run folder. Standard library only: it never imports TensorFlow or numpy; the work runs in
-the ``tf2`` environment as two subprocesses (``converters.tflite_convert``, then ``converters.report``).
+the ``tf2`` environment as two subprocesses (``converters.tf2.tflite_convert``, then ``converters.tf2.report``).
 
 Usage::
 
@@ -40,7 +40,7 @@ from converters.errors import EnvironmentStepError, UsageError
 from envs.venvs import REPO_ROOT
 
 ENV = "tf2"
-DEFAULT_CALIB_SAMPLES = 200  # == converters.calibration.DEFAULT_CALIB_SAMPLES (no numpy import here)
+DEFAULT_CALIB_SAMPLES = 200  # == converters.shared.calibration.DEFAULT_CALIB_SAMPLES (no numpy import here)
 DEFAULT_PROBE_SAMPLES = 16
 RESULT_FILES = ("manifest.json", "probe.npz", "reference_tf2.npz", "model_int8.tflite", "model_float.tflite",
                 "tflite.json", "npu.json", "layers.json", "report.json", "report.md", "report.html")
@@ -68,7 +68,7 @@ def add_options(parser):
 
 
 def step_arguments(options):
-    """The ``converters.tflite_convert`` arguments for an options dict/namespace."""
+    """The ``converters.tf2.tflite_convert`` arguments for an options dict/namespace."""
     get = options.get if isinstance(options, dict) else (lambda key, default=None: getattr(options, key, default))
     arguments = []
     for key in ("calib", "preprocess", "calib_samples", "probe_samples", "seed", "io", "output_io"):
@@ -175,11 +175,11 @@ def _convert_in_stage(run_dir, step_args, copied, log):
         for name in copied:
             shutil.copy2(os.path.join(run_dir, name), os.path.join(stage, name))
         try:
-            _run_in_env("converters.tflite_convert", step_args(stage), log)
+            _run_in_env("converters.tf2.tflite_convert", step_args(stage), log)
         except errors.TfbridgeError as failure:
             if os.path.exists(os.path.join(stage, "manifest.json")):
                 try:
-                    _run_in_env("converters.report", [stage, "--quiet"], log)
+                    _run_in_env("converters.tf2.report", [stage, "--quiet"], log)
                 except errors.TfbridgeError:
                     pass  # the conversion error is the one to show
             kept = _keep_failure(stage, run_dir)
@@ -189,7 +189,7 @@ def _convert_in_stage(run_dir, step_args, copied, log):
                 note = "Nothing in %s was replaced; the failed attempt and its report are in %s." % (run_dir, kept)
             failure.hint = ((failure.hint or "") + " " + note).strip()
             raise
-        _run_in_env("converters.report", [stage, "--quiet"], log)
+        _run_in_env("converters.tf2.report", [stage, "--quiet"], log)
         _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied])
         set_run_dir(run_dir)
         shutil.rmtree(os.path.join(run_dir, FAILURE_DIR), ignore_errors=True)

@@ -240,16 +240,16 @@ def _verify_into(options, run_dir, log):
     cells = []
     origin_activations = False
     for label, env, flavour in cells_for(origin_env):
-        runner.step("parity-%s" % label, env, "converters.parity", [run_dir, "--label", label, "--keras", flavour])
+        runner.step("parity-%s" % label, env, "converters.shared.parity", [run_dir, "--label", label, "--keras", flavour])
         cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
         if cell.get("status") == "mismatch":
             if not origin_activations:
                 runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
                             ["activations", run_dir, "--label", origin_env])
                 origin_activations = True
-            runner.step("activations-%s" % label, env, "converters.parity",
+            runner.step("activations-%s" % label, env, "converters.shared.parity",
                         ["activations", run_dir, "--label", label, "--keras", flavour])
-            runner.step("divergence-%s" % label, env, "converters.parity",
+            runner.step("divergence-%s" % label, env, "converters.shared.parity",
                         ["divergence", run_dir, "--label", label, "--origin-label", origin_env])
             cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
             _drop_activations(run_dir, label, options.debug)
@@ -386,7 +386,7 @@ def _parser():
     # validated in verify() (check_origin), so that a bad value is one paragraph, not a usage dump
     parser.add_argument("--origin", help="TF version that saved MODEL: 1.13 or 1.15 (default: inferred)")
     parser.add_argument("--calib", help="probe from these images instead of random data")
-    parser.add_argument("--preprocess", help="preprocess preset for --calib (converters.preprocess)")
+    parser.add_argument("--preprocess", help="preprocess preset for --calib (converters.shared.preprocess)")
     parser.add_argument("--arch", help="architecture for a weights-only file: JSON/YAML or module:function(...)")
     parser.add_argument("--custom-objects", help="FILE.py defining CUSTOM_OBJECTS or the custom layer classes")
     parser.add_argument("--trust-model", action="store_true", help="allow Lambda layers (runs code from the file)")

@@ -53,7 +53,7 @@ def run(argv):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--input-range", default=None, help="LO,HI of the random probe")
         parser.add_argument("--calib", default=None, help="probe from these images instead of random data")
-        parser.add_argument("--preprocess", default=None, help="preset of converters.preprocess for --calib")
+        parser.add_argument("--preprocess", default=None, help="preset of converters.shared.preprocess for --calib")
         args = parser.parse_args(argv)
         from legacy_tf1 import resave
 
@@ -73,7 +73,7 @@ def run(argv):
         parser.add_argument("--label", default=None, help="default $TFBRIDGE_ENV")
         parser.add_argument("--samples", type=int, default=2)
         args = parser.parse_args(argv)
-        from converters import parity
+        from converters.shared import parity
         from legacy_tf1 import compat  # noqa: F401 - quiet TF logging before the model loads
 
         label = args.label or _env_name()

@@ -21,7 +21,7 @@ import json
 import os
 
 from converters.errors import InputFileError, ModelLoadError, UntrustedModelError, UsageError
-from converters.keras_compat import load_custom_objects
+from converters.shared.keras_compat import load_custom_objects
 from legacy_tf1 import compat, inspection
 from legacy_tf1.compat_versions import version_tuple
 

@@ -15,7 +15,7 @@ Probe: ``--probe-samples`` (default 8) inputs drawn uniformly from ``--input-ran
 the same magnitude as mean-subtracted pixels that vggface-style models take) and [-1, 1] for others; the
 range is recorded in the manifest. Uniform noise exercises every weight but is not the data
 distribution: with ``--calib PATH --preprocess NAME`` the probe comes from real images instead
-(``converters.calibration.load_probe``).
+(``converters.shared.calibration.load_probe``).
 
 What can go wrong: ``UntrustedModelError`` (Lambda without ``--trust-model``), ``ModelLoadError``,
 ``UsageError`` (a model input with unknown dimensions and no probe data to fix them).
@@ -59,9 +59,9 @@ def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=N
     """(arrays keyed by input name, probe description for the manifest)."""
     if calib:
         try:
-            from converters.calibration import load_probe
+            from converters.shared.calibration import load_probe
         except ImportError:
-            raise UsageError("--calib for the probe is not yet supported (converters.calibration.load_probe "
+            raise UsageError("--calib for the probe is not yet supported (converters.shared.calibration.load_probe "
                              "is not available in this version).", step="probe",
                              hint="Leave out --calib: the probe is then seeded random data in --input-range.")
         if len(inputs) != 1:

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from converters import calibration, preprocess
+from converters.shared import calibration, preprocess
 from converters.errors import CalibrationDataError
 
 pytestmark = pytest.mark.tf1_13

@@ -23,7 +23,8 @@ def tf_modules():
     import tensorflow as tf
     import tf_keras
 
-    from converters import calibration, npu, tflite_convert, tflite_run
+    from converters.shared import calibration
+    from converters.tf2 import npu, tflite_convert, tflite_run
     return tf, tf_keras, calibration, npu, tflite_convert, tflite_run
 
 

@@ -1,8 +1,8 @@
-"""Mutation smoke test of reading a ``.tflite`` (issue 5): ``python -m converters.npu FILE`` on damaged files.
+"""Mutation smoke test of reading a ``.tflite`` (issue 5): ``python -m converters.tf2.npu FILE`` on damaged files.
 
 A valid full-int8 model (a tiny CNN converted here with the TFLite converter) is mutated with a fixed seed:
 random byte flips, flips in the first 64 bytes (root table, identifier, offsets), truncation and zeroed
-blocks. Each mutant goes through ``converters.npu.check`` (what the command runs) in a forked child with a
+blocks. Each mutant goes through ``converters.tf2.npu.check`` (what the command runs) in a forked child with a
 time limit, so TensorFlow is imported once. The outcome must be success or a ``TfbridgeError`` subclass:
 never another exception, a signal, or a hang. The command itself is run once on a good and a damaged file.
 """
@@ -63,9 +63,9 @@ def mutate(data, kind, rng):
 
 
 def _check(path):
-    from converters import npu
+    from converters.tf2 import npu
 
-    npu.check(path)  # what `python -m converters.npu FILE` runs
+    npu.check(path)  # what `python -m converters.tf2.npu FILE` runs
 
 
 def campaign(valid_path, workdir):
@@ -87,7 +87,7 @@ def test_mutated_tflite_files_are_handled_or_refused_never_crash(valid_tflite, t
 
 
 def test_npu_command_reads_a_tflite_and_refuses_a_damaged_one_in_one_paragraph(valid_tflite, tmp_path):
-    command = [sys.executable, "-m", "converters.npu"]
+    command = [sys.executable, "-m", "converters.tf2.npu"]
     good = subprocess.run(command + [valid_tflite], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True)
     assert good.returncode == 0, good.stderr[-2000:]

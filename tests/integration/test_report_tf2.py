@@ -15,7 +15,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 def run_folder(tmp_path_factory):
     import tf_keras
 
-    from converters import runfolder, tflite_convert
+    from converters import runfolder
+    from converters.tf2 import tflite_convert
 
     folder = tmp_path_factory.mktemp("run")
     tf_keras.utils.set_random_seed(1)
@@ -27,7 +28,7 @@ def run_folder(tmp_path_factory):
     code = tflite_convert.run_step([str(folder), "--model", h5, "--calib", "skimage", "--preprocess", "unit",
                                     "--calib-samples", "20", "--probe-samples", "8"])
     assert code == 0
-    # parity cells as converters.parity writes them (one per environment)
+    # parity cells as converters.shared.parity writes them (one per environment)
     runfolder.write_json(str(folder / "parity_tf1.15.json"), {
         "env": "tf1.15", "runtime": "keras 2.3.1", "status": "match", "max_abs": 3e-8, "cosine": 1.0,
         "top1_agreement": 1.0})
@@ -38,7 +39,7 @@ def run_folder(tmp_path_factory):
 
 
 def test_report_json_has_the_design_keys(run_folder):
-    from converters import report
+    from converters.tf2 import report
 
     data = report.write(run_folder)
     for key in ("model", "origin", "parity", "tflite", "npu", "layers", "timings"):
@@ -60,7 +61,7 @@ def test_report_json_has_the_design_keys(run_folder):
 
 
 def test_html_is_self_contained_and_shows_every_section(run_folder):
-    from converters import report
+    from converters.tf2 import report
 
     report.write(run_folder)
     with open(os.path.join(run_folder, "report.html")) as handle:
@@ -76,7 +77,8 @@ def test_html_is_self_contained_and_shows_every_section(run_folder):
 
 
 def test_report_of_a_failed_conversion_explains_it(tmp_path):
-    from converters import report, runfolder
+    from converters.tf2 import report
+    from converters import runfolder
 
     runfolder.write_json(str(tmp_path / "manifest.json"), {"model": {"path": "/m.h5"}, "origin": {"env": "tf1.13"}})
     runfolder.write_json(str(tmp_path / "tflite.json"), {"status": "conversion_error",
@@ -91,7 +93,7 @@ def test_report_of_a_failed_conversion_explains_it(tmp_path):
 
 
 def test_no_manifest_is_an_input_error(tmp_path):
-    from converters import report
+    from converters.tf2 import report
     from converters.errors import InputFileError
 
     with pytest.raises(InputFileError, match="no manifest.json"):

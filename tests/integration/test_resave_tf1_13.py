@@ -12,7 +12,8 @@ pytestmark = pytest.mark.tf1_13
 
 tf = pytest.importorskip("tensorflow")
 
-from converters import metrics, runfolder  # noqa: E402
+from converters.shared import metrics
+from converters import runfolder  # noqa: E402
 from converters.errors import ModelLoadError, UntrustedModelError, UsageError  # noqa: E402
 from legacy_tf1 import compat, inspection, loading, resave, zoo  # noqa: E402
 

@@ -1,18 +1,19 @@
-"""converters.parity inside tf2: match, mismatch and load_error cells, and the divergence search (real TF)."""
+"""converters.shared.parity inside tf2: match, mismatch and load_error cells, and the divergence search (real TF)."""
 
 import os
 
 import numpy as np
 import pytest
 
-from converters import parity, runfolder
+from converters.shared import parity
+from converters import runfolder
 
 pytestmark = pytest.mark.tf2
 
 
 @pytest.fixture(autouse=True)
 def restore_keras_switch(monkeypatch):
-    # parity_cell sets TF_USE_LEGACY_KERAS for its own process (python -m converters.parity); in a shared
+    # parity_cell sets TF_USE_LEGACY_KERAS for its own process (python -m converters.shared.parity); in a shared
     # pytest process, undo it so that other tf2 tests see the environment they started with
     monkeypatch.setenv("TF_USE_LEGACY_KERAS", os.environ.get("TF_USE_LEGACY_KERAS", ""))
     if not os.environ["TF_USE_LEGACY_KERAS"]:

@@ -72,8 +72,8 @@ def test_docker_backend_command_line_and_mounts(tmp_path):
 
 
 def test_local_backend_runs_in_the_venv():
-    argv, environ = backends.get_backend("local").command("tf2", "converters.parity", ["RUN"])
-    assert argv == [venvs.python_of("tf2"), "-m", "converters.parity", "RUN"]
+    argv, environ = backends.get_backend("local").command("tf2", "converters.shared.parity", ["RUN"])
+    assert argv == [venvs.python_of("tf2"), "-m", "converters.shared.parity", "RUN"]
     assert environ["TFBRIDGE_ENV"] == "tf2"
 
 

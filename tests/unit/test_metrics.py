@@ -1,11 +1,11 @@
-"""converters.metrics: the one comparison helper (numpy only)."""
+"""converters.shared.metrics: the one comparison helper (numpy only)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from converters import metrics
+from converters.shared import metrics
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from converters import npu
+from converters.tf2 import npu
 
 
 def t(name, dtype, constant=False, signature=None):

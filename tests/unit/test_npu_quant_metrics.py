@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from converters import quant_debug, tflite_run
+from converters.tf2 import quant_debug, tflite_run
 
 pytestmark = pytest.mark.unit
 

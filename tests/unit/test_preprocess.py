@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from converters import calibration, preprocess
+from converters.shared import calibration, preprocess
 from converters.errors import CalibrationDataError, UsageError
 
 RGB = np.arange(2 * 3 * 4 * 3, dtype=np.float32).reshape(2, 3, 4, 3) * 2.0

@@ -23,7 +23,7 @@ Verdict ("match" / "mismatch"), justified:
   top-1 is not judged.
 - ``max_abs_lsb`` (max |error| in units of the output scale; 0.5 is the rounding floor) and ``sqnr_db``
   are reported, not judged: they are the numbers to compare across options (per-tensor vs per-channel,
-  more calibration data). Computed by ``converters.metrics.compare_quantized`` (the shared helper).
+  more calibration data). Computed by ``converters.shared.metrics.compare_quantized`` (the shared helper).
 
 What can go wrong: ``InputFileError`` (no such model), ``CalibrationDataError`` (probe does not fit the
 model input shape).
@@ -131,7 +131,8 @@ def evaluate(path, probe_inputs, reference_outputs, threads=2):
     """
     import time
 
-    from converters import metrics, npu
+    from converters.shared import metrics
+    from converters.tf2 import npu
 
     started = time.perf_counter()
     outputs, _, interpreter = run(path, probe_inputs, threads)

@@ -1,6 +1,6 @@
 """Input preprocessing presets: the same arithmetic the model saw in training, for calibration and probes.
 
-For whom: calibration (``converters.calibration``) and the probe batch in every environment. Python 3.7
+For whom: calibration (``converters.shared.calibration``) and the probe batch in every environment. Python 3.7
 compatible, numpy only. A wrong preset is the most common cause of a bad int8 model: the converter
 calibrates its input scale on whatever range the images come in, so calibrating on ``x/255`` a model
 trained on ``x - mean`` gives an input quantization that clips most of the real inputs.

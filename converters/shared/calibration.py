@@ -1,6 +1,6 @@
 """Calibration and probe data: model-ready float32 samples from an image folder or saved arrays.
 
-For whom: the int8 converter (``converters.tflite_convert``: the representative data set), and the
+For whom: the int8 converter (``converters.tf2.tflite_convert``: the representative data set), and the
 probe batch of every environment (``load_probe``, also called by ``legacy_tf1`` in TF 1.x). Python 3.7
 compatible; needs numpy and Pillow only (scikit-image only for the built-in ``skimage`` source).
 
@@ -9,7 +9,7 @@ Sources (``path``):
 - a folder of images, searched recursively for ``.jpg .jpeg .png .bmp`` (case-insensitive). Each image
   is decoded with Pillow, converted to RGB (3-channel models) or luminance (1-channel models), resized to
   the model's H x W with bilinear filtering (no crop: the whole picture, aspect ratio not kept), then
-  preprocessed (``converters.preprocess``). Unreadable files are skipped and listed in ``skipped``.
+  preprocessed (``converters.shared.preprocess``). Unreadable files are skipped and listed in ``skipped``.
 - a single image file (same treatment).
 - an ``.npy`` file, or an ``.npz`` file (the array named like the model input, else the only/first
   array): shape ``(N, H, W, C)`` (or one sample ``(H, W, C)``) in the model's input layout, numeric.
@@ -37,7 +37,7 @@ import sys
 
 import numpy as np
 
-from converters import preprocess as preprocessing
+from converters.shared import preprocess as preprocessing
 from converters.errors import CalibrationDataError
 
 DEFAULT_CALIB_SAMPLES = 200

@@ -1,6 +1,6 @@
 """The one comparison helper for model outputs: float parity across TF versions, and int8 error.
 
-For whom: the parity matrix (``converters.parity``), the first-divergent-layer search, the tests, and the
+For whom: the parity matrix (``converters.shared.parity``), the first-divergent-layer search, the tests, and the
 int8 checks of the conversion step (``compare_quantized``). numpy only, Python 3.7 compatible.
 
 Float parity (``compare``), per output:

@@ -5,7 +5,7 @@ jinja2; the HTML has its CSS inline and its plots as base64 PNG, so it can be ma
 
 Reads whatever the run folder holds and reports what is missing rather than failing: manifest.json
 (model, origin, timings of the re-save), parity_*.json (one parity matrix cell each, written by
-``converters.parity``), tflite.json / npu.json / layers.json (the conversion step). report.json keys
+``converters.shared.parity``), tflite.json / npu.json / layers.json (the conversion step). report.json keys
 follow shared/DESIGN.md: model, origin, parity, tflite, npu, layers, timings {step: seconds}.
 
 What can go wrong: ``InputFileError`` when the folder has no manifest.json (nothing to report on).
@@ -316,7 +316,7 @@ def write(run_dir):
 def run(argv):
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m converters.report",
+    parser = argparse.ArgumentParser(prog="python -m converters.tf2.report",
                                      description="Write report.json/.md/.html for a run folder (tf2 environment).")
     parser.add_argument("run_dir")
     parser.add_argument("--quiet", action="store_true", help="do not print the report's path")

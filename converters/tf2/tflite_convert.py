@@ -19,7 +19,7 @@ run folder           ``frozen_graph``          tf.compat.v1 from_frozen_graph(RU
 ==================== ========================= ==================================================
 
 The batch dimension is fixed to 1: an NPU delegate (VX / Ethos-U) needs static shapes, and a
-shape_signature of -1 would make ``converters.npu`` call the model not ready.
+shape_signature of -1 would make ``converters.tf2.npu`` call the model not ready.
 
 Options (``ConversionOptions``): ``io`` (input type: int8 | uint8 | float32), ``output_io`` (output type,
 default: the same as ``io``; e.g. ``io=int8, output_io=float32`` keeps an int8 input for the camera
@@ -403,7 +403,7 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         # TFLITE_BUILTINS_INT8 is allowed (TF 2.21: SIN, CUMSUM, FLOOR_MOD, ATAN2 stay float between a
         # DEQUANTIZE and a QUANTIZE, measured). So "never silently" is enforced here, on the file, before
         # it replaces anything: a rejected model never lands at output_path.
-        from converters import npu
+        from converters.tf2 import npu
 
         readiness = npu.check(temporary)
         if readiness["float_ops"] and not options.allow_float_ops:
@@ -462,7 +462,7 @@ def verify_written(path, options, result):
     ``ConversionError`` when the input/output dtype is not the requested one or a per-tensor request
     left per-channel weights (the file is kept: it is complete, only not what was asked for).
     """
-    from converters import npu
+    from converters.tf2 import npu
 
     summary = npu.read_model(path)
     inputs = [summary["tensors"][i] for i in summary["inputs"]]
@@ -531,9 +531,9 @@ def float_reference(source, samples):
 
 STEP_HELP = """Convert a model to full-int8 TFLite inside the tf2 environment and measure it (one run folder).
 
-  python -m converters.tflite_convert RUN_DIR --model MODEL [options]   a TF 2.x model: writes
+  python -m converters.tf2.tflite_convert RUN_DIR --model MODEL [options]   a TF 2.x model: writes
         manifest.json, probe.npz and reference_tf2.npz (float outputs in TF 2.x) first
-  python -m converters.tflite_convert RUN_DIR [options]                 a run folder already filled by
+  python -m converters.tf2.tflite_convert RUN_DIR [options]                 a run folder already filled by
         the legacy re-save step (manifest.json with model.frozen_graph, probe.npz, reference_<origin>.npz)
 
 Writes model_int8.tflite, model_float.tflite, tflite.json, npu.json, layers.json (atomically).
@@ -544,9 +544,9 @@ Usually called by `python -m converters.convert` (host), not by hand.
 def build_parser():
     import argparse
 
-    from converters import calibration
+    from converters.shared import calibration
 
-    parser = argparse.ArgumentParser(prog="python -m converters.tflite_convert", description=STEP_HELP,
+    parser = argparse.ArgumentParser(prog="python -m converters.tf2.tflite_convert", description=STEP_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--model", help="a TF 2.x model (.h5, .keras, SavedModel folder)")
@@ -592,7 +592,8 @@ def _environment_fingerprint():
 
 def run_step(argv):
     """The in-environment conversion step (see STEP_HELP); returns the exit code."""
-    from converters import calibration, npu, quant_debug, tflite_run
+    from converters.shared import calibration
+    from converters.tf2 import npu, quant_debug, tflite_run
 
     args = build_parser().parse_args(argv)
     run_dir = os.path.abspath(args.run_dir)

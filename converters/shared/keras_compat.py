@@ -1,6 +1,6 @@
 """Loading a re-saved Keras ``.h5`` with a chosen Keras implementation, in TF 1.15 or TF 2.x.
 
-For whom: ``converters.parity`` (the parity matrix) and, through ``load_custom_objects``, the TF 1.x
+For whom: ``converters.shared.parity`` (the parity matrix) and, through ``load_custom_objects``, the TF 1.x
 re-save step. The one place in ``converters`` that touches version-specific Keras symbols. Python 3.7
 compatible; TensorFlow/Keras are imported lazily, inside the functions, because the right import order
 depends on the flavour (tf-keras needs ``TF_USE_LEGACY_KERAS=1`` *before* TensorFlow is imported).

@@ -2,9 +2,9 @@
 
 For whom: ``converters.verify`` runs it inside tf1.15 and tf2 (Python 3.7 compatible). Commands::
 
-    python -m converters.parity RUN --label LABEL [--keras auto|keras|tf.keras|tf_keras|keras3]
-    python -m converters.parity activations RUN --label LABEL --out FILE [--keras ...] [--samples N]
-    python -m converters.parity divergence RUN --label LABEL [--origin-label ENV]
+    python -m converters.shared.parity RUN --label LABEL [--keras auto|keras|tf.keras|tf_keras|keras3]
+    python -m converters.shared.parity activations RUN --label LABEL --out FILE [--keras ...] [--samples N]
+    python -m converters.shared.parity divergence RUN --label LABEL [--origin-label ENV]
 
 ``RUN`` is a run folder made by ``python -m legacy_tf1 resave``. The first command loads ``RUN/model.h5``
 with the chosen Keras (``auto``: the flavour that saved it in TF 1.x, tf_keras in TF 2.x; Keras 3 is
@@ -20,7 +20,7 @@ A model that does not load here is a ``load_error`` cell (error class, first lin
 ``activations`` writes every layer's output on the first ``--samples`` probe inputs (default 2; full
 activations of a deep net are large), keyed by layer name. ``divergence`` compares
 ``activations_<origin>.npz`` with ``activations_<LABEL>.npz`` layer by layer in the manifest's order with
-``converters.metrics.compare`` and records the first layer that does not match in ``parity_<LABEL>.json``.
+``converters.shared.metrics.compare`` and records the first layer that does not match in ``parity_<LABEL>.json``.
 """
 
 import argparse
@@ -29,7 +29,7 @@ import time
 
 from converters import cli, runfolder
 from converters.errors import InputFileError, UsageError
-from converters import keras_compat
+from converters.shared import keras_compat
 
 ACTIVATION_SAMPLES = 2
 
@@ -106,7 +106,7 @@ def _predict(model, manifest, probe, samples=None):
 
 def parity_cell(run, label, flavour="auto"):
     """Load, run the probe, compare with the origin's references; write and return the cell."""
-    from converters import metrics
+    from converters.shared import metrics
 
     manifest = _read_manifest(run)
     flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
@@ -186,7 +186,7 @@ def activations(run, label, out, flavour="auto", samples=ACTIVATION_SAMPLES):
 
 def first_divergence(origin_values, candidate_values, layer_order):
     """``(first_divergent_layer or None, per-layer comparisons)`` comparing in ``layer_order``."""
-    from converters import metrics
+    from converters.shared import metrics
 
     compared = []
     keys = []  # (layer, array key): a layer with several outputs has keys "layer/0", "layer/1", ...
@@ -213,7 +213,7 @@ def divergence(run, label, origin_label=None):
     for path in paths:
         if not os.path.isfile(path):
             raise InputFileError("%s is missing." % path, step="divergence",
-                                 hint="Run `python -m converters.parity activations` (tf1.15/tf2) or "
+                                 hint="Run `python -m converters.shared.parity activations` (tf1.15/tf2) or "
                                       "`python -m legacy_tf1 activations` (origin) first.")
     origin_values = runfolder.read_arrays(paths[0])
     candidate_values = runfolder.read_arrays(paths[1])
@@ -228,7 +228,7 @@ def divergence(run, label, origin_label=None):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m converters.parity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m converters.shared.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

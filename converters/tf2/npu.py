@@ -1,7 +1,7 @@
 """NPU readiness of a .tflite: is every op and tensor int8, and if not, what exactly is not.
 
 For whom: the conversion step (npu.json, ``--strict-npu``), the report, and users checking an existing
-model: ``python -m converters.npu FILE.tflite [--strict] [--json]`` (in tf2). Reading a file
+model: ``python -m converters.tf2.npu FILE.tflite [--strict] [--json]`` (in tf2). Reading a file
 (``read_model``) needs the ``tf2`` environment (the flatbuffer schema of tensorflow.lite); the decision
 (``assess``) is pure Python and runs anywhere, so it is unit-tested on hand-made op/tensor lists.
 
@@ -151,7 +151,7 @@ def read_model(path):
     also carry ``scales``, ``zero_points`` and ``quantized_dimension``. Raises ``InputFileError`` on a
     file that is not a TFLite flatbuffer, or one that is truncated or damaged.
 
-    Why so defensive: the file may come from anywhere (``python -m converters.npu FILE``). The TFLite
+    Why so defensive: the file may come from anywhere (``python -m converters.tf2.npu FILE``). The TFLite
     identifier is checked first, the parse is pure Python (a damaged buffer raises, it cannot crash the
     process as the C++ interpreter could), and every tensor / opcode index is checked against its table
     before ``assess`` follows it.
@@ -243,12 +243,12 @@ def check(path, strict=False):
 
 
 def run(argv):
-    """``python -m converters.npu FILE.tflite [--strict] [--json]``: NPU readiness of an existing .tflite."""
+    """``python -m converters.tf2.npu FILE.tflite [--strict] [--json]``: NPU readiness of an existing .tflite."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(
-        prog="python -m converters.npu",
+        prog="python -m converters.tf2.npu",
         description="Is every op and tensor of this .tflite int8 (ready for an int8 NPU)? Runs in tf2.")
     parser.add_argument("model", help="a .tflite file")
     parser.add_argument("--strict", action="store_true", help="exit 2 unless the model is fully int8")
