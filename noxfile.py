@@ -10,9 +10,15 @@
 The environments are tfbridge's own (envs/), not nox's: nox's virtualenv backend cannot create Python
 3.7 environments, and reuse here is keyed on the lock's content hash. So every session runs with
 ``venv_backend="none"`` and steps run inside an environment through ``envs.venvs``.
+
+Exit status: a failing nox session exits 1 whatever went wrong, which would hide tfbridge's exit status
+(README.md, "Exit status": 1 a mismatch, 2 and above an error, one code per error class). So the
+sessions that run tfbridge leave nox with the command's own status (``sys.exit``), and an environment
+error ends a session with status 3.
 """
 
 import os
+import subprocess
 import sys
 
 import nox
@@ -28,18 +34,20 @@ nox.options.error_on_external_run = False
 REPO_ROOT = venvs.REPO_ROOT
 
 
-def _ensure(session, name):
-    """Make environment ``name`` ready (reused while its lock is unchanged); abort with its paragraph."""
-    try:
-        return venvs.ensure(name, log=session.log)
-    except EnvError as error:
-        session.error(str(error))
+def _fail(session, error):
+    """End the session with an environment error's paragraph and its exit status (3), not nox's 1."""
+    session.log("tfbridge: %s" % error)
+    sys.exit(getattr(error, "exit_code", 3))
 
 
 def _run_host_module(session, module, args):
-    """Run a host-side tfbridge module (standard library only) with nox's own interpreter."""
-    environ = {"PYTHONPATH": REPO_ROOT, "PYTHONUNBUFFERED": "1"}
-    session.run(sys.executable, "-m", module, *args, env=environ, external=True)
+    """Run a host-side tfbridge module (standard library only) with nox's own interpreter; leave nox
+    with the module's exit status (0 pass, 1 mismatch, >= 2 the error's class: see README.md)."""
+    environ = dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
+    session.log("python -m %s %s" % (module, " ".join(args)))
+    code = subprocess.call([sys.executable, "-m", module] + list(args), env=environ)
+    if code != 0:
+        sys.exit(code)
 
 
 @nox.session(venv_backend="none")
@@ -59,8 +67,10 @@ def lock(session):
     for name in names:
         try:
             locking.write_lock(name, log=session.log)
-        except (EnvError, KeyError) as error:
+        except KeyError as error:
             session.error(str(error))
+        except EnvError as error:
+            _fail(session, error)
 
 
 @nox.session(venv_backend="none")
@@ -71,7 +81,7 @@ def tests(session):
     try:
         code = testing.run_all(session.posargs, log=session.log)
     except EnvError as error:
-        session.error(str(error))
+        _fail(session, error)
     if code != 0:
         session.error("tests failed (see the summary above)")
 
@@ -110,7 +120,7 @@ def docker_build(session):
     try:
         docker.build_images(session.posargs or None, log=session.log)
     except EnvError as error:
-        session.error(str(error))
+        _fail(session, error)
 
 
 @nox.session(venv_backend="none", tags=["bench"])

@@ -3,7 +3,7 @@
 Every ``python -m`` entry point of tfbridge (host orchestrators and in-environment steps) wraps its
 ``run(argv)`` in ``main(run, argv)``:
 
-- a ``TfbridgeError`` prints its one paragraph to stderr and exits with its code; no traceback unless
+- a ``TfbridgeError`` (``envs.errors.EnvError`` included) prints its one paragraph to stderr and exits with its code; no traceback unless
   ``--debug`` is among the arguments (or ``TFBRIDGE_DEBUG=1``);
 - when ``TFBRIDGE_ERROR_FILE`` is set (the host does that for each in-environment step), the error is
   also written there as JSON, so the host can report it as the step's own paragraph;
@@ -44,11 +44,6 @@ def main(run, argv=None, step=None):
         if error.step is None:
             error.step = step
         return _report(error, debug)
-    except _env_error_class() as error:  # host side: an environment cannot be found or installed
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write("tfbridge: %s\n" % error)
-        return getattr(error, "exit_code", 3)
     except KeyboardInterrupt:
         error = Interrupted(
             "interrupted; every file written so far is complete (writes are atomic) and nothing that "
@@ -88,14 +83,6 @@ def read_step_error(path, default_step=None):
     error = cls(data.get("message") or "failed", step=data.get("step") or default_step, hint=data.get("hint"))
     error.exit_code = data.get("exit_code", error.exit_code)
     return error
-
-
-def _env_error_class():
-    try:
-        from envs.errors import EnvError
-    except ImportError:  # pragma: no cover - envs/ is always on the path in this repository
-        return ()
-    return EnvError
 
 
 def _report(error, debug):

@@ -1,9 +1,29 @@
 """Typed errors of tfbridge's library code. Python 3.7 compatible; no TensorFlow import.
 
 Every error carries the *step* it happened in and a one-paragraph message (what failed, why, what to do).
-The command-line entry points catch ``TfbridgeError`` once, print ``error.paragraph()`` and exit with
-``error.exit_code``; the traceback is shown only with ``--debug``. Library code raises; it never prints
-and exits.
+The command-line entry points catch ``TfbridgeError`` once (``converters.cli.main``), print
+``error.paragraph()`` and exit with ``error.exit_code``; the traceback is shown only with ``--debug``.
+Library code raises; it never prints and exits. The host's environment errors (``envs.errors.EnvError``)
+are ``TfbridgeError`` too.
+
+Exit status, one per class (README.md, "Exit status", shows this table; a unit test keeps them equal):
+
+====  =========================  ==========================================================
+0                                every parity cell and the int8 model match
+1     ``ParityError``            a verdict, not an error: a mismatch (the report says where)
+2     ``UsageError``             a bad option or combination of options (and the base class)
+3     ``EnvError``               an environment cannot be found, created or used (envs/errors.py)
+4     ``DockerUnavailable``      the docker backend has no engine or no image (envs/docker.py)
+5     ``InputFileError``         a model or data file is missing, unreadable or of the wrong kind
+6     ``ModelLoadError``         the model does not load (unknown layer, newer Keras, weights only)
+7     ``UntrustedModelError``    loading would run code stored in the file; no --trust-model
+8     ``CalibrationDataError``   calibration or probe data is empty, unreadable or of the wrong shape
+9     ``ConversionError``        the converter failed or wrote something other than what was asked
+10    ``NotInt8Error``           ops or tensors that cannot be int8 (--allow-float-ops, --strict-npu)
+11    ``EnvironmentStepError``   a step crashed or was killed without reporting an error
+70                               internal error: a bug in tfbridge (rerun with --debug, report it)
+130   ``Interrupted``            SIGINT or SIGTERM
+====  =========================  ==========================================================
 """
 
 
@@ -44,36 +64,42 @@ class InputFileError(TfbridgeError):
     """A model or data file is missing, unreadable, not of the expected format, or corrupt."""
 
     kind = "input"
+    exit_code = 5
 
 
 class ModelLoadError(TfbridgeError):
     """A model could not be loaded (unknown layer, newer Keras, weights-only file without architecture)."""
 
     kind = "load"
+    exit_code = 6
 
 
 class UntrustedModelError(TfbridgeError):
     """Loading the model would run code stored in the file (Lambda layers) and --trust-model was not given."""
 
     kind = "untrusted"
+    exit_code = 7
 
 
 class CalibrationDataError(TfbridgeError):
     """Calibration or probe data is empty, unreadable, of the wrong shape or dtype, or not finite."""
 
     kind = "calibration"
+    exit_code = 8
 
 
 class ConversionError(TfbridgeError):
     """The TFLite converter failed, or produced a model that is not what was asked for."""
 
     kind = "convert"
+    exit_code = 9
 
 
 class NotInt8Error(TfbridgeError):
     """The model has ops or tensors that cannot be int8 and --allow-float-ops/--strict-npu says so."""
 
     kind = "npu"
+    exit_code = 10
 
 
 class ParityError(TfbridgeError):
@@ -87,6 +113,7 @@ class EnvironmentStepError(TfbridgeError):
     """A step run inside an environment failed without writing its result (crash, killed)."""
 
     kind = "environment"
+    exit_code = 11
 
 
 class Interrupted(TfbridgeError):

@@ -4,11 +4,11 @@ For whom: ``nox -s convert_legacy -- [MODEL] [options]``. Host side, standard li
 in the environments, step by step (``converters.verify`` for re-save and parity, ``converters.convert``
 for the int8 conversion, its verification and the report)::
 
-    python -m converters.pipeline [MODEL] [--origin 1.13|1.15] [--calib PATH] [--preprocess NAME]
-        [--calib-samples N] [--io int8|uint8|float32] [--output-io ...] [--per-tensor]
-        [--allow-float-ops] [--strict-npu] [--arch ...] [--custom-objects FILE.py] [--trust-model]
-        [--input-range LO,HI] [--probe-samples N] [--seed S] [--out DIR] [--backend local|docker]
-        [--force] [--debug]
+    python -m converters.pipeline [MODEL] [options]   (the options: converters/options.py, README.md)
+
+Every option is checked before the demo is made or any environment step starts
+(``converters.preflight.check``, then ``runfolder.check_out``); the ``.h5`` itself is read once, with
+h5py alone, by ``verify.inspect_model`` before any step loads it.
 
 With no MODEL it runs the embedded demo: a small face / non-face classifier is made and trained in tf1.13
 on scikit-image's LFW faces (``python -m legacy_tf1 make-demo``), then goes through the whole job into
@@ -20,14 +20,18 @@ tfbridge and the environment locks) and ``convert`` (the verify key plus the con
 calibration data). A rerun whose keys equal the recorded ones does nothing; one whose conversion options
 changed reuses the re-saved model, the references and the parity cells. ``--force`` redoes everything.
 
-Run-folder safety: the new run is assembled in a temporary sibling folder and swapped into place only
-when every stage succeeded; a failed or interrupted run leaves an existing ``--out`` as it was.
+Run-folder safety: ``--out`` is checked before any step, the demo's included (``runfolder.check_out``: a
+non-empty folder tfbridge did not make, or one holding the model or data, is refused). The new run is
+assembled in a temporary sibling folder and swapped into place only when every stage succeeded, carrying
+over every file of the old run folder that tfbridge did not write (``runfolder.publish_run``); a failed or
+interrupted run leaves an existing ``--out`` as it was, and its paragraph says so (naming only folders
+that exist: with ``--debug`` the partial folder, and the failed conversion in its ``last_failure/``, are
+kept and named).
 
 Exit status: 0 when every parity cell and the int8 model match; 1 on a mismatch (the report says where);
 2 and above for errors, each one paragraph (``--debug`` for the traceback).
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from converters import cli, convert, errors, runfolder, verify
+from converters import cli, convert, errors, options, preflight, runfolder, verify
 from envs import venvs
 
 STEPS_FILE = "steps.json"
@@ -46,26 +50,6 @@ CODE_DIRS = ("converters", "legacy_tf1", os.path.join("envs", "locks"))
 # What the verify stage leaves in a run folder, reused as is when only conversion options changed.
 VERIFY_OUTPUTS = ("manifest.json", "model.h5", "model.pb", "probe.npz", VERIFY_REPORT)
 VERIFY_PATTERNS = ("reference_", "parity_", "activations_")
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="nox -s convert_legacy --",
-        description="Legacy Keras model (TF 1.13/1.15) -> re-saved in its TF, checked in newer TFs -> "
-                    "fully int8 TFLite with int8 I/O -> report. With no MODEL: the embedded demo.")
-    parser.add_argument("model", nargs="?", help="legacy Keras .h5 (full model, or weights with --arch)")
-    parser.add_argument("--origin", help="TF version that saved MODEL: 1.13 or 1.15 (default: inferred)")
-    parser.add_argument("--arch", help="architecture for a weights-only file: JSON/YAML or module:function(...)")
-    parser.add_argument("--custom-objects", help="FILE.py defining CUSTOM_OBJECTS or the custom layer classes")
-    parser.add_argument("--trust-model", action="store_true",
-                        help="allow Lambda layers (loading them runs code stored in the file)")
-    parser.add_argument("--input-range", help="LO,HI of a random probe when no --calib is given")
-    parser.add_argument("--out", help="run folder (default runs/<model-stem>)")
-    parser.add_argument("--backend", choices=("local", "docker"), default=None,
-                        help="where the environment steps run (default local venvs)")
-    parser.add_argument("--force", action="store_true", help="redo every stage even if its inputs are unchanged")
-    convert.add_options(parser)
-    return parser
 
 
 def sha256_of(path):
@@ -118,10 +102,15 @@ def _hash_json(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def demo_source():
+    """Where the demo model and its calibration images are made (once): (folder, model, calibration)."""
+    source = os.path.abspath(os.path.join("runs", ".demo-source"))
+    return source, os.path.join(source, DEMO_NAME + ".h5"), os.path.join(source, "calibration")
+
+
 def prepare_demo(args, log):
     """Make (once) the demo model and its calibration images in tf1.13; fill in the demo's options."""
-    source = os.path.abspath(os.path.join("runs", ".demo-source"))
-    model = os.path.join(source, DEMO_NAME + ".h5")
+    source, model, calibration = demo_source()
     stamp = os.path.join(source, "made-by.json")
     demo_code = sha256_of(os.path.join(venvs.REPO_ROOT, "legacy_tf1", "demo.py"))
     made = runfolder.read_json(stamp) if os.path.exists(stamp) else {}
@@ -133,23 +122,27 @@ def prepare_demo(args, log):
     else:
         log("demo: reusing the demo model in %s" % source)
     args.model = model
-    args.calib = args.calib or os.path.join(source, "calibration")
+    args.calib = args.calib or calibration
     args.preprocess = args.preprocess or "unit"  # as in its training: x / 255
     args.origin = args.origin or "1.13"
-    args.out = args.out or os.path.join("runs", DEMO_NAME)
 
 
 def convert_legacy(args, log):
     """Run the whole job (module docstring); return (report dict, exit status)."""
     if args.backend:
         os.environ["TFBRIDGE_BACKEND"] = args.backend
-    verify.check_origin(args.origin)  # before the demo is made or anything is written
-    if args.model is None:
+    # every option, before the demo is made or any environment step starts (converters/preflight.py)
+    demo = args.model is None
+    values = options.values_of(args)
+    preflight.check(options.CONVERT_LEGACY, values, demo=demo)
+    for key in ("model", "calib", "arch", "custom_objects"):
+        setattr(args, key, values.get(key))
+    if demo:
+        args.out = args.out or os.path.join("runs", DEMO_NAME)
+        runfolder.check_out(args.out, [demo_source()[0]] + verify.protected_inputs(args), step="convert_legacy")
         prepare_demo(args, log)
-    if not os.path.isfile(args.model):
-        raise errors.InputFileError("model file %s does not exist." % args.model, step="convert_legacy",
-                                    hint="Give the path of a legacy Keras .h5 file, or no MODEL for the demo.")
-    out = os.path.abspath(args.out or verify.default_out(args.model))
+    out = runfolder.check_out(args.out or verify.default_out(args.model), verify.protected_inputs(args),
+                              step="convert_legacy")
     verify_key, convert_key = stage_keys(args)
     recorded = _read_steps(out)
     if not args.force and recorded.get("convert") == convert_key and os.path.exists(os.path.join(out, "report.json")):
@@ -168,27 +161,26 @@ def convert_legacy(args, log):
             log("convert_legacy: model, probe and code unchanged: reusing the re-save and parity results")
             skipped.append("verify")
         else:
-            options = verify.Options(
-                model=args.model, origin=args.origin, calib=args.calib, preprocess=args.preprocess,
-                arch=args.arch, custom_objects=args.custom_objects, trust_model=args.trust_model,
-                out=out, debug=args.debug, input_range=args.input_range, probe_samples=args.probe_samples,
-                seed=args.seed, log=log)
-            report = verify.verify_into(options, temporary, log)
+            report = verify.verify_into(verify.Options(log=log, **dict(vars(args), out=out)), temporary, log)
             runfolder.write_json(os.path.join(temporary, VERIFY_REPORT), report)
         timings["verify"] = round(time.time() - started, 2)
         started = time.time()
-        convert.convert_run(temporary, args, log=log)
+        # a failed attempt is kept (in the partial folder's last_failure/) only when that folder is kept
+        convert.convert_run(temporary, args, log=log, keep_failure=bool(args.debug))
         timings["convert_stage"] = round(time.time() - started, 2)
         runfolder.write_json(os.path.join(temporary, STEPS_FILE),
                              {"verify": verify_key, "convert": convert_key, "seconds": timings})
-        verify.swap_into_place(temporary, out)
+        runfolder.publish_run(temporary, out, "convert_legacy")
         succeeded = True
         convert.set_run_dir(out)
+    except errors.TfbridgeError as failure:
+        if not args.debug:
+            failure.hint = ((failure.hint or "") + " " + _left_as_it_was(out)).strip()
+        raise
     except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli: say what was left
         raise errors.Interrupted(
-            "interrupted; the running step was stopped and this run's partial folder removed; %s was left as "
-            "it was before this run (%s)." % (out, "nothing in it was replaced" if os.path.exists(out) else
-                                              "it did not exist and still does not"),
+            "interrupted; the running step was stopped and this run's partial folder removed; %s"
+            % _left_as_it_was(out),
             step="convert_legacy", hint="Run the same command again to finish.")
     finally:
         if not succeeded:
@@ -197,6 +189,12 @@ def convert_legacy(args, log):
             else:
                 shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, skipped=skipped)
+
+
+def _left_as_it_was(out):
+    if os.path.exists(out):
+        return "%s was left as it was before this run (nothing in it was replaced)." % out
+    return "%s was not created." % out
 
 
 def _read_steps(out):
@@ -251,7 +249,7 @@ def _num(value, digits):
 
 
 def run(argv):
-    args = _parser().parse_args(argv)
+    args = options.parse(options.CONVERT_LEGACY, argv)
     log = lambda message: sys.stderr.write(message + "\n")  # noqa: E731
     report, verify_report, status, failing = convert_legacy(args, log)
     out = os.path.abspath(args.out or verify.default_out(args.model))

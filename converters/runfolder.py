@@ -1,6 +1,6 @@
 """The run folder: the only channel between environments, and atomic writes into it.
 
-Layout (see shared/DESIGN.md, "Data contract")::
+Layout (README.md, "What a run writes")::
 
     runs/<model-stem>/            (or --out DIR)
       manifest.json               schema_version, model {path, sha256, inputs, outputs}, origin {env, python,
@@ -128,3 +128,202 @@ def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
     raise TypeError("not JSON serialisable: %r" % (value,))
+
+
+# ----------------------------------------------------------------------------- whose files a run folder holds
+#
+# A run folder carries RUN_MARKER, written by tfbridge when it publishes a run: it says tfbridge made the
+# folder and lists (relative paths) every file tfbridge wrote there. A run never deletes what it did not
+# write: ``check_out`` refuses an ``--out`` that would put a user's files or the inputs at risk, before any
+# step starts; ``publish_run`` carries every file tfbridge did not write into the new run folder.
+
+RUN_MARKER = ".tfbridge-run.json"
+# Where tfbridge writes inside a run folder (see the layout above); a user's file at one of these paths
+# would be overwritten by a run, so such a folder is refused instead.
+OWNED_NAMES = frozenset((
+    MANIFEST, MODEL_H5, MODEL_PB, PROBE, TFLITE, "model_float.tflite", "tflite.json", "npu.json", "layers.json",
+    "report.json", "report.md", "report.html", "verify.json", "steps.json", "sandbox.json", "custom_objects.py",
+    "logs", "last_failure", RUN_MARKER))
+OWNED_PREFIXES = ("reference_", "parity_", "activations_", ".stage-")
+
+
+def read_marker(folder):
+    """The marker of a tfbridge run folder, or None when ``folder`` is not one."""
+    try:
+        data = read_json(os.path.join(folder, RUN_MARKER))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tfbridge") == "run" else None
+
+
+def is_run_folder(folder):
+    return os.path.isdir(folder) and read_marker(folder) is not None
+
+
+def files_in(folder):
+    """Relative paths of every file (and symbolic link) under ``folder``, sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:  # links to folders are not followed: they are files of the user's
+            if os.path.islink(os.path.join(root, name)):
+                files.append(name)
+        for name in files:
+            found.append(os.path.relpath(os.path.join(root, name), folder))
+    return sorted(found)
+
+
+def user_files(folder):
+    """Files under ``folder`` that tfbridge did not write (every file when there is no marker)."""
+    marker = read_marker(folder) or {}
+    written = set(marker.get("files") or ()) | {RUN_MARKER}
+    return [path for path in files_in(folder) if path not in written]
+
+
+def _owned(relative):
+    top = relative.replace(os.sep, "/").split("/", 1)[0]
+    return top in OWNED_NAMES or top.startswith(OWNED_PREFIXES)
+
+
+def _inside(path, folder):
+    """True when ``path`` is ``folder`` or inside it (both real, absolute)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_out(out, protected=(), step="run folder"):
+    """Refuse an ``--out`` a run could damage; return its absolute path. Call before any step starts.
+
+    ``protected``: the paths the command reads (the model file or SavedModel folder, ``--calib``/probe/
+    eval data, ``--custom-objects``, an ``--arch`` file); entries that are None or do not exist (e.g.
+    ``skimage``) are ignored. Raises ``UsageError`` (one paragraph) when ``out``:
+
+    - exists and is not a folder, or is a non-empty folder without tfbridge's marker;
+    - is, or contains, a protected path or the current folder; or is inside a protected folder;
+    - is a tfbridge run folder holding a user's file where tfbridge writes (it would be overwritten).
+    """
+    from converters.errors import UsageError
+
+    given = out
+    out = os.path.abspath(out)
+    real_out = os.path.realpath(out)
+    new_folder = "Give --out a new folder (or an empty one), e.g. runs/<model-name>."
+    for path in protected:
+        if not path or not os.path.exists(str(path)):
+            continue
+        real = os.path.realpath(str(path))
+        if _inside(real, real_out):
+            raise UsageError(
+                "--out %s %s the input %s; a run replaces its folder, so the input could be lost."
+                % (given, "is" if real == real_out else "contains", path), step=step, hint=new_folder)
+        if os.path.isdir(real) and _inside(real_out, real):
+            raise UsageError(
+                "--out %s is inside the input folder %s; tfbridge never writes into its inputs."
+                % (given, path), step=step, hint=new_folder)
+    if _inside(os.path.realpath(os.getcwd()), real_out):
+        raise UsageError("--out %s is (or contains) the current folder; a run replaces its folder as a whole."
+                         % given, step=step, hint=new_folder)
+    if not os.path.lexists(out):
+        return out
+    if not os.path.isdir(out):
+        raise UsageError("--out %s exists and is not a folder." % given, step=step, hint=new_folder)
+    if read_marker(out) is None:
+        if os.listdir(out):
+            raise UsageError(
+                "--out %s is a folder that tfbridge did not make (it has no %s) and it is not empty; a run "
+                "replaces its folder, so its files could be lost." % (given, RUN_MARKER), step=step,
+                hint=new_folder + " A run folder from a tfbridge older than the marker: remove it yourself.")
+        return out
+    at_risk = [path for path in user_files(out) if _owned(path)]
+    if at_risk:
+        raise UsageError(
+            "--out %s is a tfbridge run folder, but it holds file(s) tfbridge did not write where a run "
+            "writes: %s." % (given, ", ".join(at_risk[:10]) + (" ..." if len(at_risk) > 10 else "")),
+            step=step, hint="Move or rename them, or give --out a new folder.")
+    return out
+
+
+def write_marker(folder, command, files=None):
+    """Mark ``folder`` as a tfbridge run folder; ``files``: what tfbridge wrote (default: every file now
+    in it)."""
+    files = files_in(folder) if files is None else files
+    write_json(os.path.join(folder, RUN_MARKER), {
+        "tfbridge": "run", "command": command,
+        "files": sorted(set(path for path in files if path != RUN_MARKER)),
+    })
+
+
+def add_to_marker(folder, command, files):
+    """Record more files tfbridge wrote in ``folder`` (those listed before and still present are kept)."""
+    marker = read_marker(folder) or {}
+    present = set(path for path in marker.get("files") or () if os.path.lexists(os.path.join(folder, path)))
+    write_marker(folder, command, sorted(present | set(files)))
+
+
+def publish_run(temporary, out, command):
+    """Put the complete run ``temporary`` (a sibling of ``out``) in place of ``out``.
+
+    ``temporary`` gets the marker (listing its files), then every file of the old ``out`` that tfbridge did
+    not write (hard-linked, or copied, so that the old folder stays complete until the swap), then the old
+    folder is renamed aside, the new one renamed in, and the old one removed: at every instant either the
+    old or the new run is complete. ``UsageError`` (nothing changed) if the old folder is no longer one a
+    run may replace.
+    """
+    from converters.errors import UsageError
+
+    write_marker(temporary, command)
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or (read_marker(out) is None and os.listdir(out)):
+            raise UsageError("--out %s changed during the run: it is no longer empty nor a tfbridge run folder; "
+                             "it was left as it is." % out, step=command,
+                             hint="Give --out a new folder (or an empty one).")
+        kept = user_files(out)
+        clash = [path for path in kept if os.path.lexists(os.path.join(temporary, path))]
+        if clash:
+            raise UsageError("%s holds file(s) tfbridge did not write at paths this run writes: %s; nothing was "
+                             "replaced." % (out, ", ".join(clash)), step=command,
+                             hint="Move or rename them, or give --out a new folder.")
+        for path in kept:
+            _carry(os.path.join(out, path), os.path.join(temporary, path))
+        _carry_empty_folders(out, temporary)
+    _swap(temporary, out)
+
+
+def _carry(source, target):
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        import shutil
+
+        shutil.copy2(source, target)
+
+
+def _carry_empty_folders(source, target):
+    for root, dirs, files in os.walk(source):
+        if not dirs and not files:
+            relative = os.path.relpath(root, source)
+            if relative != "." and not _owned(relative) and not os.path.exists(os.path.join(target, relative)):
+                os.makedirs(os.path.join(target, relative))
+
+
+def _swap(temporary, out):
+    # rename the old run aside first, so that at every instant either the old or the new run is complete
+    import shutil
+
+    old = None
+    if os.path.lexists(out):
+        old = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(out), dir=os.path.dirname(out))
+        os.rmdir(old)
+        os.rename(out, old)
+    try:
+        os.rename(temporary, out)
+    except OSError:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

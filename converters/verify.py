@@ -4,12 +4,13 @@ For whom: ``nox -s verify_upgrade -- MODEL ...`` and the lead's ``convert_legacy
 Runs on the host interpreter (Python 3.11, no numpy, no TensorFlow); every step that needs TF or numpy
 runs inside an environment as a subprocess (``envs.venvs``) and talks through the run folder::
 
-    python -m converters.verify MODEL [--origin 1.13|1.15] [--calib PATH] [--preprocess NAME]
-        [--arch ...] [--custom-objects F.py] [--trust-model] [--input-range LO,HI]
-        [--probe-samples N] [--seed S] [--out DIR] [--debug]
+    python -m converters.verify MODEL [options]      (the options: converters/options.py, README.md)
 
-Steps: ``inspect`` (tf1.15, only without ``--origin``: the origin is inferred from the file's
-``keras_version``; "2.2.4-tf" is ambiguous and maps to tf1.13), ``resave`` in the origin environment,
+Before any step, ``converters.preflight.check`` checks every option and ``runfolder.check_out`` the run
+folder. Steps: ``preflight`` (tf1.15: the ``.h5``'s root attributes read with h5py alone, no TensorFlow
+or Keras import: the Lambda gate, a weights-only file without ``--arch``, and the origin, inferred from
+the file's ``keras_version`` unless ``--origin`` is given; "2.2.4-tf" is ambiguous and maps to tf1.13;
+see ``inspect_model``), ``resave`` in the origin environment,
 one ``parity`` cell per newer runtime (tf1.15 when the origin is tf1.13; tf2 with tf-keras; tf2 with
 Keras 3), and for every ``mismatch`` the first-divergent-layer search (per-layer activations in the
 origin and in that runtime, compared in layer order inside the runtime's environment).
@@ -18,54 +19,55 @@ Exit status: 0 when every cell matches; 1 when any cell is ``mismatch``, or ``lo
 or tf2 (tf-keras). A Keras 3 ``load_error`` alone does *not* fail the run: Keras 3 is documented not to
 read every Keras 2 ``.h5`` (tf.keras 1.x configs), the toolkit's tf2 route is tf-keras or the frozen
 graph, so that cell is reported honestly but is not a regression of the user's model. Any other failure
-is a typed error with one paragraph (the failing step's own message) and exit status >= 2.
+is a typed error with one paragraph (the failing step's own message) and its exit status (>= 2, one per
+error class: converters/errors.py).
 
 Per-layer activations (``activations_<env>.npz``) are deleted once compared, unless ``--debug``.
 
-Run-folder safety: the run is built in a temporary sibling folder (``.<name>.partial-XXXX`` next to
-``--out``) and swapped into place only when every step completed (a parity mismatch is a completed run
-with a negative answer). A failed or interrupted run removes its temporary folder (kept with
-``--debug`` for inspection) and leaves an existing ``--out`` untouched.
+Run-folder safety: ``--out`` is checked before any step (``runfolder.check_out``: a non-empty folder
+tfbridge did not make, or one holding the model or data, is refused). The run is built in a temporary
+sibling folder (``.<name>.partial-XXXX`` next to ``--out``) and swapped into place only when every step
+completed (a parity mismatch is a completed run with a negative answer), carrying over every file of the
+old run folder that tfbridge did not write (``runfolder.publish_run``). A failed or interrupted run
+removes its temporary folder (kept with ``--debug`` for inspection) and leaves an existing ``--out``
+untouched. Steps run through ``converters.steps.StepRunner``, without network where the OS allows it;
+the report's ``sandbox`` says how.
 """
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-from converters import cli, errors, runfolder
-from envs import backends, venvs
+from converters import cli, errors, preflight, runfolder, safety, steps
+from converters import options as declared
+from converters.options import VERIFY_UPGRADE
+from envs import registry
 from envs import report as report_tables
 
-ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf1.15"}
 INSPECT_ENV = "tf1.15"
 # Cells whose load_error is informative, not a failure (see the module docstring).
 LOAD_ERROR_TOLERATED = ("tf2-keras3",)
 
 
 class Options(object):
-    """What ``verify`` needs; the same names as the command-line options."""
+    """What ``verify`` needs: every declared option (``converters.options``) at its default unless given,
+    plus ``log`` (a callable taking one line, default stderr). Unknown names are refused."""
 
-    def __init__(self, model, origin=None, calib=None, preprocess=None, arch=None, custom_objects=None,
-                 trust_model=False, out=None, debug=False, input_range=None, probe_samples=None, seed=None,
-                 log=None):
-        self.model = model
-        self.origin = origin
-        self.calib = calib
-        self.preprocess = preprocess
-        self.arch = arch
-        self.custom_objects = custom_objects
-        self.trust_model = trust_model
-        self.out = out
-        self.debug = debug
-        self.input_range = input_range
-        self.probe_samples = probe_samples
-        self.seed = seed
+    def __init__(self, log=None, **given):
+        for option in declared.OPTIONS:
+            setattr(self, option.dest, False if option.flag else option.default)
+        unknown = sorted(set(given) - set(declared.BY_DEST))
+        if unknown:
+            raise TypeError("unknown verify options: %s" % ", ".join(unknown))
+        for key, value in given.items():
+            setattr(self, key, value)
         self.log = log
+
+    def values(self):
+        return dict((option.dest, getattr(self, option.dest)) for option in declared.OPTIONS)
 
 
 def cells_for(origin_env):
@@ -82,96 +84,67 @@ def default_out(model):
     return os.path.join("runs", os.path.splitext(os.path.basename(model))[0])
 
 
-class _Runner(object):
-    """Runs in-environment steps, logs each to ``RUN/logs/<step>.log`` and turns failures into typed errors."""
-
-    def __init__(self, run_dir, debug, log):
-        self.run_dir = run_dir
-        self.debug = debug
-        self.log = log
-        self.timings = []
-        self.ensured = set()
-        self.backend = backends.get_backend()  # local venvs, or --backend docker ($TFBRIDGE_BACKEND)
-
-    def ensure(self, env):
-        if env not in self.ensured:
-            self.backend.prepare(env, log=self.log)
-            self.ensured.add(env)
-
-    def step(self, name, env, module, args, capture=False):
-        self.ensure(env)
-        logs = os.path.join(self.run_dir, "logs")
-        if not os.path.isdir(logs):
-            os.makedirs(logs)
-        log_path = os.path.join(logs, "%s.log" % name)
-        error_file = os.path.join(logs, "%s.error.json" % name)
-        args = list(args) + (["--debug"] if self.debug else [])
-        argv, environ = self.backend.command(env, module, args, backends.mounts_for(args),
-                                             extra_env={"TFBRIDGE_ERROR_FILE": error_file})
-        started = time.time()
-        with open(log_path, "w") as log_file:
-            log_file.write("$ %s\n" % " ".join(argv))
-            log_file.flush()
-            process = subprocess.Popen(argv, cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
-                                       stderr=log_file, universal_newlines=True)
-            try:
-                stdout, _ = process.communicate()
-            except BaseException:
-                process.terminate()
-                process.wait()
-                raise
-            log_file.write(stdout)
-        seconds = round(time.time() - started, 2)
-        self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode})
-        self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, "ok" if process.returncode == 0 else
-                                             "exit %d" % process.returncode))
-        if process.returncode != 0:
-            raise self._error(name, env, process.returncode, error_file, log_path)
-        return stdout
-
-    def _error(self, name, env, code, error_file, log_path):
-        error = cli.read_step_error(error_file, default_step=name)
-        if error is not None:
-            return error
-        tail = ""
-        try:
-            with open(log_path) as handle:
-                lines = [line.rstrip() for line in handle if line.strip()]
-            tail = lines[-1] if lines else ""
-        except OSError:
-            pass
-        return errors.EnvironmentStepError(
-            "step %s in environment %s exited with status %d without reporting an error (last line: %s)."
-            % (name, env, code, tail[:300] or "none"), step=name,
-            hint="The process crashed or was killed (out of memory?). Rerun with --debug to keep the "
-                 "partial run folder and read its logs/%s.log." % name)
+check_origin = preflight.check_origin
+# Keras from this version on is TF 2.x era (tf.keras / tf_keras of TF 2.x, Keras 3): no TF 1.x Keras reads
+# its configs ("batch_shape", "ragged", ...); legacy_tf1.loading refuses the same files in the origin.
+TF2_ERA_KERAS = (2, 4)
 
 
-def check_origin(origin):
-    """The environment name of ``--origin`` (None when not given); ``UsageError`` for an unknown one."""
-    if not origin:
-        return None
-    env = ORIGINS.get(str(origin))
-    if env is None:
-        raise errors.UsageError(
-            "--origin %r is not a TF version tfbridge has a legacy environment for." % origin, step="verify",
-            hint="Give --origin 1.13 or --origin 1.15 (the TF version that saved the model), or leave it out "
-                 "to infer it from the file; a model saved by TF 2.x is converted directly with "
-                 "`nox -s convert -- MODEL`.")
-    return env
+def _version(text):
+    parts = []
+    for piece in str(text).split("-")[0].split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (2 - len(parts)))
 
 
-def _resolve_origin(options, runner):
-    if options.origin:
-        return check_origin(options.origin), "given with --origin", None
-    output = runner.step("inspect", INSPECT_ENV, "legacy_tf1", ["inspect", os.path.abspath(options.model)])
+def _refuse_newer_keras(opts, info):
+    written = info.get("keras_version")
+    if not written or _version(written) < TF2_ERA_KERAS:
+        return
+    what = "Keras %s (Keras 3)" % written if _version(written) >= (3, 0) else \
+        "Keras %s (tf.keras / tf_keras of TF 2.x)" % written
+    envs = [check_origin(opts.origin)] if opts.origin else ["tf1.13", "tf1.15"]
+    has = ", ".join("%s has keras %s" % (env, registry.pinned_version(registry.get(env), "keras")) for env in envs)
+    raise errors.ModelLoadError(
+        "%s was written by %s, newer than the legacy environments read (%s)." % (opts.model, what, has),
+        step="preflight",
+        hint="A model saved by TF 2.x is not legacy: convert it directly with `nox -s convert -- MODEL`; or give "
+             "--origin the TF version that really saved the file.")
+
+
+def inspect_model(opts, runner):
+    """The preflight read of a legacy ``.h5``: ``python -m legacy_tf1 inspect`` in tf1.15 reads the file's
+    root attributes with h5py alone (no TensorFlow, no Keras: the file's code cannot run), in a forked child
+    with a time limit (a damaged file can crash or hang HDF5). Then, before any step loads the model:
+    the Lambda gate (``converters.safety``, every nesting of the stored config), a weights-only file
+    without ``--arch``, and the origin (``--origin``, else inferred from ``keras_version``).
+
+    Returns ``(origin env, how it was chosen, the inspection dict)``.
+    """
+    try:
+        output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", ["inspect", opts.model])
+    except errors.TfbridgeError as error:  # the file's own errors (damaged, not HDF5) belong to preflight
+        error.step = "preflight"
+        raise
     try:
         info = json.loads(output.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise errors.EnvironmentStepError("inspect printed no JSON.", step="inspect")
+        raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
+    _refuse_newer_keras(opts, info)
+    if info.get("unsafe") and not opts.trust_model:
+        raise errors.UntrustedModelError(safety.describe(info["unsafe"], opts.model), step="preflight",
+                                         hint=safety.HINT)
+    if info.get("weights_only") and not opts.arch:
+        raise errors.ModelLoadError(
+            "%s holds weights only (no model config), so the architecture is unknown." % opts.model,
+            step="preflight",
+            hint="Give --arch CONFIG.json|CONFIG.yaml or --arch module:function(...) that builds the model.")
+    if opts.origin:
+        return check_origin(opts.origin), "given with --origin", info
     if not info.get("inferred_origin"):
         raise errors.UsageError("cannot infer the origin TF version: %s." % info.get("origin_reason"),
-                                step="inspect", hint="Give --origin 1.13 or --origin 1.15.")
+                                step="preflight", hint="Give --origin 1.13 or --origin 1.15.")
     return info["inferred_origin"], info.get("origin_reason"), info
 
 
@@ -188,15 +161,12 @@ def verify(options):
     if isinstance(options, dict):
         options = Options(**options)
     log = options.log or (lambda message: sys.stderr.write(message + "\n"))
+    values = options.values()
+    preflight.check(VERIFY_UPGRADE, values)  # every option, before any environment step
+    for key, value in values.items():
+        setattr(options, key, value)
     model = options.model
-    check_origin(options.origin)
-    if not model or not os.path.isfile(model):
-        raise errors.InputFileError("model file %s does not exist." % model, step="verify",
-                                    hint="Give the path of a legacy Keras .h5 file.")
-    for name, path in (("--custom-objects", options.custom_objects), ("--calib", options.calib)):
-        if path and not os.path.exists(path):
-            raise errors.InputFileError("%s %s does not exist." % (name, path), step="verify")
-    out = os.path.abspath(options.out or default_out(model))
+    out = runfolder.check_out(options.out or default_out(model), protected_inputs(options), step="verify")
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         os.makedirs(parent)
@@ -207,7 +177,7 @@ def verify(options):
         report = _verify_into(options, temporary, log)
         report["run"] = out
         _write_report(temporary, report)
-        _swap_into_place(temporary, out)
+        runfolder.publish_run(temporary, out, "verify_upgrade")
         succeeded = True
         report["seconds"] = round(time.time() - started, 2)
         return report
@@ -219,21 +189,26 @@ def verify(options):
                 shutil.rmtree(temporary, ignore_errors=True)
 
 
+def protected_inputs(options):
+    """The paths a run reads and must never write over (for ``runfolder.check_out``)."""
+    get = options.get if isinstance(options, dict) else (lambda key, default=None: getattr(options, key, default))
+    return [get(key) for key in ("model", "calib", "custom_objects", "arch", "probe", "eval")
+            if get(key) and os.path.exists(str(get(key)))]
+
+
+def runner_for(options, run_dir, log):
+    """The step runner of a run with these options (user import paths for module:function options)."""
+    return steps.StepRunner(run_dir, log=log, debug=options.debug,
+                            user_paths=steps.user_paths(options.preprocess, options.arch))
+
+
 def _verify_into(options, run_dir, log):
-    runner = _Runner(run_dir, options.debug, log)
+    runner = runner_for(options, run_dir, log)
     log("tfbridge verify_upgrade: %s" % options.model)
-    origin_env, origin_reason, _ = _resolve_origin(options, runner)
+    origin_env, origin_reason, _ = inspect_model(options, runner)
     log("  origin: %s (%s)" % (origin_env, origin_reason))
-    args = ["resave", os.path.abspath(options.model), "--out", run_dir, "--origin-env", origin_env]
-    for flag, value in (("--arch", options.arch), ("--input-range", options.input_range),
-                        ("--probe-samples", options.probe_samples), ("--seed", options.seed),
-                        ("--calib", options.calib and os.path.abspath(options.calib)),
-                        ("--preprocess", options.preprocess),
-                        ("--custom-objects", options.custom_objects and os.path.abspath(options.custom_objects))):
-        if value is not None:
-            args += [flag, str(value)]
-    if options.trust_model:
-        args.append("--trust-model")
+    args = (["resave", os.path.abspath(options.model), "--out", run_dir, "--origin-env", origin_env]
+            + declared.step_argv(options.values(), declared.RESAVE))
     runner.step("resave", origin_env, "legacy_tf1", args)
     manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
 
@@ -270,6 +245,7 @@ def _verify_into(options, run_dir, log):
         "verdict": "fail" if failing else "pass",
         "failing": failing,
         "timings": runner.timings,
+        "sandbox": runner.sandbox,
         "policy": "exit 1 on any mismatch, or load_error outside %s" % ", ".join(LOAD_ERROR_TOLERATED),
     }
 
@@ -291,9 +267,9 @@ def verify_into(options, run_dir, log):
 
 
 def run_step(name, env, module, args, log, run_dir):
-    """Run one in-environment step as verify does (log in ``run_dir/logs``, typed error on failure);
-    return its stdout."""
-    return _Runner(run_dir, False, log).step(name, env, module, args)
+    """Run one in-environment step (``converters.steps.StepRunner``: log in ``run_dir/logs``, typed error on
+    failure); return its stdout."""
+    return steps.StepRunner(run_dir, log=log).step(name, env, module, args)
 
 
 def _public_cell(cell):
@@ -301,26 +277,6 @@ def _public_cell(cell):
             "error_class", "hint", "first_divergent_layer", "divergence", "tolerated", "warnings", "per_output",
             "tolerances", "timings")
     return dict((key, cell[key]) for key in keep if key in cell)
-
-
-def _swap_into_place(temporary, out):
-    # rename the old run aside first, so that at every instant either the old or the new run is complete
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(out), dir=os.path.dirname(out))
-        os.rmdir(old)
-        os.rename(out, old)
-    try:
-        os.rename(temporary, out)
-    except OSError:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-swap_into_place = _swap_into_place
 
 
 def _number(value, digits=3):
@@ -366,7 +322,7 @@ def markdown(report):
     for row in rows[1:]:
         lines.append("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |")
     lines += ["", "Tolerances: max_abs <= atol + rtol * max|ref| (atol 1e-4, rtol 1e-3), cosine >= 0.9999, "
-              "top-1 agreement 100 % outside near-ties (see converters/metrics.py).",
+              "top-1 agreement 100 % outside near-ties (see converters/shared/metrics.py).",
               "", "Policy: %s." % report["policy"], "", "| step | env | seconds |", "|---|---|---|"]
     for timing in report["timings"]:
         lines.append("| %s | %s | %s |" % (timing["step"], timing["env"], timing["seconds"]))
@@ -378,33 +334,10 @@ def _write_report(run_dir, report):
     runfolder.write_text(os.path.join(run_dir, "report.md"), markdown(report))
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="python -m converters.verify",
-                                     description="Re-save a legacy Keras model in its TF version and check its "
-                                                 "outputs in newer TF versions.")
-    parser.add_argument("model", help="legacy Keras .h5 (full model, or weights with --arch)")
-    # validated in verify() (check_origin), so that a bad value is one paragraph, not a usage dump
-    parser.add_argument("--origin", help="TF version that saved MODEL: 1.13 or 1.15 (default: inferred)")
-    parser.add_argument("--calib", help="probe from these images instead of random data")
-    parser.add_argument("--preprocess", help="preprocess preset for --calib (converters.shared.preprocess)")
-    parser.add_argument("--arch", help="architecture for a weights-only file: JSON/YAML or module:function(...)")
-    parser.add_argument("--custom-objects", help="FILE.py defining CUSTOM_OBJECTS or the custom layer classes")
-    parser.add_argument("--trust-model", action="store_true", help="allow Lambda layers (runs code from the file)")
-    parser.add_argument("--input-range", help="LO,HI of the random probe (default 0,255 for images, else -1,1)")
-    parser.add_argument("--probe-samples", type=int, help="probe batch size (default 8)")
-    parser.add_argument("--seed", type=int, help="probe seed (default 0)")
-    parser.add_argument("--out", help="run folder (default runs/<model-stem>)")
-    parser.add_argument("--backend", choices=("local", "docker"), default=None,
-                        help="where the environment steps run (default local venvs)")
-    parser.add_argument("--debug", action="store_true", help="tracebacks; keep a failed run's partial folder")
-    return parser
-
-
 def run(argv):
-    args = _parser().parse_args(argv)
-    backend = vars(args).pop("backend")
-    if backend:
-        os.environ["TFBRIDGE_BACKEND"] = backend
+    args = declared.parse(VERIFY_UPGRADE, argv)
+    if args.backend:
+        os.environ["TFBRIDGE_BACKEND"] = args.backend
     report = verify(Options(**vars(args)))
     print(format_table(matrix_rows(report)))
     print("\nverdict: %s; report: %s" % (report["verdict"], os.path.join(report["run"], "report.md")))

@@ -1,4 +1,5 @@
-"""Docker images per environment, derived from envs/registry.py and the locks, and the docker backend.
+"""Docker images per environment, derived from envs/registry.py and the locks (the docker backend that
+runs steps in them is ``envs.backends.DockerBackend``).
 
 The Dockerfiles under docker/ are *generated* (``nox -s docker_files``) from each environment's
 declaration, its lock and docker/base-images.cfg, and committed; a test checks that they are what the
@@ -9,9 +10,10 @@ point is ``python -m`` (so ``docker run IMAGE legacy_tf1 resave ...`` runs a ste
 Images are tagged ``tfbridge:<env>-<lock sha256[:12]>``: an image always matches the lock it was built
 from, and a changed lock asks for a new build.
 
-The docker backend mounts each path a step needs at the *same absolute path* in the container, so a
-step's arguments need no rewriting; the run folder is mounted read-write, models and data read-only,
-and the container runs with the caller's uid:gid so the files it writes belong to the user.
+The docker backend (envs/backends.py) mounts each path a step needs at the *same absolute path* in the
+container, so a step's arguments need no rewriting; the run folder is mounted read-write, models and
+data read-only, and the container runs with the caller's uid:gid so the files it writes belong to the
+user.
 
 Host side; standard library only except the Docker SDK (``docker``, from envs/locks/host-tools.txt),
 imported only when an engine is needed.
@@ -20,7 +22,6 @@ imported only when an engine is needed.
 import os
 
 from envs import registry, venvs
-from envs.backends import ALL_BACKENDS, Backend, Mount
 from envs.errors import EnvError
 
 DOCKER_DIR = os.path.join(venvs.REPO_ROOT, "docker")
@@ -149,49 +150,14 @@ def _first_line(error):
     return text[0] if text else type(error).__name__
 
 
-class DockerBackend(Backend):
-    """Runs each step in its environment's image (``tfbridge:<env>-<lock sha>``)."""
-
-    name = "docker"
-
-    def prepare(self, env_name, log=print):
-        engine = client()
-        tag = image_tag(env_name)
-        try:
-            engine.images.get(tag)
-        except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
-            raise DockerUnavailable(
-                "The image %s of environment %s is not built (or was built from another lock). Build it "
-                "with `nox -s docker_build -- %s`." % (tag, env_name, env_name))
-        log("environment %s: image %s" % (env_name, tag))
-
-    def command(self, env_name, module, args=(), mounts=(), extra_env=None):
-        argv = ["docker", "run", "--rm", "--init", "--user", "%d:%d" % (os.getuid(), os.getgid()),
-                "--network", "none", "--env", "HOME=/tmp"]
-        passed = {key: os.environ[key] for key in ("TFBRIDGE_DEBUG",) if os.environ.get(key)}
-        passed.update(extra_env or {})
-        for variable in sorted(passed):
-            argv += ["--env", "%s=%s" % (variable, passed[variable])]
-            if variable == "TFBRIDGE_ERROR_FILE":  # written by the step: its folder must be writable
-                mounts = list(mounts) + [Mount(os.path.dirname(os.path.abspath(passed[variable])), writable=True)]
-        for mount in _merge(mounts):
-            argv += ["--volume", "%s:%s:%s" % (mount.path, mount.path, "rw" if mount.writable else "ro")]
-        argv += [image_tag(env_name), module] + [str(arg) for arg in args]
-        return argv, None
-
-
-def _merge(mounts):
-    """Drop mounts inside another mount of the same or wider access; keep order stable."""
-    result = []
-    for mount in sorted(mounts, key=lambda m: (len(m.path), not m.writable)):
-        covered = any(
-            (mount.path == other.path or mount.path.startswith(other.path.rstrip("/") + "/"))
-            and (other.writable or not mount.writable)
-            for other in result
-        )
-        if not covered:
-            result.append(mount)
-    return result
-
-
-ALL_BACKENDS["docker"] = DockerBackend
+def check_image(env_name, log=print):
+    """The docker backend's ``prepare``: an engine answers and the image of ``env_name`` is built."""
+    engine = client()
+    tag = image_tag(env_name)
+    try:
+        engine.images.get(tag)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        raise DockerUnavailable(
+            "The image %s of environment %s is not built (or was built from another lock). Build it "
+            "with `nox -s docker_build -- %s`." % (tag, env_name, env_name))
+    log("environment %s: image %s" % (env_name, tag))

@@ -5,7 +5,7 @@ Where we look, in order:
 1. ``TFBRIDGE_PYTHON_<MAJOR>_<MINOR>`` (e.g. ``TFBRIDGE_PYTHON_3_7=/opt/py37/bin/python3.7``): an
    explicit choice wins, and when it is set but wrong that is an error rather than a silent fallback.
 2. ``pythonX.Y`` on PATH, *run* to check it: pyenv's shims are on PATH but fail with "command not
-   found" unless PYENV_VERSION names the version (measured on these machines, see shared/FACTS.md).
+   found" unless PYENV_VERSION names the version (measured on these machines).
 3. pyenv's versions folder: ``$PYENV_ROOT/versions/X.Y.*/bin/pythonX.Y`` (``PYENV_ROOT`` defaults to
    ``~/.pyenv``), the newest patch release first.
 

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from converters import options
 from converters.errors import UsageError
 
 COMMANDS = ("inspect", "resave", "activations", "zoo", "make-demo")
@@ -27,33 +28,29 @@ def run(argv):
                          hint="Run `python -m legacy_tf1 COMMAND --help` for the options of a command.")
     command, argv = argv[0], argv[1:]
     parser = argparse.ArgumentParser(prog="python -m legacy_tf1 " + command)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    if command != "resave":  # resave takes --debug with the other declared options
+        parser.add_argument("--debug", action="store_true", help="show tracebacks")
     if command == "inspect":
         parser.add_argument("model")
+        parser.add_argument("--known-classes", action="store_true",
+                            help="also list layer classes this Keras does not know (imports TensorFlow)")
         args = parser.parse_args(argv)
         from legacy_tf1 import inspection
 
+        # Without --known-classes this reads the file with h5py alone (no TensorFlow, no Keras): the host's
+        # preflight runs it before any step that loads the model (converters.preflight.inspect_h5).
         known = None
-        try:
+        if args.known_classes:
             from legacy_tf1 import compat
 
             known = compat.layer_class_names("keras") | compat.layer_class_names("tf.keras")
-        except Exception:  # noqa: BLE001 - custom-class detection is a bonus; attributes still print
-            pass
         print(json.dumps(inspection.inspect_file(args.model, known), sort_keys=True))
         return 0
     if command == "resave":
         parser.add_argument("model", help="legacy Keras .h5 (full model, or weights with --arch)")
         parser.add_argument("--out", required=True, help="run folder")
         parser.add_argument("--origin-env", default=None, help="label of the references (default $TFBRIDGE_ENV)")
-        parser.add_argument("--arch", default=None, help="JSON|YAML config, or module:function(k=literal, ...)")
-        parser.add_argument("--custom-objects", default=None, help="FILE.py with CUSTOM_OBJECTS or layer classes")
-        parser.add_argument("--trust-model", action="store_true", help="allow Lambda layers (runs stored code)")
-        parser.add_argument("--probe-samples", type=int, default=8)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--input-range", default=None, help="LO,HI of the random probe")
-        parser.add_argument("--calib", default=None, help="probe from these images instead of random data")
-        parser.add_argument("--preprocess", default=None, help="preset of converters.shared.preprocess for --calib")
+        options.add_step_options(parser, options.RESAVE)  # --calib, --probe-samples, ...: converters/options.py
         args = parser.parse_args(argv)
         from legacy_tf1 import resave
 

@@ -8,6 +8,11 @@ Keras writes, at the root of the file: ``keras_version`` ("2.2.4" standalone, "2
 both TF 1.13 and 1.15), ``backend``, ``model_config`` (JSON; absent in weights-only files, which have
 ``layer_names`` instead) and ``training_config`` (when compiled). What can go wrong: a file that is not
 HDF5 or has none of these attributes raises ``InputFileError``.
+
+``lambda_layers`` lists the path of every Lambda layer anywhere in the stored config (inside wrappers and
+nested models too, e.g. ``time_distributed_1 > lambda_1``) and ``unsafe`` every finding of the Lambda
+gate (``converters.safety.scan_config``: Lambda layers, marshalled code elsewhere). Nothing here refuses
+a file: ``legacy_tf1.loading`` does, through ``converters.safety.check_config``.
 """
 
 import json
@@ -15,6 +20,7 @@ import os
 import signal
 import time
 
+from converters import safety
 from converters.errors import InputFileError
 
 # Reading every attribute and dataset of a healthy .h5 runs at disk speed (~1 s per GB): the bound on the
@@ -128,8 +134,16 @@ def _read_attributes(path):
     return attrs
 
 
+def stored_model_config(path):
+    """The ``model_config`` attribute of ``path`` as text (None in a weights-only file), read with h5py
+    only (call ``read_attributes`` / ``inspect_file`` first: that read is the crash-safe one)."""
+    return _read_attributes(path).get("model_config")
+
+
 def iter_layer_configs(config):
-    """Every layer config in a model config, depth first, including layers of nested models."""
+    """Every layer config in a model config, depth first, including layers of nested models (for the
+    names and classes ``inspect_file`` lists; not for safety: layers inside wrappers such as
+    ``TimeDistributed`` are not visited here, ``converters.safety.scan_config`` walks everything)."""
     inner = config.get("config", config)
     layers = inner.get("layers") if isinstance(inner, dict) else inner
     if isinstance(inner, list):  # Sequential of keras <= 2.2.2 stored a bare list of layers
@@ -184,11 +198,11 @@ def inspect_file(path, known_classes=None):
             "%s has neither a model config nor Keras weights (root attributes: %s)."
             % (path, ", ".join(sorted(k for k in attrs if not k.startswith("_"))) or "none"),
             step="inspect", hint="Give a Keras .h5 file saved with model.save() or model.save_weights().")
-    classes, lambdas, names = [], [], []
+    classes, names, unsafe = [], [], []
     if model_config is not None:
         try:
             config = json.loads(model_config)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InputFileError("the model config in %s is not valid JSON (%s)." % (path, exc),
                                  step="inspect", hint="The file is damaged; re-save it from the original code.")
         try:
@@ -199,12 +213,12 @@ def inspect_file(path, known_classes=None):
                     raise ValueError("a layer without a class name")
                 classes.append(class_name)
                 names.append(name)
-                if class_name == "Lambda":
-                    lambdas.append(name)
             model_class = config.get("class_name")
-        except (AttributeError, TypeError, ValueError) as exc:  # valid JSON, but not a Keras model config
+        except (AttributeError, TypeError, ValueError, RecursionError) as exc:  # valid JSON, not a model config
             raise InputFileError("the model config in %s is not a Keras model config (%s)." % (path, exc),
                                  step="inspect", hint="The file is damaged; re-save it from the original code.")
+        # the Lambda gate's findings over the whole stored config (wrappers, nested models, any key)
+        unsafe = safety.scan_config(config)
     else:
         model_class = None
     keras_version = attrs.get("keras_version")
@@ -222,8 +236,9 @@ def inspect_file(path, known_classes=None):
         "has_training_config": attrs.get("training_config") is not None,
         "model_class": model_class,
         "layer_classes": sorted(set(classes)),
-        "layer_names": names if names else attrs.get("layer_names"),
-        "lambda_layers": lambdas,
+        "layer_names": names if names else [_text(name) for name in attrs.get("layer_names") or []],
+        "lambda_layers": safety.lambda_paths(unsafe),
+        "unsafe": unsafe,
         "custom_classes": custom,
         "inferred_origin": origin,
         "origin_reason": reason,

@@ -10,8 +10,10 @@ For whom: ``resave`` and ``activations``. Accepts
   are parsed with ``ast.literal_eval`` (literals only: no names, calls or attributes), so the string
   cannot run code beyond importing ``module`` and calling ``function``.
 
-Lambda layers store Python bytecode that loading executes: a model whose config has one is refused with
-``UntrustedModelError`` *before* loading, unless ``trust_model`` is set. Other failures raise
+Lambda layers store Python bytecode that loading executes: the file's stored ``model_config`` and an
+``--arch`` JSON/YAML config go through the Lambda gate (``converters.safety.check_config``: the whole
+config, every nesting) before any Keras call, and a model with a Lambda layer or other stored code is
+refused with ``UntrustedModelError`` unless ``trust_model`` is set. Other failures raise
 ``ModelLoadError`` with a hint (unknown layer -> ``--custom-objects``).
 """
 
@@ -20,48 +22,12 @@ import importlib
 import json
 import os
 
-from converters.errors import InputFileError, ModelLoadError, UntrustedModelError, UsageError
+from converters import safety
+from converters.errors import InputFileError, ModelLoadError, UsageError
 from converters.shared.keras_compat import load_custom_objects
+from converters.preflight import parse_arch_call  # the host checks the same syntax first
 from legacy_tf1 import compat, inspection
 from legacy_tf1.compat_versions import version_tuple
-
-
-def parse_arch_call(text):
-    """(module, function, kwargs) from ``module:function`` or ``module:function(k=literal, ...)``."""
-    if ":" not in text:
-        raise UsageError("--arch %r is neither a file nor module:function." % text, step="load",
-                         hint="Give a JSON/YAML model config file or e.g. keras_vggface.vggface:VGGFace(model=\"senet50\").")
-    module, call = text.split(":", 1)
-    call = call.strip()
-    kwargs = {}
-    if "(" in call:
-        try:
-            node = ast.parse(call, mode="eval").body
-        except SyntaxError as exc:
-            raise UsageError("--arch %r is not a valid call (%s)." % (text, exc), step="load")
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
-            raise UsageError("--arch %r: only function(key=literal, ...) with keyword arguments is accepted." % text,
-                             step="load")
-        for keyword in node.keywords:
-            if keyword.arg is None:
-                raise UsageError("--arch %r: **kwargs is not accepted." % text, step="load")
-            try:
-                kwargs[keyword.arg] = ast.literal_eval(keyword.value)
-            except ValueError:
-                raise UsageError("--arch %r: the value of %s is not a literal." % (text, keyword.arg), step="load",
-                                 hint="Only strings, numbers, tuples, lists, dicts, True/False/None are allowed.")
-        call = node.func.id
-    if not call.isidentifier():
-        raise UsageError("--arch %r: %r is not a function name." % (text, call), step="load")
-    return module.strip(), call, kwargs
-
-
-def _lambda_guard(lambdas, where, trust_model):
-    if lambdas and not trust_model:
-        raise UntrustedModelError(
-            "%s contains Lambda layer(s) %s; loading them runs Python bytecode stored in the file."
-            % (where, ", ".join(lambdas)), step="load",
-            hint="Only if you trust where the file came from, rerun with --trust-model.")
 
 
 def _load_yaml(text):
@@ -97,9 +63,7 @@ def build_architecture(arch, flavour, custom_objects, trust_model):
                 config = json.loads(text)
             except ValueError as exc:
                 raise InputFileError("--arch %s is not valid JSON (%s)." % (arch, exc), step="load")
-        lambdas = [layer.get("config", {}).get("name") for layer in inspection.iter_layer_configs(config)
-                   if layer.get("class_name") == "Lambda"]
-        _lambda_guard(lambdas, "the architecture %s" % arch, trust_model)
+        safety.check_config(config, "the architecture %s" % arch, trust_model, step="load")
         with compat.custom_object_scope(flavour, custom_objects):
             return keras.models.model_from_json(text, custom_objects=custom_objects)
     module_name, function, kwargs = parse_arch_call(arch)
@@ -125,12 +89,12 @@ def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None
     if info is None:
         info = inspection.inspect_file(path)
     flavour = info["keras_flavour"]
+    if not info["weights_only"]:
+        # the Lambda gate, on the config as stored (not on ``info``, which a caller may have passed in)
+        safety.check_config(inspection.stored_model_config(path), path, trust_model, step="load")
     # the learning phase is baked in when the graph is built: set it for both flavours first
     for name in compat.FLAVOURS:
-        try:
-            compat.set_inference_mode(name)
-        except Exception:  # noqa: BLE001 - a flavour that is not installed is simply not used
-            pass
+        _set_inference_mode(name)
     custom_objects = load_custom_objects(custom_objects_path)
     if info["weights_only"]:
         if not arch:
@@ -145,7 +109,6 @@ def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None
             raise ModelLoadError("the weights in %s do not fit the architecture %s (%s)." % (path, arch, exc),
                                  step="load", hint="Check --arch builds the same model (layers, shapes, include_top).")
         return model, flavour, info
-    _lambda_guard(info["lambda_layers"], path, trust_model)
     keras = compat.keras_module(flavour)
     origin_keras = compat.keras_version(flavour)
     newer = _newer_keras(info.get("keras_version"), origin_keras)
@@ -171,6 +134,22 @@ def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None
         raise ModelLoadError("loading %s with %s %s failed: %s" % (path, flavour, origin_keras, message[:300]),
                              step="load", hint=hint)
     return model, flavour, info
+
+
+def _set_inference_mode(flavour):
+    try:
+        compat.keras_module(flavour)
+    except ModelLoadError:  # compat's ImportError of a flavour that is not installed: it is not used here
+        return
+    try:
+        compat.set_inference_mode(flavour)
+    except Exception as exc:  # noqa: BLE001 - anything else must not be swallowed
+        raise ModelLoadError(
+            "setting the inference mode (learning phase 0) of %s failed (%s: %s); without it the frozen graph "
+            "would keep the training branches of every Dropout and BatchNormalization layer."
+            % (flavour, type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else ""), step="load",
+            hint="This environment's Keras is broken or not the pinned version: check it with `nox -s envs` "
+                 "(rebuild it if it is not healthy); --debug shows the traceback.")
 
 
 def _newer_keras(file_version, origin_version):

@@ -10,7 +10,7 @@ the run folder, each file atomically (``converters.runfolder``):
 - ``custom_objects.py``  a copy of ``--custom-objects``, so the run folder is self-contained
 - ``manifest.json``      written last: its presence means the step completed
 
-Probe: ``--probe-samples`` (default 8) inputs drawn uniformly from ``--input-range`` with ``--seed``
+Probe: ``--probe-samples`` (default 16, ``converters.options``) inputs drawn uniformly from ``--input-range`` with ``--seed``
 (default 0). The default range is [0, 255] for image-like inputs (4-D: pixels before any preprocessing,
 the same magnitude as mean-subtracted pixels that vggface-style models take) and [-1, 1] for others; the
 range is recorded in the manifest. Uniform noise exercises every weight but is not the data
@@ -26,24 +26,15 @@ import time
 
 import numpy as np
 
-from converters import runfolder
+from converters import options, runfolder
+from converters.preflight import parse_range  # noqa: F401 - resave.parse_range, as before
 from converters.errors import CalibrationDataError, UsageError
 from legacy_tf1 import compat, inspection, loading
 
-DEFAULT_SAMPLES = 8
-DEFAULT_SEED = 0
+DEFAULT_SAMPLES = options.DEFAULT_PROBE_SAMPLES
+DEFAULT_SEED = options.DEFAULT_SEED
 IMAGE_RANGE = (0.0, 255.0)
 OTHER_RANGE = (-1.0, 1.0)
-
-
-def parse_range(text):
-    try:
-        low, high = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError("--input-range %r must be LO,HI (e.g. 0,255)." % text, step="probe")
-    if not low < high:
-        raise UsageError("--input-range %r: LO must be below HI." % text, step="probe")
-    return low, high
 
 
 def _tensor_spec(tensor, name):

@@ -1,6 +1,6 @@
 """Calibration and probe data: model-ready float32 samples from an image folder or saved arrays.
 
-For whom: the int8 converter (``converters.tf2.tflite_convert``: the representative data set), and the
+For whom: the int8 converter (``converters.tf2.quantize``: the representative data set), and the
 probe batch of every environment (``load_probe``, also called by ``legacy_tf1`` in TF 1.x). Python 3.7
 compatible; needs numpy and Pillow only (scikit-image only for the built-in ``skimage`` source).
 
@@ -38,10 +38,11 @@ import sys
 import numpy as np
 
 from converters.shared import preprocess as preprocessing
+from converters import options
 from converters.errors import CalibrationDataError
 
-DEFAULT_CALIB_SAMPLES = 200
-DEFAULT_PROBE_SAMPLES = 16
+DEFAULT_CALIB_SAMPLES = options.DEFAULT_CALIB_SAMPLES
+DEFAULT_PROBE_SAMPLES = options.DEFAULT_PROBE_SAMPLES
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 BUILTIN_SKIMAGE = "skimage"
 

@@ -15,8 +15,9 @@ keras3     Keras 3 (``import keras`` with keras >= 3)
 auto       TF 1.x: the flavour that saved the file (manifest); TF 2.x: tf_keras
 ========== ============================================================================
 
-What can go wrong: a flavour that is not installed raises ``ModelLoadError``; loading itself raises
-whatever the Keras implementation raises (the caller turns it into a ``load_error`` cell).
+What can go wrong: a flavour that is not installed raises ``ModelLoadError``; a Lambda layer (or other
+stored code) in a file not trusted raises ``UntrustedModelError`` before Keras sees the file; loading
+itself raises whatever the Keras implementation raises (the caller turns it into a ``load_error`` cell).
 """
 
 import importlib
@@ -24,6 +25,7 @@ import importlib.util
 import inspect
 import os
 
+from converters import safety
 from converters.errors import InputFileError, ModelLoadError, UsageError
 
 FLAVOURS = ("auto", "keras", "tf.keras", "tf_keras", "keras3")
@@ -37,13 +39,6 @@ def prepare(flavour):
     elif flavour == "keras3":
         os.environ.pop("TF_USE_LEGACY_KERAS", None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def tf_major():
-    """TensorFlow's major version (imports TensorFlow; call ``prepare`` first)."""
-    import tensorflow as tf
-
-    return int(tf.__version__.split(".")[0])
 
 
 def resolve(flavour, saved_flavour):
@@ -108,14 +103,36 @@ def runtime(flavour):
     return "tensorflow %s + %s %s" % (tf.__version__, flavour, keras_module(flavour).__version__)
 
 
-def load_model(flavour, path, custom_objects=None):
-    """Load a full-model ``.h5`` for inference (no optimizer, no compile) with ``flavour``."""
+def check_h5(path, trust_model, step="parity"):
+    """The Lambda gate (``converters.safety``) on the ``model_config`` stored in ``path``, read with h5py
+    (nothing executed); raises ``UntrustedModelError`` for a Lambda or stored code unless ``trust_model``.
+    A file without a model config (weights only) has nothing to check."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+    except Exception as exc:  # noqa: BLE001 - OSError usually; h5py fails in many ways on a damaged file
+        raise InputFileError("%s is not a readable HDF5 file (%s)." % (path, str(exc)[:300] or type(exc).__name__),
+                             step=step, hint="Rerun the re-save step to rewrite the run folder's model.h5.")
+    if config is None:
+        return []
+    if hasattr(config, "tolist") and not isinstance(config, (bytes, str)):
+        config = config.tolist()
+    return safety.check_config(config, path, trust_model, step=step)
+
+
+def load_model(flavour, path, custom_objects=None, trust_model=False):
+    """Load a full-model ``.h5`` for inference (no optimizer, no compile) with ``flavour``, after the
+    Lambda gate (``check_h5``): a Lambda is loaded only with ``trust_model`` (the manifest's ``trusted``,
+    recorded by the re-save step from ``--trust-model``)."""
+    check_h5(path, trust_model)
     keras = keras_module(flavour)
     custom_objects = dict(custom_objects or {})
     if flavour == "keras3":
-        # Keras 3 refuses Lambda deserialization unless safe_mode is off; the origin step already
-        # refused untrusted models, so a Lambda here was explicitly trusted by the user.
-        return keras.models.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=False)
+        # Keras 3 refuses Lambda deserialization in safe mode: off only for a model the user trusted
+        return keras.models.load_model(path, custom_objects=custom_objects, compile=False,
+                                       safe_mode=not trust_model)
     with keras.utils.CustomObjectScope(custom_objects):
         return keras.models.load_model(path, custom_objects=custom_objects, compile=False)
 

@@ -15,7 +15,7 @@ Float parity (``compare``), per output:
 Verdict "match" needs all of:
 
 - ``max_abs <= atol + rtol * max|ref|``  with ``atol = 1e-4``, ``rtol = 1e-3``. Why: the same float32
-  model in TF 1.13 and 1.15 already differs (3e-8 on a small CNN, measured; see shared/FACTS.md) because
+  model in TF 1.13 and 1.15 already differs (3e-8 on a small CNN, measured) because
   kernels reassociate sums differently; over tens of layers that error grows to ~1e-5 of the output
   magnitude. 1e-3 of the magnitude leaves two orders of margin for that, while a real change (a layer
   behaving differently, a wrong weight, a changed default such as BN epsilon) moves outputs by far more.
@@ -31,7 +31,7 @@ gets a warning: random probes in [0, 255] often saturate small classifiers, and 
 change can stay below float noise at the output. The verdict is unchanged; the report shows the warning.
 
 Int8 (``compare_quantized``): error in units of the output's quantization step (LSBs) and the SQNR in dB,
-as STYLE.md asks (int8 tolerances are stated in LSBs, not absolute floats).
+so that int8 tolerances are stated in LSBs, not absolute floats.
 """
 
 import math

@@ -28,7 +28,7 @@ import os
 import time
 
 from converters import cli, runfolder
-from converters.errors import InputFileError, UsageError
+from converters.errors import InputFileError, UntrustedModelError, UsageError
 from converters.shared import keras_compat
 
 ACTIVATION_SAMPLES = 2
@@ -90,7 +90,9 @@ def _custom_objects(run, manifest):
 
 def _load(run, manifest, flavour):
     path = os.path.join(run, runfolder.MODEL_H5)
-    return keras_compat.load_model(flavour, path, _custom_objects(run, manifest))
+    # the Lambda gate again: this step loads the run folder's file, trusted only as the re-save recorded
+    return keras_compat.load_model(flavour, path, _custom_objects(run, manifest),
+                                   trust_model=bool(manifest["model"].get("trusted")))
 
 
 def _predict(model, manifest, probe, samples=None):
@@ -119,6 +121,8 @@ def parity_cell(run, label, flavour="auto"):
     try:
         cell["runtime"] = keras_compat.runtime(flavour)
         model = _load(run, manifest, flavour)
+    except UntrustedModelError:  # a refusal, not an answer about this environment
+        raise
     except Exception as exc:  # noqa: BLE001 - any load failure is an honest matrix cell
         cell.update(status="load_error", error="%s: %s" % (type(exc).__name__, summarize_error(exc)),
                     error_class=type(exc).__name__, hint=load_hint(exc, flavour, manifest))

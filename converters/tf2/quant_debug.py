@@ -26,7 +26,7 @@ DEFAULT_DEBUG_SAMPLES = 8
 
 
 def debug_layers(converter, dataset):
-    """Run the debugger on ``converter`` (configured for int8, as in ``tflite_convert.configure``).
+    """Run the debugger on ``converter`` (configured for int8, as in ``converters.tf2.quantize.configure``).
 
     ``dataset``: a generator function yielding [sample]. Returns {layers: [{name, op, tensor_index,
     scale, rmse_over_scale, flagged}], flagged: [...names], seconds} or {error, seconds} on failure.

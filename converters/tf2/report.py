@@ -6,7 +6,7 @@ jinja2; the HTML has its CSS inline and its plots as base64 PNG, so it can be ma
 Reads whatever the run folder holds and reports what is missing rather than failing: manifest.json
 (model, origin, timings of the re-save), parity_*.json (one parity matrix cell each, written by
 ``converters.shared.parity``), tflite.json / npu.json / layers.json (the conversion step). report.json keys
-follow shared/DESIGN.md: model, origin, parity, tflite, npu, layers, timings {step: seconds}.
+(README.md, "What a run writes"): model, origin, parity, tflite, npu, layers, timings {step: seconds}.
 
 What can go wrong: ``InputFileError`` when the folder has no manifest.json (nothing to report on).
 """
@@ -31,7 +31,7 @@ def _read(path):
 
 
 def collect(run_dir):
-    """Gather the run folder's results into the report.json dict (DESIGN.md keys plus details)."""
+    """Gather the run folder's results into the report.json dict (README's keys plus details)."""
     manifest = _read(os.path.join(run_dir, runfolder.MANIFEST))
     if manifest is None:
         raise InputFileError("%s has no manifest.json: nothing to report." % run_dir, step="report",
@@ -72,6 +72,8 @@ def collect(run_dir):
         "layers": layers,
         "layers_info": {k: v for k, v in layers_raw.items() if k != "layers"},
         "timings": timings,
+        # whether the steps ran without network (converters.steps.StepRunner.sandbox, written by the host)
+        "sandbox": _read(os.path.join(run_dir, "sandbox.json")),
     }
     return report
 
@@ -277,6 +279,11 @@ def render_markdown(report):
     lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
     for key, value in report["timings"].items():
         lines.append("| %s | %s |" % (key, fmt(value, 2)))
+    sandbox = report.get("sandbox")
+    if sandbox:
+        lines += ["", "Steps ran %s (%s)." % (
+            "without network" if sandbox.get("network") == "isolated" else "with network access",
+            sandbox.get("method") or sandbox.get("reason") or "no sandbox")]
     return "\n".join(lines) + "\n"
 
 

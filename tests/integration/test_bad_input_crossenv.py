@@ -14,6 +14,7 @@ Already covered elsewhere (not repeated): a missing model through verify, and a 
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,42 +130,68 @@ def assert_no_leftovers(out):
 # ----------------------------------------------------------------------------- bad model files
 
 MODEL_CASES = {
-    # name: (model file, extra options, key words of the paragraph)
-    "missing_file": ("nope.h5", [], ["convert_legacy failed", "does not exist"]),
-    "not_hdf5": ("not_hdf5.h5", ["--origin", "1.13"], ["inspect failed", "not a readable HDF5 file"]),
-    "truncated_hdf5": ("truncated.h5", ["--origin", "1.13"], ["inspect failed", "truncated"]),
-    "corrupt_hdf5": ("corrupt.h5", ["--origin", "1.13"], ["inspect failed", "not a readable HDF5 file"]),
-    "weights_only": ("weights_only.h5", ["--origin", "1.13"], ["load failed", "weights only", "--arch"]),
+    # name: (model file, extra options, key words of the paragraph, exit status, found by preflight?)
+    "missing_file": ("nope.h5", [], ["preflight failed", "does not exist"], 5, True),
+    "not_hdf5": ("not_hdf5.h5", ["--origin", "1.13"], ["preflight failed", "not a readable HDF5 file"], 5, True),
+    "truncated_hdf5": ("truncated.h5", ["--origin", "1.13"], ["preflight failed", "truncated"], 5, True),
+    "corrupt_hdf5": ("corrupt.h5", ["--origin", "1.13"], ["preflight failed", "not a readable HDF5 file"], 5, True),
+    "weights_only": ("weights_only.h5", ["--origin", "1.13"], ["preflight failed", "weights only", "--arch"], 6, True),
     "newer_tf_keras": ("tf_keras.h5", ["--origin", "1.13"],
-                       ["load failed", "written by Keras 2.21", "tf1.13", "keras 2.2.4"]),
-    "newer_keras3": ("keras3.h5", ["--origin", "1.13"], ["load failed", "Keras 3.", "tf1.13", "keras 2.2.4"]),
-    "unknown_layer": ("custom_layer.h5", ["--origin", "1.13"], ["load failed", "ScaleShift", "--custom-objects"]),
-    "lambda_untrusted": ("lambda.h5", ["--origin", "1.13"], ["load failed", "halve", "--trust-model"]),
-    "unknown_origin": ("cnn.h5", ["--origin", "2.0"], ["--origin '2.0'", "1.13", "1.15"]),
+                       ["preflight failed", "written by Keras 2.21", "tf1.13", "keras 2.2.4"], 6, True),
+    "newer_keras3": ("keras3.h5", ["--origin", "1.13"], ["preflight failed", "Keras 3.", "tf1.13", "keras 2.2.4"],
+                     6, True),
+    # which layer classes a Keras knows is known only to that Keras: found by the re-save step, not before
+    "unknown_layer": ("custom_layer.h5", ["--origin", "1.13"], ["load failed", "ScaleShift", "--custom-objects"], 6,
+                      False),
+    "lambda_untrusted": ("lambda.h5", ["--origin", "1.13"], ["preflight failed", "halve", "--trust-model"], 7, True),
+    "unknown_origin": ("cnn.h5", ["--origin", "2.0"], ["--origin '2.0'", "1.13", "1.15"], 2, True),
+    "no_calibration_data": ("cnn.h5", ["--origin", "1.13", "--calib", None], ["preflight failed", "--calib"], 2, True),
 }
+# a line the step runner prints for every environment step that ran (converters/steps.py)
+STEP_LINE = re.compile(r"^  (?!preflight )\S+ +tf[\d.]+ +[\d.]+ s ")
+PREFLIGHT_SECONDS = 5.0
+
+
+def assert_no_step_ran(result, seconds):
+    """Nothing but the preflight read (h5py alone, no TensorFlow) ran, within the preflight budget."""
+    ran = [line for line in result.stderr.splitlines() if STEP_LINE.match(line)]
+    assert not ran, ran
+    assert seconds < PREFLIGHT_SECONDS, "refused after %.1f s, not before the first step" % seconds
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
 def test_bad_model_is_one_paragraph_and_writes_nothing(inputs, tmp_path, case):
-    name, options, words = MODEL_CASES[case]
+    name, options, words, status, preflight = MODEL_CASES[case]
     out = tmp_path / "run"
-    result = tfbridge("converters.pipeline", inputs / name, "--out", out, "--calib", "skimage",
-                      "--preprocess", "unit", *options)
+    arguments = ["--out", out, "--calib", "skimage", "--preprocess", "unit"] + list(options)
+    if None in arguments:  # "--calib", None: leave --calib out
+        index = arguments.index(None)
+        del arguments[index - 1:index + 1]
+        arguments.remove("--calib")
+        arguments.remove("skimage")
+    started = time.time()
+    result = tfbridge("converters.pipeline", inputs / name, *arguments)
+    seconds = time.time() - started
     assert_paragraph(result, *words)
+    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
+    if preflight:
+        assert_no_step_ran(result, seconds)
     assert not os.path.exists(str(out))
     assert_no_leftovers(out)
 
 
 def test_unknown_origin_in_verify_is_a_paragraph_not_a_usage_dump(inputs, tmp_path):
+    started = time.time()
     result = tfbridge("converters.verify", inputs / "cnn.h5", "--origin", "tf2", "--out", tmp_path / "run")
-    assert_paragraph(result, "verify failed", "--origin 'tf2'", "--origin 1.13 or --origin 1.15")
+    assert_paragraph(result, "preflight failed", "--origin 'tf2'", "--origin 1.13 or --origin 1.15")
+    assert_no_step_ran(result, time.time() - started)
     assert not os.path.exists(str(tmp_path / "run"))
 
 
 def test_debug_shows_the_traceback(inputs, tmp_path):
     result = tfbridge("converters.verify", inputs / "tf_keras.h5", "--origin", "1.13", "--out", tmp_path / "run",
                       "--debug")
-    assert result.returncode == 2
+    assert result.returncode == 6  # ModelLoadError
     assert "Traceback" in result.stderr and "ModelLoadError" in result.stderr
     assert "written by Keras 2.21" in result.stderr.splitlines()[-1]
 
@@ -172,21 +199,28 @@ def test_debug_shows_the_traceback(inputs, tmp_path):
 # ----------------------------------------------------------------------------- calibration data, ops
 
 CALIB_CASES = {
-    "empty_folder": ("empty", ["calibrate failed", "no image files"]),
-    "no_readable_image": ("garbage", ["calibrate failed", "could be read"]),
-    "wrong_shape": ("wrong_shape.npy", ["calibrate failed", "(4, 5, 5, 3)", "(N,)"]),
-    "wrong_dtype": ("wrong_dtype.npy", ["calibrate failed", "numeric"]),
-    "nan_inf": ("nan_inf.npy", ["calibrate failed", "not finite"]),
+    # name: (data, key words, found by preflight? (the others need the model's input shape or every value))
+    "empty_folder": ("empty", ["preflight failed", "no image files"], True),
+    "no_readable_image": ("garbage", ["preflight failed", "could be read"], True),
+    "wrong_shape": ("wrong_shape.npy", ["calibrate failed", "(4, 5, 5, 3)", "(N,)"], False),
+    "wrong_dtype": ("wrong_dtype.npy", ["preflight failed", "not numbers"], True),
+    "nan_inf": ("nan_inf.npy", ["calibrate failed", "not finite"], False),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CALIB_CASES))
 def test_bad_calibration_data_is_one_paragraph(inputs, tmp_path, case):
-    name, words = CALIB_CASES[case]
+    name, words, preflight = CALIB_CASES[case]
     out = tmp_path / "run"
+    started = time.time()
     result = tfbridge("converters.convert", inputs / "tf2.h5", "--calib", inputs / "calib" / name,
                       "--calib-samples", "8", "--no-layer-debug", "--out", out)
+    seconds = time.time() - started
     assert_paragraph(result, *words)
+    assert result.returncode == 8  # CalibrationDataError
+    if preflight:
+        assert_no_step_ran(result, seconds)
+        assert not os.path.exists(str(out))
     assert not os.path.exists(str(out / "model_int8.tflite"))
 
 

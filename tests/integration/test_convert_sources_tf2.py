@@ -18,14 +18,21 @@ SHAPE = (24, 24, 3)
 CALIB = 24
 
 
+class Tf2:
+    """The conversion pieces: sources (loading), quantize (converting, checking), reference (float)."""
+
+    def __init__(self, sources, quantize, reference):
+        self.sources, self.quantize, self.reference = sources, quantize, reference
+
+
 @pytest.fixture(scope="module")
 def tf_modules():
     import tensorflow as tf
     import tf_keras
 
     from converters.shared import calibration
-    from converters.tf2 import npu, tflite_convert, tflite_run
-    return tf, tf_keras, calibration, npu, tflite_convert, tflite_run
+    from converters.tf2 import npu, quantize, reference, sources, tflite_run
+    return tf, tf_keras, calibration, npu, Tf2(sources, quantize, reference), tflite_run
 
 
 def build_keras2(tf_keras):
@@ -66,13 +73,13 @@ def calib_dataset(tf_modules):
 
 
 def convert(tf_modules, model_or_path, out, **options):
-    tflite_convert = tf_modules[4]
-    with tflite_convert.scratch_dir() as workdir:
-        source = tflite_convert.load_source(model_or_path, workdir)
-        result, used = tflite_convert.convert(source, out, calib_dataset(tf_modules),
-                                              tflite_convert.ConversionOptions(**options))
-        reference = tflite_convert.float_reference(used if used.keras_model is not None else source,
-                                                   PROBE_CACHE["probe"])
+    tf2 = tf_modules[4]
+    with tf2.sources.scratch_dir() as workdir:
+        source = tf2.sources.load_source(model_or_path, workdir)
+        result, used = tf2.quantize.convert(source, out, calib_dataset(tf_modules),
+                                            tf2.quantize.ConversionOptions(**options))
+        reference = tf2.reference.float_reference(used if used.keras_model is not None else source,
+                                                  PROBE_CACHE["probe"])
     return result, source, reference
 
 
@@ -179,34 +186,34 @@ def sin_model(tf, tf_keras):
 
 
 def test_op_without_int8_kernel_is_refused_without_allow_float_ops(tf_modules, tmp_path):
-    tf, tf_keras, calibration, _, tflite_convert, _ = tf_modules
+    tf, tf_keras, calibration, _, tf2, _ = tf_modules
     from converters.errors import ConversionError
 
     model = sin_model(tf, tf_keras)
     out = tmp_path / "sin.tflite"
     out.write_bytes(b"previous good model")
     data = calibration.CalibrationSource("skimage", (None, 8, 8, 3), "unit", samples=10, progress=False)
-    with tflite_convert.scratch_dir() as workdir:
-        source = tflite_convert.load_source(model, workdir)
+    with tf2.sources.scratch_dir() as workdir:
+        source = tf2.sources.load_source(model, workdir)
         with pytest.raises(ConversionError, match="SIN") as caught:
-            tflite_convert.convert(source, str(out), data.representative_dataset(),
-                                   tflite_convert.ConversionOptions())
+            tf2.quantize.convert(source, str(out), data.representative_dataset(),
+                                 tf2.quantize.ConversionOptions())
     assert out.read_bytes() == b"previous good model", "a refused model never replaces the old file"
     assert caught.value.npu["verdict"] == "not_ready" and caught.value.npu["float_ops"] == ["SIN"]
     assert [p.name for p in tmp_path.iterdir()] == ["sin.tflite"], "no partial file left behind"
 
 
 def test_allow_float_ops_writes_a_not_ready_model_naming_the_op(tf_modules, tmp_path):
-    tf, tf_keras, calibration, npu, tflite_convert, _ = tf_modules
+    tf, tf_keras, calibration, npu, tf2, _ = tf_modules
     from converters.errors import NotInt8Error
 
     model = sin_model(tf, tf_keras)
     out = str(tmp_path / "sin.tflite")
     data = calibration.CalibrationSource("skimage", (None, 8, 8, 3), "unit", samples=10, progress=False)
-    with tflite_convert.scratch_dir() as workdir:
-        source = tflite_convert.load_source(model, workdir)
-        result, _ = tflite_convert.convert(source, out, data.representative_dataset(),
-                                           tflite_convert.ConversionOptions(allow_float_ops=True))
+    with tf2.sources.scratch_dir() as workdir:
+        source = tf2.sources.load_source(model, workdir)
+        result, _ = tf2.quantize.convert(source, out, data.representative_dataset(),
+                                         tf2.quantize.ConversionOptions(allow_float_ops=True))
     readiness = result["npu"]
     assert readiness["verdict"] == "not_ready" and not readiness["fully_int8"]
     assert readiness["float_ops"] == ["SIN"]
@@ -217,22 +224,23 @@ def test_allow_float_ops_writes_a_not_ready_model_naming_the_op(tf_modules, tmp_
 
 
 def test_missing_and_unknown_sources_are_typed_errors(tf_modules, tmp_path):
-    tflite_convert = tf_modules[4]
+    tf2 = tf_modules[4]
     from converters.errors import InputFileError, ModelLoadError
 
     with pytest.raises(InputFileError):
-        tflite_convert.load_source(str(tmp_path / "none.h5"), str(tmp_path))
+        tf2.sources.load_source(str(tmp_path / "none.h5"), str(tmp_path))
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     with pytest.raises(ModelLoadError, match="tf_keras could not load"):
-        tflite_convert.load_source(str(bad), str(tmp_path))
+        tf2.sources.load_source(str(bad), str(tmp_path))
     (tmp_path / "folder").mkdir()
     with pytest.raises(InputFileError, match="neither a SavedModel"):
-        tflite_convert.load_source(str(tmp_path / "folder"), str(tmp_path))
+        tf2.sources.load_source(str(tmp_path / "folder"), str(tmp_path))
 
 
 def test_lambda_in_h5_is_refused_unless_trusted(tf_modules, tmp_path):
-    tf, tf_keras, calibration, npu, tflite_convert, _ = tf_modules
+    tf, tf_keras, calibration, npu, tf2, _ = tf_modules
+    from converters import safety
     from converters.errors import UntrustedModelError
 
     tf_keras.utils.set_random_seed(0)
@@ -242,11 +250,12 @@ def test_lambda_in_h5_is_refused_unless_trusted(tf_modules, tmp_path):
     outputs = layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3)(x)))
     path = str(tmp_path / "lambda.h5")
     tf_keras.Model(inputs, outputs).save(path)
-    assert tflite_convert.lambda_layers_in_h5(path) == ["rescale"]
+    config = tf2.sources.h5_model_config(path)
+    assert safety.lambda_paths(safety.check_config(config, where=path, trust_model=True)) == ["rescale"]
     with pytest.raises(UntrustedModelError, match="rescale"):
-        tflite_convert.load_source(path, str(tmp_path))
-    source = tflite_convert.load_source(path, str(tmp_path), trust_model=True)
+        tf2.sources.load_source(path, str(tmp_path))
+    source = tf2.sources.load_source(path, str(tmp_path), trust_model=True)
     data = calibration.CalibrationSource("skimage", (None, 8, 8, 3), "unit", samples=10, progress=False)
-    result, _ = tflite_convert.convert(source, str(tmp_path / "l.tflite"), data.representative_dataset(),
-                                       tflite_convert.ConversionOptions())
+    result, _ = tf2.quantize.convert(source, str(tmp_path / "l.tflite"), data.representative_dataset(),
+                                     tf2.quantize.ConversionOptions())
     assert result["npu"]["verdict"] == "ready"

@@ -5,7 +5,7 @@ its real environment as a subprocess; the arrays travel as .npz files, as in the
 
 Tolerance: |a - b| <= 1e-5 + 1e-4 * |a| per element. The model and the inputs are identical, so the only
 differences are float32 reassociation in different kernel builds (Eigen/MKL versions, XNNPACK in TF 2);
-measured TF 1.13 -> 1.15 on a small model: 3e-8 (shared/FACTS.md). 1e-5 absolute on outputs of order 1
+measured TF 1.13 -> 1.15 on a small model: 3e-8. 1e-5 absolute on outputs of order 1
 is ~100 float32 ULPs: loose enough for kernel changes, tight enough that any real change of a weight,
 activation or layer order (>= 1e-3) fails.
 """

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from converters.errors import InputFileError
 from tests.integration import _mutation
 
 pytestmark = pytest.mark.tf2
@@ -97,6 +98,6 @@ def test_npu_command_reads_a_tflite_and_refuses_a_damaged_one_in_one_paragraph(v
         damaged.write_bytes(handle.read()[:200])
     bad = subprocess.run(command + [str(damaged)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True)
-    assert bad.returncode == 2
+    assert bad.returncode == InputFileError.exit_code  # 5: a damaged file (converters/errors.py)
     assert "npu failed: cannot read" in bad.stderr and "damaged" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.tf1_13
 tf = pytest.importorskip("tensorflow")
 
 from converters.shared import metrics
-from converters import runfolder  # noqa: E402
+from converters import options, runfolder  # noqa: E402
 from converters.errors import ModelLoadError, UntrustedModelError, UsageError  # noqa: E402
 from legacy_tf1 import compat, inspection, loading, resave, zoo  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_resave_writes_manifest_references_and_a_frozen_graph_that_reproduces_th
     assert manifest["model"]["inputs"] == [{"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32"}]
     assert manifest["model"]["outputs"][0]["name"] == "probs"
     assert manifest["layers"] == ["conv1", "bn1", "pool1", "conv2", "gap", "drop", "probs"]
-    assert manifest["probe"]["range"] == [0.0, 255.0] and manifest["probe"]["samples"] == 8
+    assert manifest["probe"]["range"] == [0.0, 255.0] and manifest["probe"]["samples"] == options.DEFAULT_PROBE_SAMPLES
     assert not [name for name in os.listdir(run) if ".partial" in name]  # atomic writes left nothing behind
 
     probe = runfolder.read_arrays(os.path.join(run, "probe.npz"))

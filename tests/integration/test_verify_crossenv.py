@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from converters import runfolder
+from converters.errors import InputFileError, UntrustedModelError
 from envs import venvs
 
 pytestmark = pytest.mark.crossenv
@@ -150,12 +152,13 @@ def test_lambda_model_is_refused_and_an_existing_run_is_untouched(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("an earlier run")
+    runfolder.write_marker(str(out), "verify_upgrade", files=[])  # an earlier run folder; keep.txt is the user's
     result, _ = verify(model, out)
-    assert result.returncode == 2
+    assert result.returncode == UntrustedModelError.exit_code
     assert "UntrustedModel" not in result.stderr  # a paragraph, not a traceback
     assert "halve" in result.stderr and "--trust-model" in result.stderr
     assert "Traceback" not in result.stderr
-    assert os.listdir(str(out)) == ["keep.txt"]
+    assert sorted(os.listdir(str(out))) == [runfolder.RUN_MARKER, "keep.txt"]
     assert_clean_run_folder(out)
 
     result, report = verify(model, out, "--trust-model", "--input-range", "0,1")
@@ -167,12 +170,13 @@ def test_lambda_model_is_refused_and_an_existing_run_is_untouched(tmp_path):
     assert matrix["tf2"]["status"] == "load_error" and not matrix["tf2"]["tolerated"]
     assert "halve" in matrix["tf2"]["hint"] and "model.pb" in matrix["tf2"]["hint"]
     assert report["model"]["frozen_graph"]["output_arrays"]  # the way out the hint names exists
-    assert not os.path.exists(str(out / "keep.txt"))  # replaced as a whole by the new, complete run
+    # the new, complete run replaced tfbridge's files; the user's file, which tfbridge did not write, is kept
+    assert (out / "keep.txt").read_text() == "an earlier run"
     assert_clean_run_folder(out)
 
 
 def test_missing_model_is_a_usage_paragraph(tmp_path):
     result, _ = verify(tmp_path / "nope.h5", tmp_path / "run")
-    assert result.returncode == 2
+    assert result.returncode == InputFileError.exit_code
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(str(tmp_path / "run"))

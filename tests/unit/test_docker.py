@@ -59,7 +59,7 @@ def test_docker_backend_command_line_and_mounts(tmp_path):
         "tf1.13", "legacy_tf1", ["resave", str(model), "--out", str(run)],
         mounts=[Mount(str(model.parent)), Mount(str(run), writable=True), Mount(str(run / "sub"))],
     )
-    assert environ is None
+    assert environ["PATH"] == os.environ["PATH"]  # the docker client's own environment, a real mapping
     assert argv[:4] == ["docker", "run", "--rm", "--init"]
     assert argv[argv.index("--user") + 1] == "%d:%d" % (os.getuid(), os.getgid())
     assert argv[argv.index("--network") + 1] == "none"  # a step never needs the network
@@ -71,10 +71,36 @@ def test_docker_backend_command_line_and_mounts(tmp_path):
     assert argv[argv.index(tag):] == [tag, "legacy_tf1", "resave", str(model), "--out", str(run)]
 
 
-def test_local_backend_runs_in_the_venv():
-    argv, environ = backends.get_backend("local").command("tf2", "converters.shared.parity", ["RUN"])
-    assert argv == [venvs.python_of("tf2"), "-m", "converters.shared.parity", "RUN"]
+def test_local_backend_runs_in_the_venv_inside_the_network_sandbox():
+    backend = backends.get_backend("local")
+    argv, environ = backend.command("tf2", "converters.shared.parity", ["RUN"])
+    prefix, record = backends.network_sandbox()
+    assert argv == prefix + [venvs.python_of("tf2"), "-m", "converters.shared.parity", "RUN"]
     assert environ["TFBRIDGE_ENV"] == "tf2"
+    assert backend.sandbox() == record
+    if record["network"] == "isolated":
+        assert prefix[0] == "unshare" and prefix[-2:] == ["--net", "--"] and record["method"] == "unshare --net"
+    else:
+        assert prefix == [] and record["method"] is None and record["reason"]
+
+
+def test_user_paths_are_importable_in_both_backends(tmp_path):
+    _, environ = backends.get_backend("local").command("tf2", "m", [], user_paths=[str(tmp_path)])
+    assert environ["PYTHONPATH"].split(os.pathsep) == [venvs.REPO_ROOT, str(tmp_path)]
+    argv, _ = backends.get_backend("docker").command("tf2", "m", [], user_paths=[str(tmp_path)])
+    assert "PYTHONPATH=%s:%s" % (docker.PROJECT_DIR, tmp_path) in argv
+    assert "%s:%s:ro" % (tmp_path, tmp_path) in argv
+
+
+def test_docker_backend_records_its_network_sandbox():
+    assert backends.get_backend("docker").sandbox() == {
+        "network": "isolated", "method": "docker --network none", "reason": None}
+
+
+def test_backends_and_docker_do_not_import_each_other_in_a_cycle():
+    code = ("import sys; import envs.docker; assert 'envs.backends' not in sys.modules; "
+            "import envs.backends as b; assert sorted(b.ALL_BACKENDS) == ['docker', 'local']")
+    subprocess.check_call([sys.executable, "-c", code], cwd=venvs.REPO_ROOT)
 
 
 def test_unknown_backend_lists_the_known_ones():
@@ -100,7 +126,7 @@ def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
     result = subprocess.run([nox, "-f", os.path.join(venvs.REPO_ROOT, "noxfile.py"), "-s", "docker_build"],
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, timeout=300)
-    assert result.returncode != 0
+    assert result.returncode == docker.DockerUnavailable.exit_code, result.stdout  # not nox's generic 1
     assert "Traceback" not in result.stdout
     assert "engine (dockerd) is the missing piece" in result.stdout
 
@@ -111,7 +137,7 @@ def test_backend_docker_without_engine_names_the_engine(tmp_path, module):
     model.write_bytes(b"\x89HDF\r\n\x1a\n")  # never read: the backend is checked first
     environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", PYTHONPATH=venvs.REPO_ROOT)
     result = subprocess.run([sys.executable, "-m", module, str(model), "--origin", "1.13", "--backend", "docker",
-                             "--out", str(tmp_path / "run")], env=environ, cwd=str(tmp_path),
+                             "--calib", "skimage", "--out", str(tmp_path / "run")], env=environ, cwd=str(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
     assert result.returncode == docker.DockerUnavailable.exit_code
     assert "engine (dockerd) is the missing piece" in result.stderr

@@ -1,0 +1,283 @@
+"""Every option of tfbridge, declared once: name, type, default, help, and which commands and steps take it.
+
+For whom: the three user commands (``convert_legacy``, ``verify_upgrade``, ``convert``: their argparse
+parsers are built here), the in-environment steps that receive options from the host (``python -m
+legacy_tf1 resave``, ``python -m converters.tf2.tflite_convert``: their parsers are built here too, and
+``step_argv`` writes their command lines), README.md's option table (``markdown_table``; a unit test
+checks that README shows what this declaration says) and the preflight checks (``converters.preflight``).
+
+Standard library only, Python 3.7 compatible: it is imported on the host and in every environment.
+
+Why one table: the first version declared ``--calib`` in four parsers with different defaults (16 and 8
+probe samples), and the host could only check an option after a step had failed on it. Here a default
+exists once, and a value the host has checked is handed to a step as the same text.
+
+Values are parsed by argparse with the declared ``type`` (``int``, ``str``, a flag) and ``choices``;
+everything that needs a look at the disk (paths, model kinds, data) is ``converters.preflight``'s job.
+"""
+
+import argparse
+
+# The user commands (nox sessions) and the in-environment steps that take options.
+CONVERT_LEGACY = "convert_legacy"
+VERIFY_UPGRADE = "verify_upgrade"
+CONVERT = "convert"
+COMMANDS = (CONVERT_LEGACY, VERIFY_UPGRADE, CONVERT)
+RESAVE = "resave"              # python -m legacy_tf1 resave        (tf1.13 / tf1.15)
+TFLITE = "tflite_convert"      # python -m converters.tf2.tflite_convert (tf2)
+STEPS = (RESAVE, TFLITE)
+
+ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf1.15"}
+IO_TYPES = ("int8", "uint8", "float32")
+BACKENDS = ("local", "docker")
+# converters.shared.preprocess.PRESETS has the arithmetic; its names are repeated here because the host
+# cannot import numpy (tests/unit/test_options.py checks that both lists agree).
+PREPROCESS_PRESETS = ("raw", "unit", "tf", "caffe", "vggface1", "vggface2", "torch")
+
+DEFAULT_CALIB_SAMPLES = 200
+# One probe size for every command and every probe source. 16 samples: enough to see a systematic
+# difference between environments (every output element of 16 inputs is compared), small enough that
+# a probe of a 224x224 model costs seconds in each environment.
+DEFAULT_PROBE_SAMPLES = 16
+DEFAULT_SEED = 0
+
+ALL = (CONVERT_LEGACY, VERIFY_UPGRADE, CONVERT)
+LEGACY = (CONVERT_LEGACY, VERIFY_UPGRADE)
+CONVERTING = (CONVERT_LEGACY, CONVERT)
+
+
+class Option(object):
+    """One option. ``dest`` is the attribute name (``--calib-samples`` -> ``calib_samples``).
+
+    ``commands``: the user commands that accept it; ``steps``: the in-environment steps the host forwards
+    it to; ``flag``: a switch without a value; ``metavar``/``doc``: README's wording (``doc`` may be longer
+    than the one-line ``help`` of ``--help``).
+    """
+
+    def __init__(self, name, help, commands=ALL, steps=(), type=str, default=None, choices=None, flag=False,
+                 metavar=None, doc=None, positional=False, required=False):
+        self.name = name
+        self.help = help
+        self.commands = tuple(commands)
+        self.steps = tuple(steps)
+        self.type = type
+        self.default = default
+        self.choices = tuple(choices) if choices else None
+        self.flag = flag
+        self.metavar = metavar
+        self.doc = doc or help
+        self.positional = positional
+        self.required = required
+
+    @property
+    def dest(self):
+        return self.name.lstrip("-").replace("-", "_")
+
+    def add_to(self, parser, default=None):
+        """Add this option to an argparse parser (``default`` overrides the declared one, for steps)."""
+        kwargs = {"help": self.help}
+        if self.flag:
+            parser.add_argument(self.name, action="store_true", **kwargs)
+            return
+        kwargs["default"] = self.default if default is None else default
+        if self.type is not str:
+            kwargs["type"] = self.type
+        if self.choices:
+            kwargs["choices"] = self.choices
+        if self.metavar and not self.positional:
+            kwargs["metavar"] = self.metavar
+        if self.positional:
+            if not self.required:
+                kwargs["nargs"] = "?"
+            parser.add_argument(self.dest, **kwargs)
+        else:
+            parser.add_argument(self.name, **kwargs)
+
+    def __repr__(self):
+        return "Option(%r)" % self.name
+
+
+OPTIONS = (
+    Option("model", "the model (see the command's description); convert_legacy without it runs the demo",
+           positional=True, metavar="MODEL",
+           doc="convert_legacy, verify_upgrade: a legacy Keras `.h5` (a full model saved by standalone keras "
+               "or tf.keras, or weights only with `--arch`); convert: a TF 2.x `.h5`, `.keras` file or "
+               "SavedModel folder. convert_legacy without MODEL runs the embedded demo."),
+    Option("--origin", "TF version that saved MODEL: 1.13 or 1.15 (default: inferred from the file)",
+           commands=LEGACY, metavar="1.13|1.15",
+           doc="the TensorFlow the file was made in. Default: inferred from the file's `keras_version` "
+               "(2.2.x → 1.13, 2.3.x → 1.15; tf.keras's `2.2.4-tf` is written by both and is taken as 1.13 — "
+               "the run says what it inferred)."),
+    Option("--arch", "architecture of a weights-only file: CONFIG.json|CONFIG.yaml or module:function(k=literal)",
+           commands=LEGACY, steps=(RESAVE,), metavar="CONFIG.json|CONFIG.yaml|module:function(...)",
+           doc="the architecture of a weights-only file, e.g. "
+               "`'keras_vggface.vggface:VGGFace(model=\"senet50\", include_top=False, weights=None)'` "
+               "(keyword arguments must be literals: nothing else is evaluated)"),
+    Option("--custom-objects", "FILE.py defining CUSTOM_OBJECTS = {...} or the custom layer classes",
+           commands=LEGACY, steps=(RESAVE,), metavar="FILE.py",
+           doc="custom layers: a file defining `CUSTOM_OBJECTS = {...}` or the layer classes"),
+    Option("--trust-model", "allow Lambda layers and other stored code (loading them runs code from the file)",
+           steps=(RESAVE, TFLITE), flag=True,
+           doc="allow Lambda layers (and any other Python code stored in the file). Loading them runs that "
+               "code, so they are refused without it (see \"What `--trust-model` allows\"); a legacy Lambda "
+               "model is converted through the frozen graph (its Python 3.7 bytecode cannot load on 3.11)."),
+    Option("--calib", "representative data: image folder, image, .npy/.npz, or 'skimage' (demo photos)",
+           steps=(RESAVE, TFLITE), metavar="PATH",
+           doc="representative data: an image folder (recursive; jpg, png, bmp; resized to the model's input, "
+               "grayscale ↔ RGB as needed), one image, an `.npy`/`.npz` array, or `skimage` (photographs "
+               "shipped with scikit-image: a demo, not your data). Required by the commands that convert "
+               "(except the demo); also the source of the probe batch."),
+    Option("--preprocess", "as in training: raw|unit|tf|caffe|vggface1|vggface2|torch|module:function",
+           steps=(RESAVE, TFLITE), metavar="NAME|module:function",
+           doc="as in training: `raw`, `unit` (x/255), `tf` (x/127.5 − 1), `caffe` (BGR, ImageNet mean), "
+               "`vggface1`, `vggface2` (BGR, keras-vggface's means), `torch` (ImageNet mean/std), or your own "
+               "function (`module:function`, importable from the current folder). Default `raw`."),
+    Option("--calib-samples", "calibration samples (default %d)" % DEFAULT_CALIB_SAMPLES, commands=CONVERTING,
+           steps=(TFLITE,), type=int, default=DEFAULT_CALIB_SAMPLES, metavar="N",
+           doc="calibration samples (default %d; 100–500 is the useful range), chosen with `--seed`, streamed"
+               % DEFAULT_CALIB_SAMPLES),
+    Option("--probe-samples", "probe batch size (default %d)" % DEFAULT_PROBE_SAMPLES, steps=(RESAVE, TFLITE),
+           type=int, default=DEFAULT_PROBE_SAMPLES, metavar="N",
+           doc="the probe batch every environment is compared on (default %d, from `--calib` when given, "
+               "else seeded random data in `--input-range`)" % DEFAULT_PROBE_SAMPLES),
+    Option("--seed", "seed of every random choice (default %d)" % DEFAULT_SEED, steps=(RESAVE, TFLITE), type=int,
+           default=DEFAULT_SEED, metavar="S",
+           doc="the seed of every random choice (probe and calibration samples, random probe)"),
+    Option("--input-range", "LO,HI of a random probe (default 0,255 for images, -1,1 otherwise)", commands=LEGACY,
+           steps=(RESAVE,), metavar="LO,HI",
+           doc="range of a random probe when there is no `--calib` (default 0,255 for images, −1,1 otherwise)"),
+    Option("--io", "input type (default int8)", commands=CONVERTING, steps=(TFLITE,), default="int8",
+           choices=IO_TYPES, metavar="int8|uint8|float32",
+           doc="input type of the int8 model (default int8)"),
+    Option("--output-io", "output type (default: the same as --io)", commands=CONVERTING, steps=(TFLITE,),
+           choices=IO_TYPES, metavar="int8|uint8|float32",
+           doc="output type (default: the same as `--io`). `--io int8 --output-io float32` suits embedding models."),
+    Option("--per-tensor", "one weight scale per tensor", commands=CONVERTING, steps=(TFLITE,), flag=True,
+           doc="one weight scale per tensor (VeriSilicon NPUs run them much faster than per-channel); checked "
+               "in the written file"),
+    Option("--allow-float-ops", "keep ops without an int8 kernel in float instead of failing", commands=CONVERTING,
+           steps=(TFLITE,), flag=True,
+           doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "
+               "error that names it; with it the NPU verdict says `not_ready` and names it."),
+    Option("--strict-npu", "fail unless the model is fully int8 (after the report is written)", commands=CONVERTING,
+           steps=(TFLITE,), flag=True,
+           doc="a model that is not fully int8 is an error (after the report is written)"),
+    Option("--no-layer-debug", "skip the per-layer quantization error analysis", commands=CONVERTING,
+           steps=(TFLITE,), flag=True,
+           doc="skip the per-layer quantization error analysis (faster)"),
+    Option("--out", "run folder (default runs/<model-stem>)", metavar="DIR",
+           doc="the run folder (default `runs/<model-stem>`). A new or empty folder, or a run folder tfbridge "
+               "made; files you put in a run folder are kept when it is replaced."),
+    Option("--backend", "where the environment steps run: local venvs (default) or docker", choices=BACKENDS,
+           metavar="local|docker",
+           doc="where the environment steps run: tfbridge's venvs (default) or the Docker images"),
+    Option("--force", "redo every stage even when its inputs are unchanged", commands=(CONVERT_LEGACY,), flag=True,
+           doc="redo every stage even when its inputs are unchanged"),
+    Option("--debug", "tracebacks; a failed run's partial folder is kept", steps=(RESAVE, TFLITE), flag=True,
+           doc="tracebacks; a failed run's partial folder is kept for inspection"),
+)
+
+BY_DEST = dict((option.dest, option) for option in OPTIONS)
+
+DESCRIPTIONS = {
+    CONVERT_LEGACY: "Legacy Keras model (TF 1.13/1.15) -> re-saved in its TF, checked in newer TFs -> fully int8 "
+                    "TFLite with int8 I/O -> report. With no MODEL: the embedded demo.",
+    VERIFY_UPGRADE: "Re-save a legacy Keras model in its TF version and check its outputs in newer TF versions.",
+    CONVERT: "Convert a TF 2.x model (.h5, .keras, SavedModel folder) to full-int8 TFLite, check it against the "
+             "float model, assess NPU readiness and write the report.",
+}
+
+
+def for_command(command):
+    """The options ``command`` accepts, in declaration order."""
+    return [option for option in OPTIONS if command in option.commands]
+
+
+def for_step(step):
+    """The user options the host forwards to in-environment ``step``."""
+    return [option for option in OPTIONS if step in option.steps]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad value reported as tfbridge's one paragraph (a ``UsageError``), not a usage dump."""
+
+    def error(self, message):
+        from converters.errors import UsageError
+
+        raise UsageError("%s: %s." % (self.prog, message), step="options",
+                         hint="Run with --help for the options (README.md lists them with their meaning).")
+
+
+def parser_for(command, prog=None):
+    """The argparse parser of a user command, built from the declaration."""
+    if command not in COMMANDS:
+        raise KeyError(command)
+    parser = _Parser(prog=prog or "nox -s %s --" % command, description=DESCRIPTIONS[command])
+    for option in for_command(command):
+        if option.positional and option.name == "model" and command != CONVERT_LEGACY:
+            Option(option.name, option.help, positional=True, required=True, metavar="MODEL").add_to(parser)
+        else:
+            option.add_to(parser)
+    return parser
+
+
+def parse(command, argv, prog=None):
+    """Parse a user command's arguments (a bad value is a ``UsageError`` paragraph)."""
+    return parser_for(command, prog).parse_args(list(argv))
+
+
+def add_step_options(parser, step):
+    """Add the user options that ``step`` receives to the step's own parser (same names, types, defaults)."""
+    for option in for_step(step):
+        option.add_to(parser)
+
+
+def step_argv(values, step):
+    """The command-line arguments that hand ``values`` (a dict or argparse namespace) to ``step``.
+
+    Every option the step takes and that has a value (or is a set flag) is written out, defaults included,
+    so that the step runs with what the host checked, never with a default of its own.
+    """
+    get = values.get if isinstance(values, dict) else (lambda key, default=None: getattr(values, key, default))
+    argv = []
+    for option in for_step(step):
+        value = get(option.dest)
+        if option.flag:
+            if value:
+                argv.append(option.name)
+        elif value is not None:
+            argv += [option.name, str(value)]
+    return argv
+
+
+def values_of(namespace):
+    """A plain dict of every declared option (missing ones at their defaults) from an argparse namespace."""
+    values = dict((option.dest, option.default if not option.flag else False) for option in OPTIONS)
+    values.update(vars(namespace) if not isinstance(namespace, dict) else namespace)
+    return values
+
+
+def markdown_table(command):
+    """README.md's table of ``command``'s options (tests/unit/test_options.py compares the two)."""
+    rows = ["| option | meaning |", "|---|---|"]
+    for option in for_command(command):
+        if option.positional:
+            name = "`MODEL`"
+        elif option.flag:
+            name = "`%s`" % option.name
+        else:
+            name = "`%s %s`" % (option.name, option.metavar or option.dest.upper())
+        rows.append("| %s | %s |" % (name.replace("|", "\\|"), option.doc.replace("|", "\\|")))
+    return "\n".join(rows)
+
+
+def markdown_tables():
+    """Every command's table, as README.md's "Options" section shows them."""
+    parts = []
+    for command in COMMANDS:
+        parts.append("#### `nox -s %s`\n\n%s\n" % (command, markdown_table(command)))
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # python -m converters.options: README.md's option tables, to paste between its markers
+    print(markdown_tables())

@@ -1,0 +1,393 @@
+"""Everything about a command's options that can be checked before the first environment step.
+
+For whom: the three host commands (``converters.verify``, ``converters.pipeline``, ``converters.convert``)
+call ``check(command, values)`` right after parsing; a bad input fails here, in well under a second,
+with the paragraph of the error it would otherwise have met minutes later inside a step.
+
+Host side: standard library only, Python 3.7 compatible. What it reads from the disk:
+
+- the model: that it exists and what it is, by content, not by name: an HDF5 file by its signature (at
+  offset 0, 512, 1024, ... as the HDF5 format allows), a Keras 3 ``.keras`` zip (``config.json``
+  inside), a SavedModel folder (``saved_model.pb``/``.pbtxt``), a TFLite flatbuffer (``TFL3``), a TF
+  GraphDef / checkpoint by its name; each command says which kinds it takes and names the one it got;
+- ``--arch``: a config file that exists (a JSON one is also scanned by the Lambda gate here), or the
+  ``module:function(key=literal, ...)`` syntax;
+- ``--custom-objects``: a ``.py`` file that exists;
+- ``--calib``: present when the command converts, and yielding at least one sample: an image folder
+  with at least one file whose first bytes are a JPEG/PNG/BMP signature, an image, an ``.npy`` whose
+  header (read with the standard library) gives at least one numeric sample, an ``.npz`` with such a
+  member, or ``skimage``;
+- ``--preprocess``: a preset name or ``module:function`` syntax; ``--input-range``, sample counts;
+- ``--out``: see ``converters.runfolder.check_out`` (never a folder tfbridge did not make, never one that
+  holds the model or the data).
+
+What it cannot read without an HDF5 library (whether an ``.h5`` holds a model config, Lambda layers,
+its ``keras_version``) is read by ``inspect_h5`` with h5py alone, in the ``tf1.15`` environment's
+interpreter (no TensorFlow, no Keras import), before any step that loads the model.
+"""
+
+import ast
+import json
+import os
+import re
+import struct
+import zipfile
+
+from converters import options as declared
+from converters.errors import CalibrationDataError, InputFileError, UsageError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
+NPY_MAGIC = b"\x93NUMPY"
+BUILTIN_SKIMAGE = "skimage"
+# How many candidate image files are opened to find a readable one before giving up.
+IMAGE_PROBES = 64
+
+KIND_WORDS = {
+    "h5": "a Keras HDF5 file (.h5)",
+    "keras": "a Keras 3 .keras file",
+    "saved_model": "a SavedModel folder",
+    "frozen_graph": "a TensorFlow GraphDef (.pb/.pbtxt)",
+    "checkpoint": "a TensorFlow checkpoint",
+    "tflite": "a TFLite model",
+    "folder": "a folder that is not a SavedModel (no saved_model.pb in it)",
+    "unknown": "not a model file tfbridge can read",
+}
+ACCEPTED_KINDS = {
+    declared.CONVERT_LEGACY: ("h5",),
+    declared.VERIFY_UPGRADE: ("h5",),
+    declared.CONVERT: ("h5", "keras", "saved_model"),
+}
+
+
+def model_kind(path):
+    """What ``path`` is, by content where the format has a signature: one of ``KIND_WORDS``."""
+    if os.path.isdir(path):
+        if any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+            return "saved_model"
+        return "folder"
+    head = _head(path, 8)
+    if _is_hdf5(path):
+        return "h5"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if "config.json" in archive.namelist():
+                    return "keras"
+        except (zipfile.BadZipFile, OSError):
+            pass
+        return "unknown"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    lower = path.lower()
+    if lower.endswith((".pb", ".pbtxt")):
+        return "frozen_graph"
+    if lower.endswith((".meta", ".index")) or ".data-" in os.path.basename(lower):
+        return "checkpoint"
+    return "unknown"
+
+
+def _head(path, size):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _is_hdf5(path):
+    """The HDF5 signature at offset 0, 512, 1024, 2048, ... (a user block may precede the superblock)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            offset = 0
+            while offset + len(HDF5_SIGNATURE) <= size:
+                handle.seek(offset)
+                if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+def check_model(command, path):
+    """The model's kind, or the paragraph saying why this command cannot take it."""
+    if not path or not os.path.exists(path):
+        raise InputFileError("model file %s does not exist." % path, step="preflight",
+                             hint="Check the path. %s" % _accepts(command))
+    kind = model_kind(path)
+    if kind not in ACCEPTED_KINDS[command]:
+        if kind == "unknown" and path.lower().endswith((".h5", ".hdf5")):
+            raise InputFileError(
+                "%s is not a readable HDF5 file (it does not start with the HDF5 signature: truncated, "
+                "damaged, or not HDF5)." % path, step="preflight",
+                hint="Give a Keras .h5 file saved with model.save() or model.save_weights(); re-copy or re-save "
+                     "it from the original code.")
+        hint = _accepts(command)
+        if command in (declared.CONVERT_LEGACY, declared.VERIFY_UPGRADE) and kind in ("keras", "saved_model"):
+            hint += " A TF 2.x model is not legacy: convert it directly with `nox -s convert -- MODEL`."
+        elif command == declared.CONVERT and kind == "h5":
+            hint += " A legacy (TF 1.x) .h5 goes through `nox -s convert_legacy -- MODEL`."
+        raise InputFileError("%s is %s, which %s does not take." % (path, KIND_WORDS[kind], command),
+                             step="preflight", hint=hint)
+    return kind
+
+
+def _accepts(command):
+    kinds = ACCEPTED_KINDS[command]
+    return "%s takes %s." % (command, " or ".join(KIND_WORDS[kind] for kind in kinds))
+
+
+def check_origin(origin):
+    """The environment name of ``--origin`` (None when not given); ``UsageError`` for an unknown one."""
+    if not origin:
+        return None
+    env = declared.ORIGINS.get(str(origin))
+    if env is None:
+        raise UsageError(
+            "--origin %r is not a TF version tfbridge has a legacy environment for." % origin, step="preflight",
+            hint="Give --origin 1.13 or --origin 1.15 (the TF version that saved the model), or leave it out "
+                 "to infer it from the file; a model saved by TF 2.x is converted directly with "
+                 "`nox -s convert -- MODEL`.")
+    return env
+
+
+def parse_arch_call(text):
+    """(module, function, kwargs) from ``module:function`` or ``module:function(k=literal, ...)``.
+
+    Keyword values are parsed with ``ast.literal_eval``: literals only, so the string cannot run code
+    beyond importing ``module`` and calling ``function`` (in the origin environment, by the re-save step).
+    """
+    if ":" not in text:
+        raise UsageError("--arch %r is neither a file nor module:function." % text, step="preflight",
+                         hint="Give a JSON/YAML model config file or e.g. "
+                              "keras_vggface.vggface:VGGFace(model=\"senet50\").")
+    module, call = text.split(":", 1)
+    module, call = module.strip(), call.strip()
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise UsageError("--arch %r: %r is not a module name." % (text, module), step="preflight")
+    kwargs = {}
+    if "(" in call:
+        try:
+            node = ast.parse(call, mode="eval").body
+        except SyntaxError as exc:
+            raise UsageError("--arch %r is not a valid call (%s)." % (text, exc.msg), step="preflight")
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
+            raise UsageError("--arch %r: only function(key=literal, ...) with keyword arguments is accepted."
+                             % text, step="preflight")
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise UsageError("--arch %r: **kwargs is not accepted." % text, step="preflight")
+            try:
+                kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+            except ValueError:
+                raise UsageError("--arch %r: the value of %s is not a literal." % (text, keyword.arg),
+                                 step="preflight",
+                                 hint="Only strings, numbers, tuples, lists, dicts, True/False/None are allowed.")
+        call = node.func.id
+    if not call.isidentifier():
+        raise UsageError("--arch %r: %r is not a function name." % (text, call), step="preflight")
+    return module, call, kwargs
+
+
+def check_arch(arch, trust_model=False):
+    """``--arch``: an existing JSON/YAML config (a JSON one passes the Lambda gate here) or a call."""
+    if os.path.exists(arch):
+        if not os.path.isfile(arch) or not arch.lower().endswith((".json", ".yaml", ".yml")):
+            raise UsageError("--arch %s is not a .json/.yaml model config file." % arch, step="preflight",
+                             hint="Give model.to_json() / model.to_yaml() saved to a file, or module:function(...).")
+        if arch.lower().endswith(".json"):
+            try:
+                with open(arch) as handle:
+                    text = handle.read()
+                json.loads(text)
+            except (OSError, ValueError) as exc:
+                raise InputFileError("--arch %s is not valid JSON (%s)." % (arch, exc), step="preflight")
+            _gate(text, "the architecture %s" % arch, trust_model)
+        return "file"
+    parse_arch_call(arch)
+    return "call"
+
+
+def _gate(config_text, where, trust_model):
+    try:
+        from converters import safety
+    except ImportError:  # pragma: no cover - converters/safety.py is part of tfbridge
+        return []
+    return safety.check_config(config_text, where=where, trust_model=trust_model, step="preflight")
+
+
+def check_custom_objects(path):
+    if not os.path.isfile(path):
+        raise InputFileError("--custom-objects %s does not exist." % path, step="preflight",
+                             hint="Give a .py file defining CUSTOM_OBJECTS = {...} or the custom layer classes.")
+    if not path.endswith(".py"):
+        raise UsageError("--custom-objects %s is not a .py file." % path, step="preflight",
+                         hint="Give a .py file defining CUSTOM_OBJECTS = {...} or the custom layer classes.")
+
+
+_MODULE_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def check_preprocess(name):
+    if name in declared.PREPROCESS_PRESETS or _MODULE_FUNCTION.match(name or ""):
+        return
+    raise UsageError("--preprocess %r is neither a preset nor module:function." % name, step="preflight",
+                     hint="Presets: %s; or your own function as module:function (importable from the current "
+                          "folder)." % ", ".join(declared.PREPROCESS_PRESETS))
+
+
+def parse_range(text):
+    try:
+        low, high = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError("--input-range %r must be LO,HI (e.g. 0,255)." % text, step="preflight")
+    if not low < high:
+        raise UsageError("--input-range %r: LO must be below HI." % text, step="preflight")
+    return low, high
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def npy_header(read):
+    """(shape, dtype descr) of an ``.npy`` stream, read with the standard library (format 1.0 - 3.0)."""
+    magic = read(6)
+    if magic != NPY_MAGIC:
+        raise ValueError("not an .npy array (no NUMPY magic)")
+    major = bytearray(read(2))[0]
+    if major == 1:
+        (length,) = struct.unpack("<H", read(2))
+    elif major in (2, 3):
+        (length,) = struct.unpack("<I", read(4))
+    else:
+        raise ValueError("unknown .npy format version %d" % major)
+    header = ast.literal_eval(read(length).decode("latin1"))
+    if not isinstance(header, dict) or "shape" not in header or "descr" not in header:
+        raise ValueError("the .npy header has no shape")
+    return tuple(header["shape"]), header["descr"]
+
+
+def _numeric(descr):
+    return isinstance(descr, str) and len(descr) >= 2 and descr[1] in "biuf"
+
+
+def data_samples(path, what="--calib"):
+    """A description of the samples ``path`` offers ({"kind", "samples"}), or the paragraph why none.
+
+    Not a full read (that happens in the environment, with the model's shape): enough to know that at
+    least one sample will come out of it.
+    """
+    hint = ("Point %s at representative images (a folder, searched recursively: jpg, png, bmp), an .npy "
+            "array with samples along its first axis, an .npz of such arrays, or 'skimage'." % what)
+    if path == BUILTIN_SKIMAGE:
+        return {"kind": "skimage", "samples": None}
+    if not os.path.exists(path):
+        raise CalibrationDataError("%s %s does not exist." % (what, path), step="preflight", hint=hint)
+    if os.path.isdir(path):
+        candidates = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            candidates.extend(os.path.join(root, name) for name in sorted(files)
+                              if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not candidates:
+            raise CalibrationDataError("no image files (jpg, png, bmp) under %s." % path, step="preflight", hint=hint)
+        if not any(_is_image(candidate) for candidate in candidates[:IMAGE_PROBES]):
+            raise CalibrationDataError(
+                "no image under %s could be read: the first %d of %d image files are not JPEG, PNG or BMP."
+                % (path, min(IMAGE_PROBES, len(candidates)), len(candidates)), step="preflight", hint=hint)
+        return {"kind": "images", "samples": len(candidates)}
+    lower = path.lower()
+    if lower.endswith(IMAGE_EXTENSIONS):
+        if not _is_image(path):
+            raise CalibrationDataError("no image in %s could be read (not JPEG, PNG or BMP)." % path,
+                                       step="preflight", hint=hint)
+        return {"kind": "image", "samples": 1}
+    if lower.endswith(".npy"):
+        try:
+            with open(path, "rb") as handle:
+                shape, descr = npy_header(handle.read)
+        except (OSError, ValueError, SyntaxError, struct.error, IndexError) as exc:
+            raise CalibrationDataError("%s %s is not a readable .npy array (%s)." % (what, path, exc),
+                                       step="preflight", hint=hint)
+        return {"kind": "npy", "samples": _count(path, shape, descr, what, hint)}
+    if lower.endswith(".npz"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [name for name in archive.namelist() if name.endswith(".npy")]
+                if not members:
+                    raise CalibrationDataError("%s holds no samples (no arrays in the .npz)." % path,
+                                               step="preflight", hint=hint)
+                counts = {}
+                for name in members:
+                    with archive.open(name) as handle:
+                        shape, descr = npy_header(handle.read)
+                    counts[name[:-4]] = _count(path, shape, descr, what, hint, member=name[:-4])
+        except (OSError, ValueError, SyntaxError, struct.error, IndexError, zipfile.BadZipFile) as exc:
+            raise CalibrationDataError("%s %s is not a readable .npz archive (%s)." % (what, path, exc),
+                                       step="preflight", hint=hint)
+        return {"kind": "npz", "samples": min(counts.values()), "arrays": counts}
+    raise CalibrationDataError("%s %s is neither an image folder, an image, an .npy nor an .npz." % (what, path),
+                               step="preflight", hint=hint)
+
+
+def _count(path, shape, descr, what, hint, member=None):
+    where = "%s[%s]" % (path, member) if member else path
+    if not _numeric(descr):
+        raise CalibrationDataError("%s %s has dtype %s, not numbers." % (what, where, descr), step="preflight",
+                                   hint=hint)
+    if not shape or shape[0] < 1:
+        raise CalibrationDataError("%s holds no samples (shape %s)." % (where, tuple(shape)), step="preflight",
+                                   hint=hint)
+    return int(shape[0])
+
+
+def _is_image(path):
+    head = _head(path, 8)
+    return any(head.startswith(signature) for signature in IMAGE_SIGNATURES)
+
+
+# ------------------------------------------------------------------------------------------- all
+
+
+def check(command, values, demo=False):
+    """Check every option of ``command`` (a dict of declared option values, changed in place: paths made
+    absolute); return a dict of what was learnt (``model_kind``, ``origin_env``, ``calib``).
+
+    ``demo``: convert_legacy's embedded demo, whose model and data tfbridge makes itself.
+    """
+    found = {}
+    model = values.get("model")
+    if model is None and not demo:
+        raise UsageError("no MODEL given.", step="preflight", hint=_accepts(command))
+    found["origin_env"] = check_origin(values.get("origin"))
+    if values.get("preprocess"):
+        check_preprocess(values["preprocess"])
+    if values.get("input_range"):
+        parse_range(values["input_range"])
+    for name in ("calib_samples", "probe_samples"):
+        if values.get(name) is not None and int(values[name]) < 1:
+            raise UsageError("--%s must be at least 1 (got %s)." % (name.replace("_", "-"), values[name]),
+                             step="preflight")
+    if values.get("custom_objects"):
+        check_custom_objects(values["custom_objects"])
+        values["custom_objects"] = os.path.abspath(values["custom_objects"])
+    if values.get("arch"):
+        if check_arch(values["arch"], bool(values.get("trust_model"))) == "file":
+            values["arch"] = os.path.abspath(values["arch"])
+    if not demo:
+        found["model_kind"] = check_model(command, model)
+        values["model"] = os.path.abspath(model)
+    calib = values.get("calib")
+    if calib:
+        found["calib"] = data_samples(calib)
+        if calib != BUILTIN_SKIMAGE:
+            values["calib"] = os.path.abspath(calib)
+    elif command in declared.CONVERTING and not demo:
+        raise UsageError("no calibration data (--calib).", step="preflight",
+                         hint="%s converts to int8, which needs representative data: give --calib with a folder "
+                              "of representative images (and --preprocess as in training), an .npy file, or "
+                              "'skimage' for the built-in sample photos (a demo, not your data)." % command)
+    return found

@@ -1,0 +1,136 @@
+"""What the int8 model is measured against: the probe batch and the float reference outputs of a run.
+
+For whom: the conversion step (``converters.tf2.tflite_convert``); ``tf2`` environment only. Two cases:
+
+- ``for_tf2_model``: a TF 2.x model given with ``--model``. Its run folder is prepared here: the probe
+  batch drawn from ``--calib`` (probe.npz), the model's float outputs on it in TF 2.x
+  (reference_tf2.npz, ``converters.tf2.reference``) and manifest.json (model, environment, probe).
+- ``from_run_folder``: a run folder already filled by the legacy re-save step (manifest.json,
+  probe.npz, reference_<origin>.npz): read back, and ``--calib`` defaults to the probe's own images.
+
+What can go wrong: ``UsageError`` (no calibration data), ``InputFileError`` (the run folder lacks its
+reference outputs), ``CalibrationDataError`` (from the probe data).
+"""
+
+import dataclasses
+import hashlib
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras = Keras 2 (tf_keras): legacy .h5 need it
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from converters import runfolder  # noqa: E402
+from converters.errors import InputFileError, UsageError  # noqa: E402
+
+
+@dataclasses.dataclass
+class Prepared:
+    """The probe and references of a run, and the calibration settings the conversion uses."""
+
+    probe: object  # (N, ...) float32, the first input's probe batch
+    references: list  # reference outputs, in the model's output order
+    origin: str  # the environment the references come from ("tf2", "tf1.13", ...)
+    calib: str | None  # calibration data (``--calib``, or the probe's own images for a run folder)
+    preprocess: str
+    timings: dict
+
+
+def for_tf2_model(out_dir, model_path, source, calib, preprocess, probe_samples, seed):
+    """Write manifest.json, probe.npz and reference_tf2.npz for a TF 2.x model into ``out_dir``.
+
+    ``source``: the loaded ``converters.tf2.sources.Source``; ``calib``: the ``--calib`` value (required);
+    ``preprocess``: the ``--preprocess`` value (default raw). Returns a ``Prepared`` (origin ``tf2``).
+    """
+    from converters.shared import calibration
+    from converters.tf2 import reference
+
+    if not calib:
+        raise UsageError("no calibration data (--calib).", step="calibrate",
+                         hint="Give --calib with a folder of representative images (preprocessed with "
+                              "--preprocess as in training), an .npy file, or 'skimage' for the "
+                              "built-in sample photos (a demo, not your data).")
+    preprocess = preprocess or "raw"
+    started = time.perf_counter()
+    probe = calibration.load_probe(calib, source.input_shape, preprocess, probe_samples, seed)
+    references = reference.float_reference(source, probe)
+    timings = {"reference": round(time.perf_counter() - started, 2)}
+    runfolder.write_arrays(os.path.join(out_dir, runfolder.PROBE), {source.inputs[0]["name"]: probe})
+    runfolder.write_arrays(os.path.join(out_dir, runfolder.reference_name("tf2")), references)
+    manifest = {
+        "schema_version": runfolder.SCHEMA_VERSION,
+        "model": {"path": os.path.abspath(model_path), "sha256": sha256_any(model_path),
+                  "inputs": source.inputs, "outputs": source.outputs, "route": source.kind},
+        "origin": environment_fingerprint(),
+        "probe": {"source": calib, "preprocess": preprocess, "samples": int(len(probe)), "seed": seed},
+    }
+    runfolder.write_json(os.path.join(out_dir, runfolder.MANIFEST), manifest)
+    return Prepared(probe, [references[o["name"]] for o in source.outputs], "tf2", calib, preprocess, timings)
+
+
+def from_run_folder(run_dir, calib, preprocess):
+    """Read the probe and reference outputs of a run folder filled by the legacy re-save step.
+
+    ``calib``/``preprocess``: the ``--calib``/``--preprocess`` values; each defaults to the probe's own
+    (its images, when the re-save step drew the probe from calibration images). Returns a ``Prepared``.
+    """
+    manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
+    probe_cfg = manifest.get("probe") or {}
+    preprocess = preprocess or probe_cfg.get("preprocess") or "raw"
+    if not calib and probe_cfg.get("source") == "calibration":
+        calib = probe_cfg.get("path")  # the probe's own images (legacy_tf1 resave --calib)
+    origin = (manifest.get("origin") or {}).get("env")
+    probe_arrays = runfolder.read_arrays(os.path.join(run_dir, runfolder.PROBE))
+    probe = pick(probe_arrays, [i["name"] for i in (manifest["model"].get("inputs") or [])])[0]
+    reference_path = os.path.join(run_dir, runfolder.reference_name(origin))
+    if not os.path.exists(reference_path):
+        raise InputFileError("no reference outputs %s in the run folder." % reference_path,
+                             step="convert", hint="Run the reference step in %s first." % origin)
+    reference_arrays = runfolder.read_arrays(reference_path)
+    references = pick(reference_arrays, [o["name"] for o in (manifest["model"].get("outputs") or [])])
+    if not calib:
+        raise UsageError("no calibration data (--calib), and the run folder's probe was not made from "
+                         "images (%s)." % probe_cfg.get("source"), step="calibrate",
+                         hint="Give --calib with representative images and --preprocess as in training.")
+    return Prepared(probe, references, origin, calib, preprocess, {})
+
+
+def pick(arrays, names):
+    """Arrays in the order of ``names`` (falling back to file order when the names differ, e.g. the
+    frozen graph's tensor names vs Keras output names)."""
+    if names and all(n in arrays for n in names):
+        return [arrays[n] for n in names]
+    return [arrays[k] for k in arrays]
+
+
+def environment_fingerprint():
+    """The versions of this environment, as manifest.json's ``origin`` records them."""
+    import h5py
+    import tensorflow as tf
+
+    versions = {"env": os.environ.get("TFBRIDGE_ENV", "tf2"), "python": platform.python_version(),
+                "tensorflow": tf.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
+    try:
+        import tf_keras
+        versions["keras"] = tf_keras.__version__
+        versions["keras_flavour"] = "tf_keras"
+    except ImportError:
+        versions["keras"] = None
+    return versions
+
+
+def sha256_any(path):
+    """SHA-256 of a file, or of a folder's relative paths and file digests (a SavedModel)."""
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, path).encode())
+                digest.update(runfolder.sha256_file(full).encode())
+        return digest.hexdigest()
+    return runfolder.sha256_file(path)

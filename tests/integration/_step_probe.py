@@ -1,0 +1,42 @@
+"""A test-only step for tests/integration/test_step_runner_crossenv.py: ``python -m tests.integration._step_probe``.
+
+``connect PORT``: try a TCP connection to 127.0.0.1:PORT and print one JSON line with the outcome (exit 0
+either way). ``fail``: print noise and a line, then fail with a typed error (one paragraph, written to
+TFBRIDGE_ERROR_FILE by converters.cli). ``crash``: exit 9 without reporting an error. ``sleep``: sleep.
+Standard library only, so it runs in any environment.
+"""
+
+import json
+import socket
+import sys
+import time
+
+from converters import cli, errors
+
+
+def run(argv):
+    if argv[0] == "connect":
+        try:
+            socket.create_connection(("127.0.0.1", int(argv[1])), timeout=5).close()
+            outcome = {"connected": True}
+        except OSError as error:
+            outcome = {"connected": False, "error": "%s: %s" % (type(error).__name__, error)}
+        print(json.dumps(outcome))
+        return 0
+    if argv[0] == "fail":
+        sys.stderr.write("I0101 12:00:00.000000   123 cpu_feature_guard.cc:210] This TensorFlow binary is noise\n")
+        sys.stderr.write("a line the user should see\n")
+        sys.stderr.flush()
+        raise errors.CalibrationDataError("the probe step failed on purpose.", step="calibrate",
+                                          hint="Nothing to do: this is a test.")
+    if argv[0] == "crash":
+        sys.stderr.write("dying\n")
+        sys.exit(9)
+    if argv[0] == "sleep":
+        time.sleep(float(argv[1]))
+        return 0
+    raise errors.UsageError("unknown probe %r" % argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run, step="probe"))
