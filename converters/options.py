@@ -279,5 +279,27 @@ def markdown_tables():
     return "\n".join(parts)
 
 
-if __name__ == "__main__":  # python -m converters.options: README.md's option tables, to paste between its markers
-    print(markdown_tables())
+def write_readme(path):
+    """Put the generated tables between README.md's ``options:begin`` / ``options:end`` markers."""
+    import re
+
+    with open(path) as handle:
+        text = handle.read()
+    pattern = re.compile(r"(<!-- options:begin[^>]*-->\n)(.*?)(<!-- options:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit("%s has no options:begin / options:end markers" % path)
+    text = pattern.sub(lambda match: match.group(1) + markdown_tables() + match.group(3), text)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__":
+    # python -m converters.options            README.md's option tables, printed
+    # python -m converters.options --write    ... written into README.md between its markers
+    import os
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        write_readme(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"))
+    else:
+        print(markdown_tables())

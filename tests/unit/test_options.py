@@ -79,8 +79,7 @@ def test_readme_option_tables_are_the_declaration():
     found = re.search(r"<!-- options:begin[^>]*-->\n(.*?)<!-- options:end -->", text, re.S)
     assert found, "README.md has no options:begin/options:end markers"
     assert found.group(1).strip() == options.markdown_tables().strip(), (
-        "README.md's option tables differ from converters/options.py: run `python -m converters.options` "
-        "and paste its output between the markers")
+        "README.md's option tables differ from converters/options.py: run `python -m converters.options --write`")
 
 
 def test_readme_exit_status_table_is_the_error_classes():
