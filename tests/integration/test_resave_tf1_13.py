@@ -73,10 +73,10 @@ def test_resave_writes_manifest_references_and_a_frozen_graph_that_reproduces_th
     assert not [name for name in os.listdir(run) if ".partial" in name]  # atomic writes left nothing behind
 
     probe = runfolder.read_arrays(os.path.join(run, "probe.npz"))
-    assert probe["image"].shape == (8, 32, 32, 3) and probe["image"].dtype == np.float32
+    assert probe["image"].shape == (options.DEFAULT_PROBE_SAMPLES, 32, 32, 3) and probe["image"].dtype == np.float32
     assert 0.0 <= probe["image"].min() and probe["image"].max() <= 255.0
     references = runfolder.read_arrays(os.path.join(run, "reference_tf1.13.npz"))
-    assert references["probs"].shape == (8, 4)
+    assert references["probs"].shape == (options.DEFAULT_PROBE_SAMPLES, 4)
 
     # the re-saved file is a clean model: no optimizer state
     import h5py
