@@ -18,6 +18,8 @@ a file: ``legacy_tf1.loading`` does, through ``converters.safety.check_config``.
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from converters import safety
@@ -48,7 +50,7 @@ def _text(value):
 def read_attributes(path):
     """The root attributes of a Keras ``.h5`` file as str (h5py 2 returns bytes, h5py 3 str).
 
-    The file is first read in full (every attribute and dataset) in a forked child process: the HDF5
+    The file is first read in full (every attribute and dataset) in a child process: the HDF5
     library of h5py 2.10 can crash (SIGSEGV) on a damaged file, which no ``except`` catches. A file the
     child read without crashing is then safe to hand to Keras; one that crashed it is an ``InputFileError``.
     """
@@ -59,24 +61,69 @@ def read_attributes(path):
     return _read_attributes(path)
 
 
-def _walk_everything(path):
-    import h5py
+# Run by a fresh interpreter (see _check_readable_in_child): read every attribute and dataset, exit 0.
+_WALK = """
+import sys
+import h5py
 
-    def visit(name, item):
-        for key in item.attrs.keys():
-            item.attrs[key]
-        if isinstance(item, h5py.Dataset):
-            item[()]
+def visit(name, item):
+    for key in item.attrs.keys():
+        item.attrs[key]
+    if isinstance(item, h5py.Dataset):
+        item[()]
 
-    with h5py.File(path, "r") as handle:
-        for key in handle.attrs.keys():
-            handle.attrs[key]
-        handle.visititems(visit)
+with h5py.File(sys.argv[1], "r") as handle:
+    for key in handle.attrs.keys():
+        handle.attrs[key]
+    handle.visititems(visit)
+"""
+
+
+def _threads():
+    """How many OS threads this process has (Linux /proc; None where unknown)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _check_readable_in_child(path):
-    if not hasattr(os, "fork"):  # pragma: no cover - Linux/macOS always have it
-        return
+    """Read the whole file in a child process with a time limit; a crash or a hang there is the file's.
+
+    A forked child when this process has one thread (``python -m legacy_tf1 inspect``: fast), else a fresh
+    interpreter: a forked child of a multi-threaded process (the re-save step has TensorFlow's thread pools)
+    can deadlock on a lock another thread held at the fork; that showed here as a healthy 60 kB file
+    "looping" for 30 s under load. The fresh interpreter costs ~0.3 s (the h5py import).
+    """
+    limit = READ_CHECK_SECONDS + READ_CHECK_SECONDS_PER_GB * os.path.getsize(path) / 1e9
+    if hasattr(os, "fork") and _threads() == 1:
+        status = _read_in_fork(path, limit)
+    else:
+        environ = dict(os.environ)
+        environ.pop("PYTHONFAULTHANDLER", None)  # the crash is expected and reported here, not dumped
+        try:
+            status = subprocess.run([sys.executable, "-c", _WALK, path], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, timeout=limit, env=environ).returncode
+        except subprocess.TimeoutExpired:
+            status = None
+    if status is None:
+        raise InputFileError(
+            "%s is damaged: reading it did not finish within %d s (the HDF5 library loops on it)."
+            % (path, limit), step="inspect",
+            hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
+    if status < 0:
+        raise InputFileError(
+            "%s is damaged: reading it crashed the HDF5 library (signal %d)." % (path, -status),
+            step="inspect", hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
+    # a Python error in the child (status > 0) is classified by the caller's own read (_read_attributes)
+
+
+def _read_in_fork(path, limit):
+    """The forked reader's status like ``subprocess``'s: 0, > 0 a Python error, -N signal N, None timeout."""
     pid = os.fork()
     if pid == 0:  # the child: read everything, exit 0; a Python error is reported by the parent's read
         code = 0
@@ -84,38 +131,29 @@ def _check_readable_in_child(path):
             import faulthandler
 
             faulthandler.disable()  # the crash is expected here and reported by the parent, not dumped
-            _walk_everything(path)
+            exec(compile(_WALK.replace("sys.argv[1]", "PATH"), "<walk>", "exec"), {"PATH": path})
         except BaseException:  # noqa: BLE001 - the parent re-reads and classifies it
             code = 3
         finally:
             os._exit(code)
-    # a damaged file can also send HDF5 into an endless loop: bounded by a generous reading time
-    limit = READ_CHECK_SECONDS + READ_CHECK_SECONDS_PER_GB * os.path.getsize(path) / 1e9
     deadline = time.time() + limit
     try:
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                break
+                return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             if time.time() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                raise InputFileError(
-                    "%s is damaged: reading it did not finish within %d s (the HDF5 library loops on it)."
-                    % (path, limit), step="inspect",
-                    hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
-            time.sleep(0.05)
-    except BaseException:  # interrupted (or the error above): never leave the reader running
+                return None
+            time.sleep(0.02)
+    except BaseException:  # interrupted: never leave the reader running
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         except OSError:
             pass
         raise
-    if os.WIFSIGNALED(status):
-        raise InputFileError(
-            "%s is damaged: reading it crashed the HDF5 library (signal %d)." % (path, os.WTERMSIG(status)),
-            step="inspect", hint="Give an intact Keras .h5 file (re-copy or re-save it from the original code).")
 
 
 def _read_attributes(path):
