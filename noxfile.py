@@ -3,8 +3,9 @@
     nox -s convert_legacy -- [MODEL] [options]   legacy Keras model -> fully int8 TFLite (no MODEL: the demo)
     nox -s verify_upgrade -- MODEL [options]     parity across TF 1.13 / 1.15 / 2.x only
     nox -s convert -- MODEL [options]            a TF 2.x model straight to int8
+    nox -s npu -- FILE.tflite [--target NAME]    an existing .tflite on NPU targets (Vela, VX delegate rules)
     nox -s tests                                 every test, in every environment
-    nox -s envs                                  the environments and their state
+    nox -s envs [-- --rebuild NAME ...]          the environments and their state; recreate one
     nox -s lock [-- NAME ...]                    regenerate the hash-pinned locks
 
 The environments are tfbridge's own (envs/), not nox's: nox's virtualenv backend cannot create Python
@@ -52,9 +53,20 @@ def _run_host_module(session, module, args):
 
 @nox.session(venv_backend="none")
 def envs(session):
-    """Show every environment: interpreter, lock hash, state and installed versions."""
+    """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one)."""
     from envs import report
 
+    args = list(session.posargs)
+    if args:
+        if args[0] != "--rebuild" or len(args) < 2:
+            session.error("usage: nox -s envs [-- --rebuild NAME [NAME ...]]; known: %s"
+                          % ", ".join(registry.ENVIRONMENTS))
+        try:
+            report.rebuild(args[1:], log=session.log)
+        except KeyError as error:
+            session.error(str(error))
+        except EnvError as error:
+            _fail(session, error)
     session.log("\n" + report.environments_table())
 
 
@@ -102,6 +114,22 @@ def convert_legacy(session):
 def convert(session):
     """A TF 2.x model (.h5, SavedModel folder, .keras) straight to fully int8 TFLite."""
     _run_host_module(session, "converters.convert", session.posargs)
+
+
+@nox.session(venv_backend="none")
+def npu(session):
+    """Check an existing .tflite for NPUs: -- FILE.tflite [--target NAME ...] [--json] [--strict] [--out-dir DIR]."""
+    try:
+        python = venvs.ensure("tf2", log=session.log)
+        environ = venvs.run_environ("tf2")
+    except EnvError as error:
+        _fail(session, error)
+    environ = dict(environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    # FILE is relative to where nox was started (nox itself runs from the noxfile's folder)
+    cwd = getattr(session, "invoked_from", None) or os.getcwd()
+    code = subprocess.call([python, "-m", "converters.tf2.npu"] + list(session.posargs), env=environ, cwd=cwd)
+    if code != 0:
+        sys.exit(code)
 
 
 @nox.session(venv_backend="none")

@@ -82,6 +82,9 @@ def read_step_error(path, default_step=None):
         cls = TfbridgeError
     error = cls(data.get("message") or "failed", step=data.get("step") or default_step, hint=data.get("hint"))
     error.exit_code = data.get("exit_code", error.exit_code)
+    for key in ("env", "package"):  # EnvironmentBroken: which environment, which package did not import
+        if key in data:
+            setattr(error, key, data[key])
     return error
 
 

@@ -43,7 +43,7 @@ from converters.errors import UsageError
 ENV = "tf2"
 SANDBOX_FILE = "sandbox.json"  # how the steps' network was cut off (StepRunner.sandbox), for the report
 RESULT_FILES = ("manifest.json", "probe.npz", "reference_tf2.npz", "model_int8.tflite", "model_float.tflite",
-                "tflite.json", "npu.json", "layers.json", "report.json", "report.md", "report.html", SANDBOX_FILE)
+                "tflite.json", "npu.json", "layers.json", "eval.json", "report.json", "report.md", "report.html", SANDBOX_FILE)
 FAILURE_DIR = "last_failure"
 
 
@@ -123,7 +123,8 @@ def _convert_in_stage(run_dir, step_args, copied, log, runner, keep_failure=True
                 failure.hint = ((failure.hint or "") + " " + note).strip()
             raise
         runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=logs)
-        published = _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied])
+        compiled = sorted(n for n in os.listdir(stage) if n.startswith(runfolder.VELA_PREFIX))  # --npu-target
+        published = _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied] + compiled)
         set_run_dir(run_dir)
         shutil.rmtree(os.path.join(run_dir, FAILURE_DIR), ignore_errors=True)
         runfolder.add_to_marker(run_dir, "convert", published)
@@ -155,7 +156,7 @@ def convert_model(model, opts, out=None, log=None):
     model = values["model"]
     get = values.get
     stem = os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
-    protected = [model] + [get(key) for key in ("calib", "custom_objects", "arch", "probe", "eval")
+    protected = [model] + [get(key) for key in ("calib", "custom_objects", "arch", "probe", "eval", "eval_classes")
                            if get(key) and os.path.exists(str(get(key)))]
     run_dir = runfolder.check_out(out or os.path.join("runs", stem), protected, step="convert")
     arguments = step_arguments(values)
@@ -177,8 +178,9 @@ def convert_run(run_dir, opts, log=None, keep_failure=True):
         raise errors.InputFileError("%s has no manifest.json." % run_dir, step="convert",
                                     hint="Run the re-save step (convert_legacy) into this folder first.")
     values = options.values_of(opts)
-    if values.get("calib") and values["calib"] != preflight.BUILTIN_SKIMAGE:
-        values["calib"] = os.path.abspath(values["calib"])
+    for key in ("calib", "probe", "eval", "eval_classes"):  # the step runs in the repository folder
+        if values.get(key) and values[key] != preflight.BUILTIN_SKIMAGE:
+            values[key] = os.path.abspath(values[key])
     arguments = step_arguments(values)
     copied = ["manifest.json"] + [os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "parity_*.json"))]
     return _convert_in_stage(run_dir, lambda stage: [run_dir, "--out", stage] + arguments, copied, log,

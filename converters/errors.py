@@ -17,10 +17,11 @@ Exit status, one per class (README.md, "Exit status", shows this table; a unit t
 5     ``InputFileError``         a model or data file is missing, unreadable or of the wrong kind
 6     ``ModelLoadError``         the model does not load (unknown layer, newer Keras, weights only)
 7     ``UntrustedModelError``    loading would run code stored in the file; no --trust-model
-8     ``CalibrationDataError``   calibration or probe data is empty, unreadable or of the wrong shape
+8     ``CalibrationDataError``   calibration, probe or eval data is empty, unreadable, too small, wrong shape
 9     ``ConversionError``        the converter failed or wrote something other than what was asked
 10    ``NotInt8Error``           ops or tensors that cannot be int8 (--allow-float-ops, --strict-npu)
 11    ``EnvironmentStepError``   a step crashed or was killed without reporting an error
+12    ``EnvironmentBroken``      an environment lacks a package its lock pins (not a model verdict)
 70                               internal error: a bug in tfbridge (rerun with --debug, report it)
 130   ``Interrupted``            SIGINT or SIGTERM
 ====  =========================  ==========================================================
@@ -114,6 +115,25 @@ class EnvironmentStepError(TfbridgeError):
 
     kind = "environment"
     exit_code = 11
+
+
+class EnvironmentBroken(TfbridgeError):
+    """An environment no longer holds what its lock pins: a locked package is missing, damaged or does
+    not import. Never a verdict about the model. ``env``: the environment; ``package``: the import or
+    distribution name that failed (carried across processes in the step's error file)."""
+
+    kind = "environment"
+    exit_code = 12
+
+    def __init__(self, message, step=None, hint=None, env=None, package=None):
+        super(EnvironmentBroken, self).__init__(message, step=step, hint=hint)
+        self.env = env
+        self.package = package
+
+    def to_dict(self):
+        data = super(EnvironmentBroken, self).to_dict()
+        data.update(env=self.env, package=self.package)
+        return data
 
 
 class Interrupted(TfbridgeError):

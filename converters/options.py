@@ -33,12 +33,24 @@ BACKENDS = ("local", "docker")
 # converters.shared.preprocess.PRESETS has the arithmetic; its names are repeated here because the host
 # cannot import numpy (tests/unit/test_options.py checks that both lists agree).
 PREPROCESS_PRESETS = ("raw", "unit", "tf", "caffe", "vggface1", "vggface2", "torch")
+# --npu-target: the NXP i.MX 8M Plus (VX delegate op table) and every accelerator configuration of Arm's Vela
+# compiler. converters.tf2.npu_targets says what each one is; its names are repeated here for the host
+# (tests/unit/test_npu_targets.py checks that both lists agree). "imx93" names the i.MX 93's Ethos-U65-256.
+NPU_TARGETS = ("imx8mp", "ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256",
+               "ethos-u65-512", "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024",
+               "ethos-u85-2048")
+NPU_TARGET_ALIASES = {"imx93": "ethos-u65-256"}
+DEFAULT_NPU_TARGET = "imx8mp"
 
 DEFAULT_CALIB_SAMPLES = 200
-# One probe size for every command and every probe source. 16 samples: enough to see a systematic
-# difference between environments (every output element of 16 inputs is compared), small enough that
-# a probe of a 224x224 model costs seconds in each environment.
-DEFAULT_PROBE_SAMPLES = 16
+# One probe size for every command and every probe source. 100 samples, because the int8 verdict judges
+# top-1 agreement (>= 90 % of the decisive samples, converters/tf2/tflite_run.py): with 100 samples one
+# flip moves it by 1 point, and a probe without a flip bounds the true flip rate below 3 % (95 %, the
+# "rule of three": 3/n), well inside the 10 % the verdict allows. With the former 16, one flip moved it
+# by 6 points and a flawless probe still left up to 19 % possible: the verdict could not be trusted.
+# Cost: each environment runs 100 forward passes (ResNet50: ~10-15 s) and probe.npz of a 224x224x3 model
+# is 60 MB.
+DEFAULT_PROBE_SAMPLES = 100
 DEFAULT_SEED = 0
 
 ALL = (CONVERT_LEGACY, VERIFY_UPGRADE, CONVERT)
@@ -55,7 +67,7 @@ class Option(object):
     """
 
     def __init__(self, name, help, commands=ALL, steps=(), type=str, default=None, choices=None, flag=False,
-                 metavar=None, doc=None, positional=False, required=False):
+                 metavar=None, doc=None, positional=False, required=False, repeat=False):
         self.name = name
         self.help = help
         self.commands = tuple(commands)
@@ -68,6 +80,7 @@ class Option(object):
         self.doc = doc or help
         self.positional = positional
         self.required = required
+        self.repeat = repeat  # may be given several times: the value is a list (default: [default])
 
     @property
     def dest(self):
@@ -78,6 +91,9 @@ class Option(object):
         kwargs = {"help": self.help}
         if self.flag:
             parser.add_argument(self.name, action="store_true", **kwargs)
+            return
+        if self.repeat:  # argparse appends to a default list: the default is filled in by fill_defaults
+            parser.add_argument(self.name, action="append", metavar=self.metavar, **kwargs)
             return
         kwargs["default"] = self.default if default is None else default
         if self.type is not str:
@@ -126,7 +142,27 @@ OPTIONS = (
            doc="representative data: an image folder (recursive; jpg, png, bmp; resized to the model's input, "
                "grayscale ↔ RGB as needed), one image, an `.npy`/`.npz` array, or `skimage` (photographs "
                "shipped with scikit-image: a demo, not your data). Required by the commands that convert "
-               "(except the demo); also the source of the probe batch."),
+               "(except the demo); also the source of the probe batch unless `--probe` is given (calibration and "
+               "probe never share a sample)."),
+    Option("--probe", "a separate source of the probe batch (same kinds as --calib)", steps=(RESAVE, TFLITE),
+           metavar="PATH",
+           doc="a separate source of the probe batch, of the same kinds as `--calib`. Without it the probe comes "
+               "from `--calib`: one seeded permutation splits that source, calibration takes its first samples "
+               "and the probe its last `--probe-samples`, so the two never share a sample (a source too small "
+               "for both is refused, saying what to give). `report.json`'s `data` records both sets and their "
+               "overlap, counted by content hash."),
+    Option("--eval", "labelled held-out data: a folder with one subfolder per class, or an .npz with x and y",
+           commands=CONVERTING, steps=(TFLITE,), metavar="PATH",
+           doc="labelled held-out data for accuracy: a folder with one subfolder per class (Keras's "
+               "`image_dataset_from_directory` layout; classes in sorted order unless `--eval-classes`), or an "
+               "`.npz` with `x` (or one array per model input, named like the inputs) and `y` (integer labels). "
+               "Preprocessed with `--preprocess`. The float model (in its origin TF and in TF 2.x) and the int8 "
+               "model are evaluated: top-1 (top-5 with more than 5 classes), the int8 drop in points with a 95 % "
+               "interval, flipped predictions, the classes that lose most (`report.json` `eval`)."),
+    Option("--eval-classes", "the --eval folder's class names in the model's output order, one per line",
+           commands=CONVERTING, steps=(TFLITE,), metavar="FILE",
+           doc="a text file naming the `--eval` folder's class subfolders in the model's output order, one per "
+               "line (default: the subfolders in sorted order, as Keras does)"),
     Option("--preprocess", "as in training: raw|unit|tf|caffe|vggface1|vggface2|torch|module:function",
            steps=(RESAVE, TFLITE), metavar="NAME|module:function",
            doc="as in training: `raw`, `unit` (x/255), `tf` (x/127.5 − 1), `caffe` (BGR, ImageNet mean), "
@@ -136,10 +172,14 @@ OPTIONS = (
            steps=(TFLITE,), type=int, default=DEFAULT_CALIB_SAMPLES, metavar="N",
            doc="calibration samples (default %d; 100–500 is the useful range), chosen with `--seed`, streamed"
                % DEFAULT_CALIB_SAMPLES),
-    Option("--probe-samples", "probe batch size (default %d)" % DEFAULT_PROBE_SAMPLES, steps=(RESAVE, TFLITE),
-           type=int, default=DEFAULT_PROBE_SAMPLES, metavar="N",
-           doc="the probe batch every environment is compared on (default %d, from `--calib` when given, "
-               "else seeded random data in `--input-range`)" % DEFAULT_PROBE_SAMPLES),
+    Option("--probe-samples", "probe batch size (default %d, or half of a smaller --calib source)"
+           % DEFAULT_PROBE_SAMPLES, steps=(RESAVE, TFLITE), type=int, metavar="N",
+           doc="the probe batch every environment is compared on (default %d: with 100 samples one top-1 flip "
+               "is 1 point, and a probe without flips bounds the flip rate below 3 %%, inside the int8 verdict's "
+               "10 %%; from a `--calib` source of fewer than %d samples, half of it, so that calibration keeps "
+               "the other half; the run says so). From `--probe` when given, else from `--calib` (disjoint from "
+               "the calibration samples), else seeded random data in `--input-range`"
+               % (DEFAULT_PROBE_SAMPLES, 2 * DEFAULT_PROBE_SAMPLES)),
     Option("--seed", "seed of every random choice (default %d)" % DEFAULT_SEED, steps=(RESAVE, TFLITE), type=int,
            default=DEFAULT_SEED, metavar="S",
            doc="the seed of every random choice (probe and calibration samples, random probe)"),
@@ -159,12 +199,32 @@ OPTIONS = (
            steps=(TFLITE,), flag=True,
            doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "
                "error that names it; with it the NPU verdict says `not_ready` and names it."),
-    Option("--strict-npu", "fail unless the model is fully int8 (after the report is written)", commands=CONVERTING,
-           steps=(TFLITE,), flag=True,
-           doc="a model that is not fully int8 is an error (after the report is written)"),
+    Option("--strict-npu", "fail unless the model is fully int8 and no op of any --npu-target falls back to the CPU",
+           commands=CONVERTING, steps=(TFLITE,), flag=True,
+           doc="a model that is not fully int8, or with an op that any `--npu-target` leaves to the CPU, is an "
+               "error (after the report is written)"),
+    Option("--npu-target", "an NPU to check the int8 model for (repeatable; default %s)" % DEFAULT_NPU_TARGET,
+           commands=CONVERTING, steps=(TFLITE,), default=DEFAULT_NPU_TARGET, repeat=True, metavar="NAME",
+           doc="an NPU to check the int8 model for; give it several times for several. `imx8mp` (default): "
+               "the NXP i.MX 8M Plus, each op against the VX delegate's own op rules (delegated / CPU fallback "
+               "with the failed rule); `ethos-u55-128`, `ethos-u55-256`, `ethos-u65-256` (`imx93`), "
+               "`ethos-u65-512`, `ethos-u85-256` and Vela's other configurations: compiled by Arm's Vela "
+               "(`model_int8_vela_<target>.tflite`), each CPU op with Vela's reason, SRAM/DRAM and Vela's "
+               "estimated time. `report.json` `npu.targets` has one entry per target."),
     Option("--no-layer-debug", "skip the per-layer quantization error analysis", commands=CONVERTING,
            steps=(TFLITE,), flag=True,
            doc="skip the per-layer quantization error analysis (faster)"),
+    Option("--no-keras3", "do not write model.keras (the model migrated to Keras 3) nor check it",
+           commands=LEGACY, flag=True,
+           doc="skip the Keras 3 migration: no `model.keras` (the re-saved model migrated to Keras 3, with "
+               "names Keras 3 refuses made legal and Keras 3's behaviour changes undone: see \"Keras 3\"), "
+               "and no `tf2-keras3-migrated` parity cell"),
+    Option("--jobs", "processes that work at once (default: the number of cores)", steps=(TFLITE,), type=int,
+           metavar="N",
+           doc="how many processes work at once (default: the number of cores). The parity cells (TF 1.15, "
+               "TF 2.x with tf-keras, Keras 3, the migrated Keras 3 model) run side by side, N at a time; the int8 "
+               "conversion calibrates its samples in up to N processes (shards merged exactly: the int8 file is "
+               "the same byte for byte), fewer when the samples are few or the memory is short; 1 = one at a time."),
     Option("--out", "run folder (default runs/<model-stem>)", metavar="DIR",
            doc="the run folder (default `runs/<model-stem>`). A new or empty folder, or a run folder tfbridge "
                "made; files you put in a run folder are kept when it is replaced."),
@@ -178,6 +238,18 @@ OPTIONS = (
 )
 
 BY_DEST = dict((option.dest, option) for option in OPTIONS)
+
+
+def probe_size(requested, shared_count=None):
+    """How many probe samples to draw: ``--probe-samples`` when given; else ``DEFAULT_PROBE_SAMPLES``, or
+    half of a source of ``shared_count`` samples that also feeds calibration when that is fewer (so that a
+    small ``--calib`` source, e.g. ``skimage``'s 106 photographs, still leaves calibration its other half).
+    The legacy re-save (TF 1.x) and the tf2 step both size the probe here, so they draw the same one."""
+    if requested is not None:
+        return int(requested)
+    if shared_count is None:
+        return DEFAULT_PROBE_SAMPLES
+    return max(1, min(DEFAULT_PROBE_SAMPLES, int(shared_count) // 2))
 
 DESCRIPTIONS = {
     CONVERT_LEGACY: "Legacy Keras model (TF 1.13/1.15) -> re-saved in its TF, checked in newer TFs -> fully int8 "
@@ -223,7 +295,16 @@ def parser_for(command, prog=None):
 
 def parse(command, argv, prog=None):
     """Parse a user command's arguments (a bad value is a ``UsageError`` paragraph)."""
-    return parser_for(command, prog).parse_args(list(argv))
+    return fill_defaults(parser_for(command, prog).parse_args(list(argv)))
+
+
+def fill_defaults(namespace):
+    """Give each repeatable option that was not given its default list (argparse cannot: it would append
+    to the default)."""
+    for option in OPTIONS:
+        if option.repeat and getattr(namespace, option.dest, None) is None and hasattr(namespace, option.dest):
+            setattr(namespace, option.dest, [option.default] if option.default is not None else [])
+    return namespace
 
 
 def add_step_options(parser, step):
@@ -245,6 +326,10 @@ def step_argv(values, step):
         if option.flag:
             if value:
                 argv.append(option.name)
+        elif option.repeat:
+            for item in (value if value is not None else [option.default]):
+                if item is not None:
+                    argv += [option.name, str(item)]
         elif value is not None:
             argv += [option.name, str(value)]
     return argv
@@ -253,6 +338,9 @@ def step_argv(values, step):
 def values_of(namespace):
     """A plain dict of every declared option (missing ones at their defaults) from an argparse namespace."""
     values = dict((option.dest, option.default if not option.flag else False) for option in OPTIONS)
+    for option in OPTIONS:
+        if option.repeat:
+            values[option.dest] = [option.default] if option.default is not None else []
     values.update(vars(namespace) if not isinstance(namespace, dict) else namespace)
     return values
 

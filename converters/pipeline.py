@@ -12,7 +12,13 @@ h5py alone, by ``verify.inspect_model`` before any step loads it.
 
 With no MODEL it runs the embedded demo: a small face / non-face classifier is made and trained in tf1.13
 on scikit-image's LFW faces (``python -m legacy_tf1 make-demo``), then goes through the whole job into
-``runs/demo_face`` (its calibration images and ``--preprocess unit``, as in its training).
+``runs/demo_face`` (``--preprocess unit``, as in its training). Its images come in three disjoint folders:
+``train/`` (the model saw only these), ``calibration/`` (calibration samples and the probe, split by
+tfbridge) and ``eval/`` (held-out, labelled: the demo runs ``--eval`` on it).
+
+With ``--eval``, the float model's accuracy in its origin TF is measured right after the re-save and
+parity stage (``python -m legacy_tf1 evaluate``, step ``eval-<origin>``), then the tf2 conversion step
+measures the tf2 float and the int8 model on the same data (``converters.tf2.evaluate``).
 
 Skipping unchanged work: each run folder records, in ``steps.json``, a key per stage: ``verify`` (the
 model's sha256, the architecture and custom-objects files, the probe options and data, the code of
@@ -48,7 +54,8 @@ VERIFY_REPORT = "verify.json"
 DEMO_NAME = "demo_face"
 CODE_DIRS = ("converters", "legacy_tf1", os.path.join("envs", "locks"))
 # What the verify stage leaves in a run folder, reused as is when only conversion options changed.
-VERIFY_OUTPUTS = ("manifest.json", "model.h5", "model.pb", "probe.npz", VERIFY_REPORT)
+VERIFY_OUTPUTS = ("manifest.json", "model.h5", "model.pb", "probe.npz", VERIFY_REPORT, "model.keras",
+                  "migration.json")
 VERIFY_PATTERNS = ("reference_", "parity_", "activations_")
 
 
@@ -88,28 +95,54 @@ def stage_keys(args):
         "custom_objects": sha256_of(args.custom_objects), "trust_model": bool(args.trust_model),
         "input_range": args.input_range, "probe_samples": args.probe_samples, "seed": args.seed,
         "calib": sha256_of(calib) if calib and os.path.exists(calib) else calib,
+        "probe": _data_key(getattr(args, "probe", None)),
         "preprocess": args.preprocess, "code": code,
+        "no_keras3": bool(getattr(args, "no_keras3", False)),
     }
     verify_key = _hash_json(verify_inputs)
     convert_inputs = {"verify": verify_key}
-    for key in ("calib_samples", "io", "output_io", "per_tensor", "allow_float_ops", "strict_npu",
+    for key in ("calib_samples", "io", "output_io", "per_tensor", "allow_float_ops", "strict_npu", "npu_target",
                 "no_layer_debug"):
         convert_inputs[key] = getattr(args, key, None)
+    convert_inputs["eval"] = _data_key(getattr(args, "eval", None))
+    convert_inputs["eval_classes"] = _data_key(getattr(args, "eval_classes", None))
     return verify_key, _hash_json(convert_inputs)
+
+
+def _data_key(path):
+    """A data path by content (a file's or a folder's sha256); a name that is not a path stands for itself."""
+    return sha256_of(path) if path and os.path.exists(path) else path
 
 
 def _hash_json(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+# The demo's calibration folder holds 50 images: 30 calibrate, 20 are the probe (disjoint, split by
+# tfbridge); used unless --calib-samples / --probe-samples are given other values than the defaults.
+DEMO_CALIB_SAMPLES = 30
+DEMO_PROBE_SAMPLES = 20
+
+
 def demo_source():
-    """Where the demo model and its calibration images are made (once): (folder, model, calibration)."""
+    """Where the demo model and its images are made (once): (folder, model, calibration folder)."""
     source = os.path.abspath(os.path.join("runs", ".demo-source"))
     return source, os.path.join(source, DEMO_NAME + ".h5"), os.path.join(source, "calibration")
 
 
+def demo_sample_counts(args):
+    """The demo's calibration and probe sizes (its calibration folder holds 50 images), where the
+    defaults were left; before the preflight checks, which check the split with them."""
+    if args.calib_samples == options.DEFAULT_CALIB_SAMPLES:
+        args.calib_samples = DEMO_CALIB_SAMPLES
+    if args.probe_samples is None and not getattr(args, "probe", None):
+        args.probe_samples = DEMO_PROBE_SAMPLES
+
+
 def prepare_demo(args, log):
-    """Make (once) the demo model and its calibration images in tf1.13; fill in the demo's options."""
+    """Make (once) the demo model and its images in tf1.13; fill in the demo's options: calibration and
+    probe from ``calibration/``, ``--eval`` on the held-out ``eval/`` (classes in output order from
+    ``classes.txt``)."""
     source, model, calibration = demo_source()
     stamp = os.path.join(source, "made-by.json")
     demo_code = sha256_of(os.path.join(venvs.REPO_ROOT, "legacy_tf1", "demo.py"))
@@ -123,6 +156,9 @@ def prepare_demo(args, log):
         log("demo: reusing the demo model in %s" % source)
     args.model = model
     args.calib = args.calib or calibration
+    if not getattr(args, "eval", None):
+        args.eval = os.path.join(source, "eval")
+        args.eval_classes = os.path.join(source, "classes.txt")
     args.preprocess = args.preprocess or "unit"  # as in its training: x / 255
     args.origin = args.origin or "1.13"
 
@@ -133,9 +169,11 @@ def convert_legacy(args, log):
         os.environ["TFBRIDGE_BACKEND"] = args.backend
     # every option, before the demo is made or any environment step starts (converters/preflight.py)
     demo = args.model is None
+    if demo:
+        demo_sample_counts(args)
     values = options.values_of(args)
     preflight.check(options.CONVERT_LEGACY, values, demo=demo)
-    for key in ("model", "calib", "arch", "custom_objects"):
+    for key in ("model", "calib", "arch", "custom_objects", "npu_target", "probe", "eval", "eval_classes"):
         setattr(args, key, values.get(key))
     if demo:
         args.out = args.out or os.path.join("runs", DEMO_NAME)
@@ -165,6 +203,8 @@ def convert_legacy(args, log):
             runfolder.write_json(os.path.join(temporary, VERIFY_REPORT), report)
         timings["verify"] = round(time.time() - started, 2)
         started = time.time()
+        if getattr(args, "eval", None):
+            evaluate_origin(args, temporary, log)
         # a failed attempt is kept (in the partial folder's last_failure/) only when that folder is kept
         convert.convert_run(temporary, args, log=log, keep_failure=bool(args.debug))
         timings["convert_stage"] = round(time.time() - started, 2)
@@ -189,6 +229,22 @@ def convert_legacy(args, log):
             else:
                 shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, skipped=skipped)
+
+
+def evaluate_origin(args, run_dir, log):
+    """The float model's accuracy on ``--eval`` in its origin TF (step ``eval-<origin>``): writes
+    ``eval_<origin>.json`` / ``.npz`` into ``run_dir`` for the tf2 step to pair with (module docstring)."""
+    from converters import steps
+
+    origin = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))["origin"]["env"]
+    arguments = ["evaluate", run_dir, "--eval", args.eval, "--label", origin]
+    if getattr(args, "eval_classes", None):
+        arguments += ["--eval-classes", args.eval_classes]
+    if args.preprocess:
+        arguments += ["--preprocess", args.preprocess]
+    runner = steps.StepRunner(run_dir, log=log, debug=bool(args.debug),
+                              user_paths=steps.user_paths(args.preprocess, args.arch))
+    runner.step("eval-%s" % origin, origin, "legacy_tf1", arguments)
 
 
 def _left_as_it_was(out):

@@ -17,7 +17,13 @@ Host side: standard library only, Python 3.7 compatible. What it reads from the 
   with at least one file whose first bytes are a JPEG/PNG/BMP signature, an image, an ``.npy`` whose
   header (read with the standard library) gives at least one numeric sample, an ``.npz`` with such a
   member, or ``skimage``;
+- ``--probe``: as ``--calib``; without it, when ``--calib`` feeds both the probe and calibration and its
+  count is known here (folders, arrays), that it holds enough samples for both (``split_fits``);
+- ``--eval``: a folder whose class subfolders each hold at least one image (matching ``--eval-classes``
+  when given), or an ``.npz`` whose ``x`` (or per-input arrays) and integer ``y`` headers agree
+  (``eval_samples``); ``--eval-classes``: a readable list of distinct names;
 - ``--preprocess``: a preset name or ``module:function`` syntax; ``--input-range``, sample counts;
+- ``--npu-target``: known target names (made canonical: ``ethos_U65_256`` -> ``ethos-u65-256``);
 - ``--out``: see ``converters.runfolder.check_out`` (never a folder tfbridge did not make, never one that
   holds the model or the data).
 
@@ -349,7 +355,128 @@ def _is_image(path):
     return any(head.startswith(signature) for signature in IMAGE_SIGNATURES)
 
 
+# The fewest calibration samples a shared --calib source may leave after the probe (the same number as
+# converters.shared.calibration.MIN_SPLIT_CALIB, which cannot be imported here: it needs numpy).
+MIN_SPLIT_CALIB = 50
+
+
+def split_fits(found, calib, calib_samples, probe_samples):
+    """Refuse a ``--calib`` source (its ``data_samples`` description) too small for the probe and a
+    calibration set disjoint from it (``converters.shared.calibration.split`` decides the same in the
+    environment, where it also sees counts unknown here: ``skimage``)."""
+    count = found.get("samples")
+    if count is None:
+        return
+    probe_samples = declared.probe_size(probe_samples, count)
+    needed = max(1, min(int(calib_samples or declared.DEFAULT_CALIB_SAMPLES), MIN_SPLIT_CALIB))
+    if count - probe_samples < needed:
+        raise CalibrationDataError(
+            "--calib %s has %d samples: too few for a probe of %d samples and at least %d calibration samples "
+            "that are not in the probe (calibration and probe never share a sample)."
+            % (calib, count, probe_samples, needed), step="preflight",
+            hint="Give more data, a separate probe source with --probe PATH, or fewer samples: e.g. "
+                 "--probe-samples %d or --calib-samples %d." % (max(1, count - needed), max(1, count - probe_samples)))
+
+
+def read_classes(path):
+    """The names of an ``--eval-classes`` file (one per line; blank lines and ``#`` comments ignored)."""
+    hint = "Give a text file naming the --eval class subfolders in the model's output order, one per line."
+    try:
+        with open(path) as handle:
+            names = [line.strip() for line in handle if line.strip() and not line.strip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError("--eval-classes %s cannot be read (%s)." % (path, exc), step="preflight", hint=hint)
+    if not names:
+        raise CalibrationDataError("--eval-classes %s names no class." % path, step="preflight", hint=hint)
+    if len(set(names)) != len(names):
+        raise CalibrationDataError("--eval-classes %s names a class twice." % path, step="preflight", hint=hint)
+    return names
+
+
+def eval_samples(path, classes_file=None):
+    """A description of ``--eval`` ({"kind", "samples", "classes"}), or the paragraph why it cannot serve."""
+    hint = ("Give --eval a folder with one subfolder of images per class (Keras's image_dataset_from_directory "
+            "layout), or an .npz with x (or one array per model input) and integer labels y.")
+    if not os.path.exists(path):
+        raise CalibrationDataError("--eval %s does not exist." % path, step="preflight", hint=hint)
+    if os.path.isdir(path):
+        found = sorted(name for name in os.listdir(path)
+                       if os.path.isdir(os.path.join(path, name)) and not name.startswith("."))
+        names = read_classes(classes_file) if classes_file else found
+        if not found:
+            raise CalibrationDataError("--eval %s has no class subfolders." % path, step="preflight", hint=hint)
+        missing = [name for name in names if name not in found]
+        unlisted = [name for name in found if name not in names]
+        if missing or unlisted:
+            raise CalibrationDataError(
+                "--eval-classes %s does not match the subfolders of %s (%s)." % (classes_file, path, "; ".join(
+                    part for part in ("not a subfolder: %s" % ", ".join(missing) if missing else "",
+                                      "not listed: %s" % ", ".join(unlisted) if unlisted else "") if part)),
+                step="preflight", hint="List every class subfolder once, in the model's output order.")
+        total = 0
+        for name in names:
+            try:
+                total += data_samples(os.path.join(path, name), what="--eval class")["samples"]
+            except CalibrationDataError as error:
+                error.hint = hint
+                raise
+        return {"kind": "folder", "samples": total, "classes": len(names)}
+    if classes_file:
+        read_classes(classes_file)
+    if not path.lower().endswith(".npz"):
+        raise CalibrationDataError("--eval %s is neither a folder of class subfolders nor an .npz." % path,
+                                   step="preflight", hint=hint)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = {}
+            for name in archive.namelist():
+                if name.endswith(".npy"):
+                    with archive.open(name) as handle:
+                        headers[name[:-4]] = npy_header(handle.read)
+    except (OSError, ValueError, SyntaxError, struct.error, IndexError, zipfile.BadZipFile) as exc:
+        raise CalibrationDataError("--eval %s is not a readable .npz archive (%s)." % (path, exc), step="preflight",
+                                   hint=hint)
+    if "y" not in headers:
+        raise CalibrationDataError("--eval %s has no y (integer labels); it has %s." % (
+            path, ", ".join(sorted(headers)) or "no arrays"), step="preflight", hint=hint)
+    shape, descr = headers["y"]
+    if len(shape) != 1 or not (isinstance(descr, str) and len(descr) >= 2 and descr[1] in "iu"):
+        raise CalibrationDataError("--eval %s: y has shape %s and dtype %s; it must be integer labels of shape (N,)."
+                                   % (path, tuple(shape), descr), step="preflight", hint=hint)
+    inputs = dict((k, v) for k, v in headers.items() if k != "y")
+    if not inputs:
+        raise CalibrationDataError("--eval %s has y but no x." % path, step="preflight", hint=hint)
+    for key, (x_shape, x_descr) in sorted(inputs.items()):
+        if not _numeric(x_descr) or not x_shape or x_shape[0] != shape[0]:
+            raise CalibrationDataError("--eval %s: %s has shape %s and dtype %s; it needs %d numeric samples like y."
+                                       % (path, key, tuple(x_shape), x_descr, shape[0]), step="preflight", hint=hint)
+    if shape[0] < 1:
+        raise CalibrationDataError("--eval %s holds no samples." % path, step="preflight", hint=hint)
+    return {"kind": "npz", "samples": int(shape[0]), "classes": None}
+
+
 # ------------------------------------------------------------------------------------------- all
+
+
+def check_npu_targets(names):
+    """The canonical names of ``--npu-target`` values (lower case, '_' for '-', aliases such as ``imx93``
+    resolved, duplicates dropped); an unknown name is a ``UsageError`` that lists the known ones."""
+    import difflib
+
+    known = declared.NPU_TARGETS
+    canonical = []
+    for name in names or [declared.DEFAULT_NPU_TARGET]:
+        key = str(name).strip().lower().replace("_", "-").replace("i.mx", "imx")
+        key = declared.NPU_TARGET_ALIASES.get(key, key)
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known) + list(declared.NPU_TARGET_ALIASES), n=1)
+            raise UsageError("unknown --npu-target %r%s." % (name, " (did you mean %s?)" % close[0] if close else ""),
+                             step="preflight",
+                             hint="Known targets: %s; imx93 stands for ethos-u65-256 (the i.MX 93's NPU)."
+                                  % ", ".join(known))
+        if key not in canonical:
+            canonical.append(key)
+    return canonical
 
 
 def check(command, values, demo=False):
@@ -367,6 +494,8 @@ def check(command, values, demo=False):
         check_preprocess(values["preprocess"])
     if values.get("input_range"):
         parse_range(values["input_range"])
+    if command in declared.CONVERTING:
+        values["npu_target"] = check_npu_targets(values.get("npu_target"))
     for name in ("calib_samples", "probe_samples"):
         if values.get(name) is not None and int(values[name]) < 1:
             raise UsageError("--%s must be at least 1 (got %s)." % (name.replace("_", "-"), values[name]),
@@ -381,13 +510,28 @@ def check(command, values, demo=False):
         found["model_kind"] = check_model(command, model)
         values["model"] = os.path.abspath(model)
     calib = values.get("calib")
+    probe = values.get("probe")
+    if probe:
+        found["probe"] = data_samples(probe, what="--probe")
+        if probe != BUILTIN_SKIMAGE:
+            values["probe"] = os.path.abspath(probe)
     if calib:
         found["calib"] = data_samples(calib)
         if calib != BUILTIN_SKIMAGE:
             values["calib"] = os.path.abspath(calib)
+        if command in declared.CONVERTING and not probe:
+            split_fits(found["calib"], calib, values.get("calib_samples"), values.get("probe_samples"))
     elif command in declared.CONVERTING and not demo:
         raise UsageError("no calibration data (--calib).", step="preflight",
                          hint="%s converts to int8, which needs representative data: give --calib with a folder "
                               "of representative images (and --preprocess as in training), an .npy file, or "
                               "'skimage' for the built-in sample photos (a demo, not your data)." % command)
+    if values.get("eval_classes") and not values.get("eval"):
+        raise UsageError("--eval-classes needs --eval.", step="preflight",
+                         hint="Give --eval with the labelled folder whose class order the file lists.")
+    if values.get("eval"):
+        found["eval"] = eval_samples(values["eval"], values.get("eval_classes"))
+        values["eval"] = os.path.abspath(values["eval"])
+        if values.get("eval_classes"):
+            values["eval_classes"] = os.path.abspath(values["eval_classes"])
     return found

@@ -7,6 +7,7 @@ Layout (README.md, "What a run writes")::
                                   tensorflow, keras, h5py, numpy, keras_flavour}, probe {source, ...}
       model.h5                    the re-saved model (origin environment)
       model.pb                    its frozen inference graph, when made
+      model.keras, migration.json the model migrated to Keras 3 and how (tf2, converters.tf2.migrate)
       probe.npz                   probe inputs, one array per model input, keyed by input name
       reference_<env>.npz         outputs on the probe in <env> (e.g. reference_tf1.13.npz), keyed by output name
       parity_<env>.json           one parity matrix cell (written by the environment that made it)
@@ -143,8 +144,10 @@ RUN_MARKER = ".tfbridge-run.json"
 OWNED_NAMES = frozenset((
     MANIFEST, MODEL_H5, MODEL_PB, PROBE, TFLITE, "model_float.tflite", "tflite.json", "npu.json", "layers.json",
     "report.json", "report.md", "report.html", "verify.json", "steps.json", "sandbox.json", "custom_objects.py",
+    "eval.json", "model.keras", "migration.json",
     "logs", "last_failure", RUN_MARKER))
-OWNED_PREFIXES = ("reference_", "parity_", "activations_", ".stage-")
+VELA_PREFIX = "model_int8_vela_"  # model_int8_vela_<target>.tflite: the int8 model compiled by Vela (--npu-target)
+OWNED_PREFIXES = ("reference_", "parity_", "activations_", "eval_", ".stage-", VELA_PREFIX)
 
 
 def read_marker(folder):

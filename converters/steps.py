@@ -12,7 +12,9 @@ in the network sandbox the backend gives (``StepRunner.sandbox``)::
 For each step: its whole output goes to ``<logs>/<name>.log`` (default ``<run_dir>/logs``), with the
 command line first; the step writes its typed error to ``<logs>/<name>.error.json``
 (``TFBRIDGE_ERROR_FILE``), which becomes the error raised here (``converters.cli.read_step_error``), or an
-``EnvironmentStepError`` when the step died without one. ``stream=True`` also copies the output to our
+``EnvironmentStepError`` when the step died without one; either becomes ``EnvironmentBroken`` when the
+step could not import a package its environment's lock pins, or the host's check finds the environment
+broken (``StepRunner._classify``): a damaged environment is never reported as a verdict about the model. ``stream=True`` also copies the output to our
 stderr as it comes, less TensorFlow's C++ start-up chatter, and without the step's own closing error
 paragraph (the orchestrator prints that paragraph once, as its own). ``timings`` lists
 ``{"step", "env", "seconds", "exit"}``. KeyboardInterrupt (SIGINT, or SIGTERM via converters.cli) stops
@@ -27,6 +29,7 @@ import time
 
 from converters import cli, errors
 from envs import backends, venvs
+from envs.errors import EnvError
 
 # TensorFlow's C++ start-up chatter (absl logging before InitializeLog, oneDNN, CUDA probing, CPU features,
 # the MLIR converter's summary lines): not for the user, and no environment variable silences it in TF 2.21.
@@ -116,8 +119,41 @@ class StepRunner(object):
 
     def _error(self, name, env, code, error_file, log_path):
         error = cli.read_step_error(error_file, default_step=name)
-        if error is not None:
+        if error is None:
+            error = self._crash(name, env, code, log_path)
+        return self._classify(name, env, error)
+
+    def _classify(self, name, env, error):
+        """The honest class of a failed step's error: ``EnvironmentBroken`` when the step says a locked
+        package did not import, or when the environment no longer holds what its lock pins
+        (``envs.venvs.diagnose``, a fraction of a second, run only after a failure), whatever the step
+        made of it (a crash, "the model does not load"). The step knows which import failed; the host
+        knows the lock and the venv."""
+        if self.backend.name != "local":  # an image is checked by its lock's hash (envs/docker.py)
+            if isinstance(error, errors.EnvironmentBroken):
+                error.hint = "Rebuild its image with `nox -s docker_build -- %s`, then run again." % env
             return error
+        try:
+            state, reasons = venvs.diagnose(env)
+        except (OSError, EnvError):
+            state, reasons = "unknown", []
+        if isinstance(error, errors.EnvironmentBroken):
+            if reasons:
+                error.message = "%s The host's check of the environment: %s." % (
+                    error.message.rstrip(), venvs.describe_problems(reasons))
+            return error
+        if state != "broken":
+            return error
+        broken = errors.EnvironmentBroken(
+            "environment %s is broken (%s), so step %s failed: %s This says nothing about the model: the "
+            "environment no longer holds what its lock pins." % (
+                env, venvs.describe_problems(reasons), name, error.message.rstrip()),
+            step=name, env=env, package=None if reasons[0].startswith("its ") else reasons[0].split(" ")[0],
+            hint="Rebuild it with `%s` (the next run rebuilds it too), then run again."
+            % venvs.rebuild_command(env))
+        return broken
+
+    def _crash(self, name, env, code, log_path):
         tail = ""
         try:
             with open(log_path, errors="replace") as handle:

@@ -12,15 +12,20 @@ or Keras import: the Lambda gate, a weights-only file without ``--arch``, and th
 the file's ``keras_version`` unless ``--origin`` is given; "2.2.4-tf" is ambiguous and maps to tf1.13;
 see ``inspect_model``), ``resave`` in the origin environment,
 one ``parity`` cell per newer runtime (tf1.15 when the origin is tf1.13; tf2 with tf-keras; tf2 with
-Keras 3), and for every ``mismatch`` the first-divergent-layer search (per-layer activations in the
-origin and in that runtime, compared in layer order inside the runtime's environment).
+Keras 3 reading model.h5 as it is), ``migrate`` (tf2: ``model.keras``, the model migrated to Keras 3, see
+``converters.tf2.migrate``; skipped with ``--no-keras3``) and its cell ``tf2-keras3-migrated``, and for
+every ``mismatch`` the first-divergent-layer search (per-layer activations in the origin and in that
+runtime, compared in layer order inside the runtime's environment), whose layer is looked up in the table of
+known upgrade hazards (``converters.shared.hazards``: the cell's ``hazards``).
 
-Exit status: 0 when every cell matches; 1 when any cell is ``mismatch``, or ``load_error`` in tf1.15
-or tf2 (tf-keras). A Keras 3 ``load_error`` alone does *not* fail the run: Keras 3 is documented not to
-read every Keras 2 ``.h5`` (tf.keras 1.x configs), the toolkit's tf2 route is tf-keras or the frozen
-graph, so that cell is reported honestly but is not a regression of the user's model. Any other failure
-is a typed error with one paragraph (the failing step's own message) and its exit status (>= 2, one per
-error class: converters/errors.py).
+Exit status: 0 when every cell matches; 1 when any cell is ``mismatch``, or ``load_error`` in tf1.15,
+tf2 (tf-keras) or tf2-keras3-migrated. A Keras 3 ``load_error`` alone does *not* fail the run (nor a
+Keras 3 ``mismatch`` when the migrated model matches): Keras 3 is documented not to read every Keras 2
+``.h5`` (tf.keras 1.x configs), the toolkit's tf2 route is tf-keras or the frozen graph, so that cell is
+reported honestly but is not a regression of the user's model. The migrated model's ``load_error`` or
+``mismatch`` does fail the run: tfbridge wrote that file to load and match. Any other failure is a typed
+error with one paragraph (the failing step's own message) and its exit status (>= 2, one per error class:
+converters/errors.py).
 
 Per-layer activations (``activations_<env>.npz``) are deleted once compared, unless ``--debug``.
 
@@ -48,8 +53,11 @@ from envs import registry
 from envs import report as report_tables
 
 INSPECT_ENV = "tf1.15"
-# Cells whose load_error is informative, not a failure (see the module docstring).
+# Cells whose load_error is informative, not a failure (see the module docstring). The migrated Keras 3
+# model's cell (MIGRATED_LABEL) is not among them: tfbridge wrote that file, so it must load and match.
 LOAD_ERROR_TOLERATED = ("tf2-keras3",)
+MIGRATED_LABEL = "tf2-keras3-migrated"  # converters.shared.parity.MIGRATED_LABEL (the host imports no numpy)
+MIGRATION = "migration.json"
 
 
 class Options(object):
@@ -70,13 +78,16 @@ class Options(object):
         return dict((option.dest, getattr(self, option.dest)) for option in declared.OPTIONS)
 
 
-def cells_for(origin_env):
-    """The parity cells to check for a model from ``origin_env``: (label, env, keras flavour)."""
+def cells_for(origin_env, keras3=True):
+    """The parity cells to check for a model from ``origin_env``: (label, env, keras flavour).
+    ``keras3``: also the cell of the migrated Keras 3 model (``model.keras``; off with ``--no-keras3``)."""
     cells = []
     if origin_env == "tf1.13":
         cells.append(("tf1.15", "tf1.15", "auto"))
     cells.append(("tf2", "tf2", "tf_keras"))
     cells.append(("tf2-keras3", "tf2", "keras3"))
+    if keras3:
+        cells.append((MIGRATED_LABEL, "tf2", "keras3"))
     return cells
 
 
@@ -192,7 +203,7 @@ def verify(options):
 def protected_inputs(options):
     """The paths a run reads and must never write over (for ``runfolder.check_out``)."""
     get = options.get if isinstance(options, dict) else (lambda key, default=None: getattr(options, key, default))
-    return [get(key) for key in ("model", "calib", "custom_objects", "arch", "probe", "eval")
+    return [get(key) for key in ("model", "calib", "custom_objects", "arch", "probe", "eval", "eval_classes")
             if get(key) and os.path.exists(str(get(key)))]
 
 
@@ -210,12 +221,23 @@ def _verify_into(options, run_dir, log):
     args = (["resave", os.path.abspath(options.model), "--out", run_dir, "--origin-env", origin_env]
             + declared.step_argv(options.values(), declared.RESAVE))
     runner.step("resave", origin_env, "legacy_tf1", args)
+    keras3 = not getattr(options, "no_keras3", False)
     manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
+
+    # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
+    # side by side, --jobs at a time (default: the cores), each step a process of its own.
+    chains = []
+    for label, env, flavour in cells_for(origin_env, keras3):
+        chain = [("parity-%s" % label, env, "converters.shared.parity",
+                  [run_dir, "--label", label, "--keras", flavour])]
+        if label == MIGRATED_LABEL:  # model.keras: the re-saved model migrated to Keras 3 (converters/tf2/migrate.py)
+            chain.insert(0, ("migrate", "tf2", "converters.tf2.migrate", [run_dir]))
+        chains.append(chain)
+    run_side_by_side(runner, chains, jobs_of(options))
 
     cells = []
     origin_activations = False
-    for label, env, flavour in cells_for(origin_env):
-        runner.step("parity-%s" % label, env, "converters.shared.parity", [run_dir, "--label", label, "--keras", flavour])
+    for label, env, flavour in cells_for(origin_env, keras3):
         cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
         if cell.get("status") == "mismatch":
             if not origin_activations:
@@ -233,7 +255,8 @@ def _verify_into(options, run_dir, log):
 
     if origin_activations:
         _drop_activations(run_dir, origin_env, options.debug)
-    failing = [c["env"] for c in cells if c["status"] == "mismatch" or (c["status"] == "load_error" and not c["tolerated"])]
+    _tolerate_keras3_as_is(cells)
+    failing = [c["env"] for c in cells if c["status"] in ("mismatch", "load_error") and not c["tolerated"]]
     model_info = dict(manifest["model"])
     return {
         "schema_version": runfolder.SCHEMA_VERSION,
@@ -246,8 +269,106 @@ def _verify_into(options, run_dir, log):
         "failing": failing,
         "timings": runner.timings,
         "sandbox": runner.sandbox,
-        "policy": "exit 1 on any mismatch, or load_error outside %s" % ", ".join(LOAD_ERROR_TOLERATED),
+        "policy": "exit 1 on any mismatch or load_error, except in %s (a load_error; a mismatch too when %s "
+                  "matches)" % (", ".join(LOAD_ERROR_TOLERATED), MIGRATED_LABEL),
+        "migration": _migration_summary(run_dir) if keras3 else None,
     }
+
+
+def _tolerate_keras3_as_is(cells):
+    """Keras 3 reading ``model.h5`` as it is may also *mismatch* without failing the run, when the migrated
+    model (made for Keras 3, with the known behaviour changes undone) matches: the user's Keras 3 route is
+    ``model.keras``, and the as-is cell names the hazard that makes the difference."""
+    migrated = [c for c in cells if c.get("env") == MIGRATED_LABEL]
+    if not migrated or migrated[0].get("status") != "match":
+        return
+    for cell in cells:
+        if cell.get("env") in LOAD_ERROR_TOLERATED and cell.get("status") == "mismatch":
+            cell["tolerated"] = True
+
+
+def _migration_summary(run_dir):
+    """What the Keras 3 migration did (``migration.json`` of ``converters.tf2.migrate``), for the report."""
+    path = os.path.join(run_dir, MIGRATION)
+    if not os.path.isfile(path):
+        return None
+    record = runfolder.read_json(path)
+    keep = ("status", "path", "keras", "renamed", "outputs", "helper_layers", "fixes", "dropped_arguments",
+            "custom_objects", "error", "hint")
+    return dict((key, record[key]) for key in keep if key in record)
+
+
+def jobs_of(opts):
+    """``--jobs``, default the number of cores (at least 1)."""
+    jobs = getattr(opts, "jobs", None)
+    return max(1, int(jobs) if jobs else (os.cpu_count() or 1))
+
+
+def run_side_by_side(runner, chains, jobs):
+    """Run chains of steps (each a list of ``(name, env, module, args)`` run in order) ``jobs`` at a time.
+
+    Each step is a process of its own, so threads only wait here. What the steps print is shown in the
+    order of ``chains`` once all are done, so the step table reads the same whatever finished first, and
+    ``runner.timings`` lists them in that order. The first failure (in ``chains`` order) is raised after
+    the others have finished, as it would be one after another.
+    """
+    import concurrent.futures
+
+    for chain in chains:  # environments are made ready (or their absence reported) before anything runs
+        for _name, env, _module, _args in chain:
+            runner.prepare(env)
+    if jobs <= 1 or len(chains) <= 1:
+        for chain in chains:
+            for name, env, module, args in chain:
+                runner.step(name, env, module, args)
+        return
+    runner.log("  %d parity cells side by side, %d at a time (--jobs)" % (len(chains), jobs))
+
+    def run_chain(chain):
+        lines = []
+        child = steps.StepRunner(runner.run_dir, log=lines.append, debug=runner.debug, backend=runner.backend,
+                                 user_paths=runner.user_paths)
+        child.prepared = set(runner.prepared)
+        try:
+            for name, env, module, args in chain:
+                child.step(name, env, module, args)
+        except errors.TfbridgeError as error:
+            return lines, child.timings, error
+        return lines, child.timings, None
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    try:
+        results = list(pool.map(run_chain, chains))
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli, arrives in this thread only:
+        _stop_children()      # stop the steps the other threads wait for, then report the interrupt
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    failure = None
+    for lines, timings, error in results:
+        for line in lines:
+            runner.log(line)
+        runner.timings.extend(timings)
+        failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+def _stop_children():
+    """SIGTERM every process this one started (Linux /proc; the steps' own handlers clean up)."""
+    import signal
+
+    me = str(os.getpid())
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            if fields[1] == me:  # the field after the state is the parent's pid
+                os.kill(int(pid), signal.SIGTERM)
+        except (OSError, IndexError):
+            continue
 
 
 def _drop_activations(run_dir, label, debug):
@@ -274,8 +395,8 @@ def run_step(name, env, module, args, log, run_dir):
 
 def _public_cell(cell):
     keep = ("env", "runtime", "keras", "status", "max_abs", "max_rel", "cosine", "top1_agreement", "error",
-            "error_class", "hint", "first_divergent_layer", "divergence", "tolerated", "warnings", "per_output",
-            "tolerances", "timings")
+            "error_class", "hint", "first_divergent_layer", "divergence", "hazards", "hazard_note", "tolerated",
+            "warnings", "per_output", "tolerances", "timings")
     return dict((key, cell[key]) for key in keep if key in cell)
 
 
@@ -295,10 +416,16 @@ def matrix_rows(report):
     for cell in report["parity"]:
         if cell.get("first_divergent_layer"):
             note = "first divergent layer: %s" % cell["first_divergent_layer"]
+            if cell.get("hazards"):
+                note += " (known hazard: %s)" % ", ".join(hazard["id"] for hazard in cell["hazards"])
+            elif cell.get("hazard_note"):
+                note += " (no known hazard)"
         elif cell.get("error"):
             note = cell["error"][:100] + (" (tolerated)" if cell.get("tolerated") else "")
         else:
             note = ""
+        if cell.get("tolerated") and cell.get("status") == "mismatch":
+            note += " (tolerated: %s matches)" % MIGRATED_LABEL
         if cell.get("warnings"):
             note = (note + "; " if note else "") + "warning: saturated probe outputs"
         rows.append((cell["env"], cell.get("runtime", "-"), cell["status"], _number(cell.get("max_abs")),
@@ -321,12 +448,38 @@ def markdown(report):
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     for row in rows[1:]:
         lines.append("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |")
+    lines += hazard_lines(report)
     lines += ["", "Tolerances: max_abs <= atol + rtol * max|ref| (atol 1e-4, rtol 1e-3), cosine >= 0.9999, "
               "top-1 agreement 100 % outside near-ties (see converters/shared/metrics.py).",
               "", "Policy: %s." % report["policy"], "", "| step | env | seconds |", "|---|---|---|"]
     for timing in report["timings"]:
         lines.append("| %s | %s | %s |" % (timing["step"], timing["env"], timing["seconds"]))
     return "\n".join(lines) + "\n"
+
+
+def hazard_lines(report):
+    """The known upgrade hazards of the mismatching cells and the Keras 3 migration, in words (markdown)."""
+    lines = []
+    for cell in report["parity"]:
+        for hazard in cell.get("hazards") or []:
+            lines += ["", "**%s — known upgrade hazard `%s` at layer `%s`** (%s). %s" % (
+                cell["env"], hazard["id"], hazard["layer"], hazard.get("matched", ""), hazard["explanation"]),
+                "", "What to do: %s" % hazard["fix"]]
+        if cell.get("hazard_note"):
+            lines += ["", "**%s**: %s." % (cell["env"], cell["hazard_note"])]
+    migration = report.get("migration")
+    if migration and migration.get("status") == "migrated":
+        lines += ["", "Keras 3: `model.keras` loads with `keras.saving.load_model(\"model.keras\")` (Keras %s, no "
+                      "custom objects; README \"Keras 3\")." % migration.get("keras")]
+        if migration.get("renamed"):
+            lines.append("Renamed (Keras 3 refuses '/'): %d layers, e.g. %s; all in migration.json." % (
+                len(migration["renamed"]),
+                ", ".join("`%s` -> `%s`" % item for item in sorted(migration["renamed"].items())[:3])))
+        for fix in migration.get("fixes") or []:
+            lines.append("- `%s` (%s): %s" % (fix["layer"], fix["hazard"], fix["how"]))
+    elif migration:
+        lines += ["", "Keras 3 migration failed: %s" % migration.get("error")]
+    return lines
 
 
 def _write_report(run_dir, report):

@@ -3,8 +3,8 @@
 # Build: nox -s docker_build -- tf2   (tag tfbridge:tf2-<lock sha256[:12]>)
 FROM python:3.11.7-slim-bookworm@sha256:d11b9bd5e49ea7401753d78f4d3b56f3aec952b85b49bcae88981f0452818e0b
 ARG TFBRIDGE_ENV=tf2
-ARG LOCK_SHA256=490811bfba6380696faf620e01d1243b28761ea06d26d4b4537cbdb797e0e5a6
-LABEL org.opencontainers.image.title="tfbridge tf2" tfbridge.env="tf2" tfbridge.lock_sha256="490811bfba6380696faf620e01d1243b28761ea06d26d4b4537cbdb797e0e5a6"
+ARG LOCK_SHA256=4186f4e282bccabc296719a1b551b494cee01332dfb959ca2ecfd38a80551957
+LABEL org.opencontainers.image.title="tfbridge tf2" tfbridge.env="tf2" tfbridge.lock_sha256="4186f4e282bccabc296719a1b551b494cee01332dfb959ca2ecfd38a80551957"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY envs/locks/tf2.txt /tmp/lock.txt
 RUN python -m venv /opt/venv \

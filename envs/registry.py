@@ -91,8 +91,11 @@ ENVIRONMENTS = collections.OrderedDict(
                 "matplotlib",  # plots in report.html
                 "jinja2",  # report.html template
                 "tqdm",  # progress bars on long steps
+                # Arm's NPU compiler for Ethos-U55/U65/U85 (--npu-target): it needs only numpy and
+                # flatbuffers, which TF pins compatibly, so it shares tf2 (resolving it adds this one package)
+                "ethos-u-vela==5.2.0",
             ),
-            role="the newest converter (MLIR) and the TFLite runtime",
+            role="the newest converter (MLIR), the TFLite runtime and Arm's Vela NPU compiler",
             platform="x86_64-manylinux_2_28",
         ),
     )

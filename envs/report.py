@@ -7,7 +7,8 @@ from envs.interpreters import find_python
 COLUMNS = ("environment", "python", "interpreter", "lock", "state", "tensorflow", "keras", "h5py", "numpy")
 
 
-def environment_rows():
+def environment_rows(diagnoses=None):
+    """One row per environment (``COLUMNS``). ``diagnoses``: a dict filled with ``{name: (state, reasons)}``."""
     rows = []
     for name, env in registry.ENVIRONMENTS.items():
         try:
@@ -18,8 +19,11 @@ def environment_rows():
             lock = venvs.lock_sha256(name)[:12]
         except EnvError:
             lock = "no lock"
-        state = venvs.status(name)
-        versions = venvs.installed_versions(name) if state == "ready" else {}
+        state, reasons = venvs.diagnose(name)
+        if diagnoses is not None:
+            diagnoses[name] = (state, reasons)
+        # a broken environment's versions too: they show what is there (e.g. keras "-")
+        versions = venvs.installed_versions(name) if state in ("ready", "broken") else {}
         if versions.get("tf-keras"):
             versions["keras"] = "%s + tf-keras %s" % (versions.get("keras"), versions["tf-keras"])
         rows.append(
@@ -38,8 +42,23 @@ def format_table(header, rows):
 
 
 def environments_table():
-    return format_table(COLUMNS, environment_rows()) + (
-        "\n\nready: installed from the current lock and reused; stale: the lock changed or an install "
-        "was interrupted (rebuilt on next use); missing: never created. Venvs live in %s."
-        % venvs.home()
+    diagnoses = {}
+    table = format_table(COLUMNS, environment_rows(diagnoses))
+    broken = ["%s is broken: %s. Rebuild it with `%s` (the next run that uses it rebuilds it too)."
+              % (name, venvs.describe_problems(reasons), venvs.rebuild_command(name))
+              for name, (state, reasons) in diagnoses.items() if state == "broken"]
+    return table + ("\n\n" + "\n".join(broken) if broken else "") + (
+        "\n\nready: installed from the current lock, still holding what it pins, and reused; broken: the "
+        "lock is unchanged but a package it pins is missing, of another version or damaged (rebuilt on "
+        "next use); stale: the lock changed or an install was interrupted (rebuilt on next use); missing: "
+        "never created. Venvs live in %s." % venvs.home()
     )
+
+
+def rebuild(names, log=print):
+    """``nox -s envs -- --rebuild NAME ...``: recreate each named environment from its lock, whatever
+    its state. Raises KeyError for an unknown name, EnvError when an install fails."""
+    for name in names:
+        registry.get(name)
+    for name in names:
+        venvs.ensure(name, log=log, force=True)

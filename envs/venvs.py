@@ -3,8 +3,13 @@
 An environment is a venv under ``$TFBRIDGE_HOME/envs/<name>`` (default ``<repo>/.tfbridge``), installed
 from its hash-pinned lock (``envs/locks/<name>.txt``) and nothing else. It is *ready* when its state file,
 written last and atomically after a successful install, records the sha256 of the current lock and the
-interpreter; *stale* when the venv exists but the lock changed or the install never finished (an
-interrupted install leaves no state file, so it is never reused as if complete); *missing* otherwise.
+interpreter, and its ``site-packages`` still holds what the lock pins (``envs.health``: every pinned
+distribution at its version, every file its RECORD lists present at its size; a few milliseconds to a
+few hundred, read from files, no TensorFlow import); *broken* when the lock is unchanged but that check
+fails (a package uninstalled or a folder deleted by hand, a truncated file); *stale* when the venv exists
+but the lock changed or the install never finished (an interrupted install leaves no state file, so it
+is never reused as if complete); *missing* otherwise. ``ensure`` rebuilds a broken or stale environment,
+saying why in one line.
 
 uv is used when it is on PATH (``TFBRIDGE_INSTALLER=uv|pip`` forces one): it creates the 3.7 venvs
 several times faster than pip. The fallback is the interpreter's own ``venv`` + pip with
@@ -21,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from envs import registry
+from envs import health, registry
 from envs.errors import InstallFailed, LockMissing
 from envs.interpreters import find_python
 
@@ -71,17 +76,67 @@ def read_state(name):
 
 
 def status(name):
-    """"ready", "stale" or "missing" (see the module docstring)."""
+    """"ready", "broken", "stale" or "missing" (see the module docstring)."""
+    return diagnose(name)[0]
+
+
+def diagnose(name):
+    """``(state, reasons)``: the state of ``status`` and, for a broken environment, one line per thing
+    its lock pins that is missing or damaged (``envs.health.problems``); ``reasons`` is empty otherwise."""
     if not os.path.isdir(venv_dir(name)):
-        return "missing"
+        return "missing", []
     state = read_state(name)
     if state is None or not os.path.exists(python_of(name)):
-        return "stale"
+        return "stale", []
     try:
         current = lock_sha256(name)
     except LockMissing:
-        return "stale"
-    return "ready" if state.get("lock_sha256") == current else "stale"
+        return "stale", []
+    if state.get("lock_sha256") != current:
+        return "stale", []
+    reasons = health.problems(venv_dir(name), lock_path(name))
+    return ("broken", reasons) if reasons else ("ready", [])
+
+
+def describe_problems(reasons, limit=3):
+    """Reasons of a broken environment as one line: the first ``limit`` and how many more."""
+    shown = "; ".join(reasons[:limit])
+    return shown + ("; and %d more" % (len(reasons) - limit) if len(reasons) > limit else "")
+
+
+def rebuild_command(name):
+    """The command a user runs to rebuild environment ``name`` by hand."""
+    return "nox -s envs -- --rebuild %s" % name
+
+
+def locked_distribution(name, module):
+    """``(distribution, version)`` that environment ``name``'s lock pins for the import ``module``, or
+    None (not pinned, unknown environment, no lock)."""
+    if name not in registry.ENVIRONMENTS:
+        return None
+    return health.pinned_distribution(lock_path(name), module)
+
+
+def broken_by_import(exc, module, step=None, env_name=None):
+    """For steps inside an environment: the ``EnvironmentBroken`` that an ImportError ``exc`` of
+    ``module`` means when this environment's lock pins the module that failed (``exc.name``, else
+    ``module``), or None when it does not (then it is the step's usual error: a flavour or a custom
+    module that this environment does not have). ``env_name`` defaults to ``$TFBRIDGE_ENV``."""
+    from converters.errors import EnvironmentBroken
+
+    env_name = env_name or os.environ.get("TFBRIDGE_ENV")
+    missing = getattr(exc, "name", None) or module
+    pinned = locked_distribution(env_name, missing) if env_name else None
+    if pinned is None:
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return EnvironmentBroken(
+        "environment %s is broken: `import %s` failed (%s: %s), yet its lock pins %s %s. This says "
+        "nothing about the model: the environment no longer holds what its lock pins (a package "
+        "uninstalled or deleted by hand, or damaged files)."
+        % (env_name, missing, type(exc).__name__, first[:200], pinned[0], pinned[1]),
+        step=step, hint="Rebuild it with `%s` (`nox -s envs` shows what is wrong), then run again."
+        % rebuild_command(env_name), env=env_name, package=pinned[0])
 
 
 def choose_installer():
@@ -98,19 +153,27 @@ def choose_installer():
 def ensure(name, log=print, force=False):
     """Make environment ``name`` ready and return the path of its python.
 
-    Reuses it while its lock is unchanged; otherwise (re)creates it from scratch. Raises
-    InterpreterNotFound, LockMissing or InstallFailed, each with a one-paragraph message.
+    Reuses it while its lock is unchanged and it still holds what the lock pins; otherwise (re)creates
+    it from scratch (``force``: always). Raises InterpreterNotFound, LockMissing or InstallFailed, each
+    with a one-paragraph message.
     """
     env = registry.get(name)
-    state = status(name)
+    state, reasons = diagnose(name)
     if state == "ready" and not force:
         log("environment %s: ready (lock %s), reused" % (name, read_state(name)["lock_sha256"][:12]))
         return python_of(name)
     digest = lock_sha256(name)
     interpreter = find_python(env.python)
     installer = choose_installer()
-    log("environment %s: %s, creating with %s from %s (Python %s: %s)"
-        % (name, state, installer, os.path.relpath(lock_path(name), REPO_ROOT), env.python, interpreter))
+    source = "with %s from %s (Python %s: %s)" % (
+        installer, os.path.relpath(lock_path(name), REPO_ROOT), env.python, interpreter)
+    if state == "broken":
+        # one line that says why a reused environment is not reused, e.g. "keras 2.3.1 is missing"
+        log("environment %s: %s; rebuilding %s" % (name, describe_problems(reasons), source))
+    elif force and state == "ready":
+        log("environment %s: rebuilding on request %s" % (name, source))
+    else:
+        log("environment %s: %s, creating %s" % (name, state, source))
     started = time.time()
     target = venv_dir(name)
     if os.path.exists(target):

@@ -8,7 +8,7 @@ import sys
 from converters import options
 from converters.errors import UsageError
 
-COMMANDS = ("inspect", "resave", "activations", "zoo", "make-demo")
+COMMANDS = ("inspect", "resave", "activations", "evaluate", "zoo", "make-demo")
 
 
 def _shape(text):
@@ -54,13 +54,13 @@ def run(argv):
         args = parser.parse_args(argv)
         from legacy_tf1 import resave
 
-        if args.probe_samples < 1:
+        if args.probe_samples is not None and args.probe_samples < 1:
             raise UsageError("--probe-samples must be at least 1.", step="resave")
         manifest = resave.resave(
             args.model, args.out, args.origin_env or _env_name(), arch=args.arch,
             custom_objects=args.custom_objects, trust_model=args.trust_model, samples=args.probe_samples,
             seed=args.seed, input_range=resave.parse_range(args.input_range) if args.input_range else None,
-            calib=args.calib, preprocess=args.preprocess)
+            calib=args.calib, preprocess=args.preprocess, probe_source=args.probe)
         sys.stdout.write("re-saved %s (%s, %d parameters) -> %s\n" % (
             args.model, manifest["model"]["keras_flavour"], manifest["model"]["parameters"], args.out))
         return 0
@@ -79,6 +79,21 @@ def run(argv):
         flavour = manifest["model"].get("keras_flavour") or "keras"
         names = parity.activations(args.run, label, out, flavour, args.samples)
         sys.stdout.write("%d layer outputs -> %s\n" % (len(names), out))
+        return 0
+    if command == "evaluate":
+        parser.add_argument("run", help="a run folder filled by resave")
+        parser.add_argument("--eval", required=True, help="labelled data: class subfolders, or an .npz of x and y")
+        parser.add_argument("--eval-classes", default=None, help="class names in the model's output order")
+        parser.add_argument("--preprocess", default=None, help="default: the probe's (manifest.json)")
+        parser.add_argument("--label", default=None, help="default $TFBRIDGE_ENV")
+        args = parser.parse_args(argv)
+        from legacy_tf1 import compat  # noqa: F401 - quiet TF logging before the model loads
+        from legacy_tf1 import evaluate
+
+        summary = evaluate.evaluate(args.run, args.eval, args.eval_classes, args.preprocess,
+                                    args.label or _env_name())
+        sys.stdout.write("float top-1 %.2f %% on %d samples (%s)\n" % (summary["top1"], summary["samples"],
+                                                                      summary["runtime"]))
         return 0
     if command == "zoo":
         from legacy_tf1 import zoo

@@ -40,6 +40,11 @@ def keras_module(flavour):
         try:
             import keras  # standalone Keras prints "Using TensorFlow backend." on stderr; harmless
         except ImportError as exc:
+            from envs.venvs import broken_by_import  # a locked package gone: the environment, not the model
+
+            broken = broken_by_import(exc, "keras", step="load")
+            if broken is not None:
+                raise broken
             raise ModelLoadError(
                 "standalone Keras is not installed in this environment (%s)." % exc, step="load",
                 hint="Use the tf1.13 or tf1.15 environment, which pin keras 2.2.4 / 2.3.1.")

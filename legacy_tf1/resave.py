@@ -10,12 +10,15 @@ the run folder, each file atomically (``converters.runfolder``):
 - ``custom_objects.py``  a copy of ``--custom-objects``, so the run folder is self-contained
 - ``manifest.json``      written last: its presence means the step completed
 
-Probe: ``--probe-samples`` (default 16, ``converters.options``) inputs drawn uniformly from ``--input-range`` with ``--seed``
-(default 0). The default range is [0, 255] for image-like inputs (4-D: pixels before any preprocessing,
-the same magnitude as mean-subtracted pixels that vggface-style models take) and [-1, 1] for others; the
-range is recorded in the manifest. Uniform noise exercises every weight but is not the data
-distribution: with ``--calib PATH --preprocess NAME`` the probe comes from real images instead
-(``converters.shared.calibration.load_probe``).
+Probe: ``--probe-samples`` (default 100, ``converters.options``) inputs. From data when there is some:
+``--probe PATH`` (a separate source), else ``--calib PATH``, whose seeded permutation gives calibration its
+first samples and the probe its last ones, so that the tf2 conversion step calibrates on samples the
+probe does not hold (``converters.shared.calibration.draw_probe``, the same code the tf2 step draws a
+TF 2.x model's probe with; the manifest records the indices and content hashes of the probe's samples).
+Without data: uniform random inputs in ``--input-range`` with ``--seed`` (default 0). The default range is
+[0, 255] for image-like inputs (4-D: pixels before any preprocessing, the same magnitude as
+mean-subtracted pixels that vggface-style models take) and [-1, 1] for others; the range is recorded in
+the manifest. Uniform noise exercises every weight but is not the data distribution.
 
 What can go wrong: ``UntrustedModelError`` (Lambda without ``--trust-model``), ``ModelLoadError``,
 ``UsageError`` (a model input with unknown dimensions and no probe data to fix them).
@@ -31,7 +34,7 @@ from converters.preflight import parse_range  # noqa: F401 - resave.parse_range,
 from converters.errors import CalibrationDataError, UsageError
 from legacy_tf1 import compat, inspection, loading
 
-DEFAULT_SAMPLES = options.DEFAULT_PROBE_SAMPLES
+DEFAULT_SAMPLES = None  # converters.options.probe_size: 100, or half of a small --calib source
 DEFAULT_SEED = options.DEFAULT_SEED
 IMAGE_RANGE = (0.0, 255.0)
 OTHER_RANGE = (-1.0, 1.0)
@@ -46,22 +49,26 @@ def default_range(shape):
     return IMAGE_RANGE if len(shape) == 4 else OTHER_RANGE
 
 
-def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=None):
-    """(arrays keyed by input name, probe description for the manifest)."""
-    if calib:
-        try:
-            from converters.shared.calibration import load_probe
-        except ImportError:
-            raise UsageError("--calib for the probe is not yet supported (converters.shared.calibration.load_probe "
-                             "is not available in this version).", step="probe",
-                             hint="Leave out --calib: the probe is then seeded random data in --input-range.")
+def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=None, probe=None):
+    """(arrays keyed by input name, probe description for the manifest).
+
+    ``probe``: a separate probe source (``--probe``); else ``calib`` shared with calibration (the probe
+    takes the last ``samples`` positions of its seeded permutation); else random data.
+    """
+    data = probe or calib
+    if data:
+        from converters.shared.calibration import draw_probe
+
         if len(inputs) != 1:
-            raise UsageError("--calib gives data for one input; the model has %d." % len(inputs), step="probe")
-        array = np.asarray(load_probe(calib, tuple(inputs[0]["shape"][1:]), preprocess or "raw", samples, seed),
-                           dtype=np.float32)
-        return ({inputs[0]["name"]: array},
-                {"source": "calibration", "path": os.path.abspath(calib), "preprocess": preprocess or "raw",
-                 "samples": int(array.shape[0]), "seed": seed, "range": [float(array.min()), float(array.max())]})
+            raise UsageError("--%s gives data for one input; the model has %d." % ("probe" if probe else "calib",
+                                                                                   len(inputs)), step="probe")
+        drawn = draw_probe(data, tuple(inputs[0]["shape"][1:]), preprocess or "raw", samples, seed,
+                           shared=not probe)
+        array = np.asarray(drawn.array, dtype=np.float32)
+        info = {"source": "probe" if probe else "calibration", "preprocess": preprocess or "raw",
+                "range": [float(array.min()), float(array.max())]}
+        info.update(drawn.describe())
+        return {inputs[0]["name"]: array}, info
     rng = np.random.RandomState(seed)
     arrays, ranges = {}, {}
     for spec in inputs:
@@ -70,16 +77,17 @@ def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=N
                              % (spec["name"], spec["shape"]), step="probe",
                              hint="Build the model with a fixed input_shape, or give --calib images.")
         low, high = input_range or default_range(spec["shape"])
-        shape = [samples] + spec["shape"][1:]
+        shape = [options.probe_size(samples)] + spec["shape"][1:]
         arrays[spec["name"]] = rng.uniform(low, high, size=shape).astype(np.float32)
         ranges[spec["name"]] = [low, high]
     first = ranges[inputs[0]["name"]] if inputs else None
-    return arrays, {"source": "random_uniform", "samples": samples, "seed": seed, "range": first,
+    return arrays, {"source": "random_uniform", "samples": options.probe_size(samples), "seed": seed, "range": first,
                     "ranges": ranges, "explicit_range": input_range is not None}
 
 
 def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_model=False,
-           samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED, input_range=None, calib=None, preprocess=None):
+           samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED, input_range=None, calib=None, preprocess=None,
+           probe_source=None):
     """Run the whole re-save step (see the module docstring); return the manifest dict."""
     timings = {}
     started = time.time()
@@ -100,7 +108,7 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     inputs = [_tensor_spec(t, n) for t, n in zip(model.inputs, model.input_names)]
     outputs = [_tensor_spec(t, n) for t, n in zip(model.outputs, model.output_names)]
     # the probe first: a model we cannot probe fails before the expensive save and freeze
-    probe, probe_info = make_probe(inputs, samples, seed, input_range, calib, preprocess)
+    probe, probe_info = make_probe(inputs, samples, seed, input_range, calib, preprocess, probe=probe_source)
     for name, array in probe.items():
         if not np.all(np.isfinite(array)):
             raise CalibrationDataError("probe input %s has non-finite values." % name, step="probe")
@@ -131,7 +139,7 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     t0 = time.time()
     runfolder.write_arrays(os.path.join(out, runfolder.PROBE), probe)
     feed = [probe[spec["name"]] for spec in inputs]
-    predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, samples))
+    predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, max(1, len(feed[0]))))
     if not isinstance(predictions, list):
         predictions = [predictions]
     references = dict((spec["name"], np.asarray(p, dtype=np.float32)) for spec, p in zip(outputs, predictions))

@@ -18,9 +18,25 @@ Sources (``path``):
 - ``skimage``: real photographs shipped inside scikit-image (faces from ``lfw_subset`` and the colour
   sample images); for demos and tests, where nothing may be downloaded.
 
-Sampling: with more files than ``samples``, a seeded random choice of ``samples`` of them (the same
-seed gives the same files on every machine: the list is sorted before choosing). With fewer, all of
-them. Samples are streamed one at a time by ``iter_samples()``: memory does not grow with N.
+Sampling (``split``, ``choose``): the files of a folder are sorted first, so the same seed gives the same
+samples on every machine and in every environment (tf1.13's numpy 1.16 and tf2's numpy 2.x draw the same
+``RandomState`` permutation). When the probe and the calibration come from ONE source (``--calib`` without
+``--probe``), they are split by ONE seeded permutation of the source: calibration takes its first
+positions, the probe its last ``probe_samples`` positions, so the two never share a sample. The probe
+sits at the end (not right after the calibration samples) so that it does not depend on
+``--calib-samples``: ``verify_upgrade`` (which does not calibrate), the legacy re-save step and a later
+conversion with any ``--calib-samples`` all draw the same probe. A separate probe source (``--probe``)
+is sampled on its own (``choose``). A source too small for both is refused (``split``) with what to do;
+calibration may take fewer than ``--calib-samples`` (what the probe leaves) only down to
+``MIN_SPLIT_CALIB`` samples (or the requested number when that is smaller), and the run says so.
+
+Disjointness is also checked by content, not assumed: every sample has two content hashes
+(``SampleKeys``): of its source item (the image file's bytes, the array row's bytes) and of the
+preprocessed float32 sample. The calibration stream skips a sample whose hash equals a probe sample's
+(``exclude``: duplicates in the data, or a ``--probe`` folder that shares files with ``--calib``) and
+records the hashes of what it yielded (``yielded_keys``), from which the conversion step counts the
+``overlap`` it reports (``count_overlap``). Samples are streamed one at a time by ``iter_samples()``:
+memory does not grow with N.
 
 Default number of calibration samples: ``DEFAULT_CALIB_SAMPLES = 200``. The TFLite converter's
 calibration takes min/max of every activation over the data set; below ~100 samples the ranges miss
@@ -32,6 +48,7 @@ readable image, an array of the wrong shape or a non-numeric dtype, NaN/Inf afte
 single-channel source for a preset that needs colour.
 """
 
+import hashlib
 import os
 import sys
 
@@ -45,6 +62,10 @@ DEFAULT_CALIB_SAMPLES = options.DEFAULT_CALIB_SAMPLES
 DEFAULT_PROBE_SAMPLES = options.DEFAULT_PROBE_SAMPLES
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 BUILTIN_SKIMAGE = "skimage"
+# The fewest calibration samples a shared source may leave after the probe (unless fewer were asked for):
+# below ~50 the min/max ranges of the activations visibly miss rarer values (see DEFAULT_CALIB_SAMPLES).
+MIN_SPLIT_CALIB = 50
+KEY_CHARS = 16  # hex characters of a sample's content hash (64 bits: no accidental collision in practice)
 
 
 def _error(message, hint=None):
@@ -79,8 +100,84 @@ def choose(count, samples, seed):
     """Indices of a seeded random choice of ``samples`` out of ``count`` (all of them if fewer)."""
     if samples is None or samples >= count:
         return list(range(count))
-    rng = np.random.RandomState(seed)
-    return sorted(int(i) for i in rng.choice(count, size=int(samples), replace=False))
+    return sorted(int(i) for i in permutation(count, seed)[:int(samples)])
+
+
+def permutation(count, seed):
+    """THE seeded permutation of a source's ``count`` samples (the same in every environment).
+
+    ``RandomState(seed).choice(count, k, replace=False)`` is its first ``k`` entries, so calibration
+    choices made before the split existed are unchanged.
+    """
+    return np.random.RandomState(seed).permutation(int(count))
+
+
+def too_small(path, count, calib_samples, probe_samples, needed_calib):
+    """The paragraph for a shared source that cannot give both a probe and calibration data."""
+    return _error(
+        "%s has %d samples: too few for a probe of %d samples and at least %d calibration samples that are "
+        "not in the probe (calibration and probe never share a sample)." % (path, count, probe_samples, needed_calib),
+        hint="Give more data, a separate probe source with --probe PATH, or fewer samples: e.g. "
+             "--probe-samples %d or --calib-samples %d (--calib-samples %s was asked for)."
+             % (max(1, count - needed_calib), max(1, count - probe_samples), calib_samples))
+
+
+def split(count, calib_samples, probe_samples, seed, path="the data", min_calib=MIN_SPLIT_CALIB):
+    """(calibration indices, probe indices) of one source that feeds both (see the module docstring).
+
+    One seeded permutation: calibration takes its first ``min(calib_samples, count - probe_samples)``
+    positions, the probe its last ``probe_samples``. Raises ``CalibrationDataError`` (with what to do)
+    when fewer than ``min(calib_samples, min_calib)`` calibration samples would be left; ``calib_samples``
+    None means "all that the probe leaves" (at least one).
+    """
+    count = int(count)
+    probe_samples = options.probe_size(probe_samples, count)
+    needed = 1 if calib_samples is None else max(1, min(int(calib_samples), int(min_calib)))
+    if probe_samples < 1 or count - probe_samples < needed:
+        raise too_small(path, count, calib_samples, probe_samples, needed)
+    order = permutation(count, seed)
+    room = count - probe_samples
+    calib_count = room if calib_samples is None else min(int(calib_samples), room)
+    return sorted(int(i) for i in order[:calib_count]), sorted(int(i) for i in order[room:])
+
+
+def probe_indices(count, probe_samples, seed, path="the data"):
+    """The probe's indices in a source shared with calibration: the last ``probe_samples`` positions of
+    the seeded permutation (``split``), independent of ``--calib-samples``. At least one sample must be
+    left for calibration."""
+    return split(count, None, probe_samples, seed, path)[1]
+
+
+def sample_key(sample):
+    """Content hash (hex, ``KEY_CHARS``) of a preprocessed sample: its float32 bytes and shape."""
+    array = np.ascontiguousarray(np.asarray(sample, dtype=np.float32).reshape(-1))
+    return hashlib.sha256(array.tobytes()).hexdigest()[:KEY_CHARS]
+
+
+def _bytes_key(data):
+    return hashlib.sha256(data).hexdigest()[:KEY_CHARS]
+
+
+def file_key(path):
+    """Content hash of a file (an image's source key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:KEY_CHARS]
+
+
+def array_row_key(row):
+    """Content hash of one array sample as stored (dtype, shape and bytes): an array row's source key."""
+    row = np.ascontiguousarray(row)
+    return _bytes_key(str((row.dtype.str, row.shape)).encode("ascii") + row.tobytes())
+
+
+def count_overlap(keys, others):
+    """How many of ``keys`` (pairs (source key, sample key)) equal one of ``others`` by either hash."""
+    source_keys = set(k[0] for k in others if k[0])
+    sample_keys = set(k[1] for k in others if k[1])
+    return sum(1 for source, sample in keys if (source and source in source_keys) or sample in sample_keys)
 
 
 def _progress(iterable, total, description, enabled):
@@ -132,12 +229,15 @@ class CalibrationSource(object):
 
     ``input_shape``: the model input shape, batch first or not; ``preprocess``: preset name,
     ``module:function`` or a callable; ``samples``: how many (None: all); ``input_name``: the key to
-    pick from an ``.npz``. Construction checks that the source exists and is not empty; reading a
-    sample checks its shape and values.
+    pick from an ``.npz``. ``reserve_probe``: this source also feeds a probe of that many samples (the
+    tail of its permutation, ``split``), which calibration leaves out; ``exclude``: (source key, sample
+    key) pairs of samples never to yield (the probe's). Construction checks that the source exists and
+    is not empty (and large enough for ``reserve_probe``); reading a sample checks its shape and values.
     """
 
     def __init__(self, path, input_shape, preprocess="raw", samples=DEFAULT_CALIB_SAMPLES, seed=0,
-                 progress=True, input_name=None, description="calibration"):
+                 progress=True, input_name=None, description="calibration", reserve_probe=0, exclude=None,
+                 min_calib=MIN_SPLIT_CALIB):
         self.path = path
         self.shape = sample_shape(input_shape)
         if len(self.shape) != 3:
@@ -149,6 +249,13 @@ class CalibrationSource(object):
         self.progress = progress
         self.description = description
         self.skipped = []
+        self.requested = samples
+        self.reserve_probe = int(reserve_probe or 0)
+        self._exclude = list(exclude or [])
+        self._exclude_sources = set(k[0] for k in self._exclude if k[0])
+        self._exclude_samples = set(k[1] for k in self._exclude if k[1])
+        self.excluded = []  # indices skipped because they equal a probe sample (last pass)
+        self.yielded_keys = []  # (source key, sample key) of every sample yielded (last pass)
         self._array = None
         self._files = None
         self._pictures = None
@@ -187,7 +294,10 @@ class CalibrationSource(object):
         if total == 0:
             raise _error("%s holds no samples." % path)
         self.available = total
-        self.indices = choose(total, samples, seed)
+        if self.reserve_probe:
+            self.indices = split(total, samples, self.reserve_probe, seed, path, min_calib)[0]
+        else:
+            self.indices = choose(total, samples, seed)
 
     def _need_images(self):
         if not self._image_ok or self.shape[-1] not in (1, 3):
@@ -238,15 +348,31 @@ class CalibrationSource(object):
             return _decode_image(Image.fromarray(pixels), height, width, channels)
         return _decode_image(self._files[index], height, width, channels)
 
+    def source_key(self, index):
+        """Content hash of sample ``index``'s source item: the image file's bytes, the array row's bytes
+        (with its dtype and shape), the built-in picture's pixels."""
+        if self._array is not None:
+            return array_row_key(self._array[index])
+        if self._pictures is not None:
+            return _bytes_key(np.ascontiguousarray(np.clip(self._pictures[index][1], 0, 255).astype(np.uint8)).tobytes())
+        return file_key(self._files[index])
+
     def iter_samples(self):
-        """Yield one float32 sample ``(1, H, W, C)`` at a time, preprocessed; skip unreadable images."""
+        """Yield one float32 sample ``(1, H, W, C)`` at a time, preprocessed; skip unreadable images and
+        samples equal to an excluded (probe) sample; record the hashes of what was yielded."""
         produced = 0
         self.skipped = []  # each pass (conversion, fallback route, debugger) starts afresh
+        self.excluded = []
+        self.yielded_keys = []
         for index in _progress(self.indices, len(self.indices), self.description, self.progress):
             try:
                 raw = self._raw(index)
+                source = self.source_key(index)
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these on corrupt files
                 self.skipped.append((self._files[index] if self._files else str(index), str(exc)))
+                continue
+            if source in self._exclude_sources:
+                self.excluded.append(index)
                 continue
             if not np.all(np.isfinite(raw)):  # the data itself, before preprocessing could be blamed
                 raise _error("sample %s of %s is not finite (NaN or Inf)." % (index, self.path),
@@ -254,8 +380,17 @@ class CalibrationSource(object):
             sample = preprocessing.apply(self.preprocess, raw[None])
             if not np.all(np.isfinite(sample)):
                 raise _error("sample %s is not finite (NaN or Inf)." % index)
+            key = sample_key(sample)
+            if key in self._exclude_samples:
+                self.excluded.append(index)
+                continue
             produced += 1
+            self.yielded_keys.append((source, key))
             yield sample
+        if produced == 0 and self.excluded and len(self.excluded) + len(self.skipped) == len(self.indices):
+            raise _error("every selected sample of %s equals a probe sample (%d of them)."
+                         % (self.path, len(self.excluded)),
+                         hint="Give calibration data that is not the probe's (--calib), or a separate --probe PATH.")
         if produced == 0:
             raise _error("none of the %d selected files of %s could be read as an image (first: %s)."
                          % (len(self.indices), self.path, self.skipped[0][1] if self.skipped else "?"),
@@ -270,9 +405,20 @@ class CalibrationSource(object):
 
     def describe(self):
         return {"source": str(self.path), "kind": self.kind, "available": self.available,
-                "used": len(self.indices) - len(self.skipped), "seed": self.seed,
+                "used": len(self.indices) - len(self.skipped) - len(self.excluded), "seed": self.seed,
+                "requested": self.requested, "reserved_for_probe": self.reserve_probe,
+                "excluded_as_probe": len(self.excluded),
                 "preprocess": self.preprocess if isinstance(self.preprocess, str) else repr(self.preprocess),
                 "skipped": [name for name, _ in self.skipped]}
+
+    def shortfall(self):
+        """A sentence when calibration takes fewer samples than asked for (None otherwise)."""
+        if self.requested is None or len(self.indices) >= int(self.requested):
+            return None
+        reason = ("%d are the probe's" % self.reserve_probe) if self.reserve_probe else "that is all of them"
+        return ("calibration uses %d of the %d samples asked for: %s has %d (%s). Give more data or a "
+                "separate --probe PATH for more." % (len(self.indices), int(self.requested), self.path,
+                                                    self.available, reason))
 
 
 def _shape_fits(actual, expected):
@@ -281,13 +427,57 @@ def _shape_fits(actual, expected):
     return all(e is None or int(a) == int(e) for a, e in zip(actual, expected))
 
 
-def load_probe(path, input_shape, preprocess="raw", n=DEFAULT_PROBE_SAMPLES, seed=0):
-    """The probe batch: ``n`` seeded samples from ``path`` stacked into one float32 array (N, H, W, C).
+class Probe(object):
+    """A probe batch drawn from data: ``array`` (N, H, W, C) float32, the source ``indices`` it took,
+    each sample's ``keys`` (source key, sample key) and ``describe()`` for manifest.json."""
 
-    For the reference and parity steps in every environment (Python 3.7 too). Raises
-    ``CalibrationDataError`` as ``CalibrationSource`` does.
+    def __init__(self, array, source, indices, keys, shared):
+        self.array = array
+        self.source = source
+        self.indices = indices
+        self.keys = keys
+        self.shared = shared
+
+    def describe(self):
+        return {"path": self.source.path if self.source.kind == "skimage" else os.path.abspath(str(self.source.path)),
+                "kind": self.source.kind, "available": self.source.available, "samples": int(self.array.shape[0]),
+                "seed": self.source.seed, "indices": list(self.indices),
+                "split": ("last %d positions of the seeded permutation of the calibration source"
+                          % len(self.indices)) if self.shared else "seeded choice from a separate probe source",
+                "source_sha256": [k[0] for k in self.keys], "sample_sha256": [k[1] for k in self.keys],
+                "skipped": [name for name, _ in self.source.skipped]}
+
+
+def draw_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True, input_name=None):
+    """The probe batch from ``path``: with ``shared`` (the source also feeds calibration) the last ``n``
+    positions of its seeded permutation (``probe_indices``), else a seeded choice of ``n`` (all if fewer);
+    ``n`` None: ``converters.options.probe_size`` (the default, or half of a small shared source).
+
+    The ONE function the legacy re-save step (TF 1.x, Python 3.7) and the tf2 conversion step draw a
+    probe with, so both take the same samples. Raises ``CalibrationDataError`` as ``CalibrationSource``
+    does, and when a shared source leaves no calibration sample. Unreadable images are left out (the
+    probe is then smaller; ``describe()`` names them).
     """
-    source = CalibrationSource(path, input_shape, preprocess=preprocess, samples=n, seed=seed,
-                               progress=False, description="probe")
-    samples = list(source.iter_samples())
-    return np.concatenate(samples, axis=0).astype(np.float32)
+    source = CalibrationSource(path, input_shape, preprocess=preprocess, samples=None, seed=seed, progress=False,
+                               input_name=input_name, description="probe")
+    source.indices = (probe_indices(source.available, n, seed, path) if shared
+                      else choose(source.available, options.probe_size(n), seed))
+    samples = list(source.iter_samples())  # unreadable images are skipped (named in describe()["skipped"])
+    return Probe(np.concatenate(samples, axis=0).astype(np.float32), source, list(source.indices),
+                 list(source.yielded_keys), shared)
+
+
+def load_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True):
+    """The probe batch as one float32 array (N, H, W, C) (``draw_probe``'s ``array``)."""
+    return draw_probe(path, input_shape, preprocess, n, seed, shared).array
+
+
+def probe_keys(probe_arrays, source_keys=None):
+    """(source key, sample key) pairs of a probe batch (N, ...) read back from probe.npz; ``source_keys``:
+    the manifest's ``source_sha256`` when the probe came from data."""
+    array = np.asarray(probe_arrays, dtype=np.float32)
+    keys = []
+    for index in range(array.shape[0]):
+        source = source_keys[index] if source_keys and index < len(source_keys) else None
+        keys.append((source, sample_key(array[index])))
+    return keys

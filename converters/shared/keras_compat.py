@@ -15,7 +15,8 @@ keras3     Keras 3 (``import keras`` with keras >= 3)
 auto       TF 1.x: the flavour that saved the file (manifest); TF 2.x: tf_keras
 ========== ============================================================================
 
-What can go wrong: a flavour that is not installed raises ``ModelLoadError``; a Lambda layer (or other
+What can go wrong: a flavour that is not installed raises ``ModelLoadError``, or ``EnvironmentBroken`` when
+this environment's lock pins it (the environment is damaged; not a verdict about the model); a Lambda layer (or other
 stored code) in a file not trusted raises ``UntrustedModelError`` before Keras sees the file; loading
 itself raises whatever the Keras implementation raises (the caller turns it into a ``load_error`` cell).
 """
@@ -83,6 +84,12 @@ def keras_module(flavour):
             return importlib.import_module("tf_keras")
         module = importlib.import_module("keras")
     except ImportError as exc:
+        # a package this environment's lock pins that does not import: the environment is broken, and
+        # saying "the model does not load here" would be false (envs.venvs.broken_by_import)
+        broken = environment_broken(exc, "tensorflow" if flavour == "tf.keras" else
+                                    "tf_keras" if flavour == "tf_keras" else "keras")
+        if broken is not None:
+            raise broken
         raise ModelLoadError("Keras flavour %s is not installed here (%s)." % (flavour, exc), step="parity",
                              hint="Pick the flavour of this environment: keras/tf.keras in TF 1.x, "
                                   "tf_keras/keras3 in tf2.")
@@ -94,6 +101,24 @@ def keras_module(flavour):
         raise ModelLoadError("`keras` is %s here, not Keras 3." % module.__version__, step="parity",
                              hint="Keras 3 exists only in the tf2 environment.")
     return module
+
+
+def environment_broken(exc, module=None, step="parity"):
+    """The ``EnvironmentBroken`` an exception means when it is an ImportError of a package this
+    environment's lock pins (or a SyntaxError in a file of the environment's own packages), else None.
+    For the callers that would otherwise report a failure as a verdict about the model."""
+    from envs import venvs
+
+    if isinstance(exc, SyntaxError) and exc.filename and "site-packages" in exc.filename:
+        top = exc.filename.split("site-packages" + os.sep, 1)[-1].split(os.sep)[0]
+        if top.endswith(".py"):
+            top = top[:-3]
+        error = ImportError("%s (a damaged file of an installed package)" % str(exc).splitlines()[0])
+        error.name = top
+        exc = error
+    if not isinstance(exc, ImportError):
+        return None
+    return venvs.broken_by_import(exc, getattr(exc, "name", None) or module or "", step=step)
 
 
 def runtime(flavour):

@@ -15,7 +15,15 @@ label "tf2-keras3" run in its own process), runs ``probe.npz``, writes ``referen
      per_output: [...], tolerances, error?, hint?, first_divergent_layer?}
 
 A model that does not load here is a ``load_error`` cell (error class, first line, a hint), not a crash:
-"this model does not load in Keras 3" is an answer, not a failure of the tool.
+"this model does not load in Keras 3" is an answer, not a failure of the tool. A package that this
+environment's lock pins and that does not import is not such an answer: the step fails with
+``EnvironmentBroken`` (exit 12) and writes no cell.
+
+Label ``tf2-keras3-migrated`` loads ``RUN/model.keras`` instead (written by ``converters.tf2.migrate``) with
+``keras.saving.load_model`` in safe mode, as a user of Keras 3 would; its activations are keyed by the
+origin's layer names (``migration.json`` maps them back). ``divergence`` looks the first divergent layer up
+in the table of known upgrade hazards (``converters.shared.hazards``): ``hazards: [{id, layer, explanation,
+fix}]``, or ``hazard_note`` when no entry matches.
 
 ``activations`` writes every layer's output on the first ``--samples`` probe inputs (default 2; full
 activations of a deep net are large), keyed by layer name. ``divergence`` compares
@@ -28,10 +36,15 @@ import os
 import time
 
 from converters import cli, runfolder
-from converters.errors import InputFileError, UntrustedModelError, UsageError
+from converters.errors import EnvironmentBroken, InputFileError, ModelLoadError, UntrustedModelError, UsageError
 from converters.shared import keras_compat
 
 ACTIVATION_SAMPLES = 2
+# The cell of the Keras 3 model written by converters.tf2.migrate (RUN/model.keras), beside "tf2-keras3"
+# (RUN/model.h5 as it is, in Keras 3).
+MIGRATED_LABEL = "tf2-keras3-migrated"
+MODEL_KERAS = "model.keras"
+MIGRATION = "migration.json"
 
 HINTS = {
     "keras3": "Keras 3 cannot read every Keras 2 .h5 (tf.keras 1.x configs, removed arguments); use tf_keras "
@@ -88,11 +101,40 @@ def _custom_objects(run, manifest):
     return keras_compat.load_custom_objects(os.path.join(run, name)) if name else {}
 
 
-def _load(run, manifest, flavour):
+def _load(run, manifest, flavour, label=None):
+    if label == MIGRATED_LABEL:
+        return _load_migrated(run, manifest)
     path = os.path.join(run, runfolder.MODEL_H5)
     # the Lambda gate again: this step loads the run folder's file, trusted only as the re-save recorded
     return keras_compat.load_model(flavour, path, _custom_objects(run, manifest),
                                    trust_model=bool(manifest["model"].get("trusted")))
+
+
+def _load_migrated(run, manifest):
+    """The Keras 3 ``model.keras`` of ``converters.tf2.migrate``, loaded as a user would: ``load_model``,
+    safe mode (unless the re-save was trusted), no custom object from tfbridge."""
+    path = os.path.join(run, MODEL_KERAS)
+    if not os.path.isfile(path):
+        record_path = os.path.join(run, MIGRATION)
+        record = runfolder.read_json(record_path) if os.path.isfile(record_path) else {}
+        raise ModelLoadError("the migrated Keras 3 model %s was not written: %s"
+                             % (path, record.get("error") or "the migrate step did not run"), step="parity",
+                             hint=record.get("hint") or "Run `python -m converters.tf2.migrate RUN` in tf2.")
+    keras = keras_compat.keras_module("keras3")
+    return keras.saving.load_model(path, compile=False, safe_mode=not manifest["model"].get("trusted"))
+
+
+def migrated_names(run):
+    """For the migrated model's activations: ``(new name -> old name, names to leave out)`` from
+    ``migration.json`` (renamed layers, layers whose output another layer now gives, added helper layers)."""
+    record = runfolder.read_json(os.path.join(run, MIGRATION))
+    old_of = dict((new, old) for old, new in (record.get("renamed") or {}).items())
+    skip = set(record.get("helper_layers") or [])
+    for alias, old in (record.get("outputs") or {}).items():
+        skip.add((record.get("renamed") or {}).get(old, old))  # the layer itself now gives the pre-activation
+        skip.discard(alias)
+        old_of[alias] = old
+    return old_of, skip
 
 
 def _predict(model, manifest, probe, samples=None):
@@ -120,12 +162,16 @@ def parity_cell(run, label, flavour="auto"):
     started = time.time()
     try:
         cell["runtime"] = keras_compat.runtime(flavour)
-        model = _load(run, manifest, flavour)
-    except UntrustedModelError:  # a refusal, not an answer about this environment
+        model = _load(run, manifest, flavour, label)
+    except (UntrustedModelError, EnvironmentBroken):  # a refusal / a damaged environment: not a cell
         raise
     except Exception as exc:  # noqa: BLE001 - any load failure is an honest matrix cell
+        broken = keras_compat.environment_broken(exc)  # e.g. Keras importing a locked package that is gone
+        if broken is not None:
+            raise broken
         cell.update(status="load_error", error="%s: %s" % (type(exc).__name__, summarize_error(exc)),
-                    error_class=type(exc).__name__, hint=load_hint(exc, flavour, manifest))
+                    error_class=type(exc).__name__,
+                    hint=getattr(exc, "hint", None) or load_hint(exc, flavour, manifest))
         cell.setdefault("runtime", flavour)
         timings["load_s"] = round(time.time() - started, 3)
         cell["timings"] = timings
@@ -180,10 +226,14 @@ def activations(run, label, out, flavour="auto", samples=ACTIVATION_SAMPLES):
     manifest = _read_manifest(run)
     flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
     keras_compat.prepare(flavour)
-    model = _load(run, manifest, flavour)
+    model = _load(run, manifest, flavour, label)
     probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
     feed = [probe[spec["name"]][:samples] for spec in manifest["model"]["inputs"]]
     values = layer_activations(keras_compat.keras_module(flavour), model, feed)
+    if label == MIGRATED_LABEL:  # compare under the origin's layer names
+        old_of, skip = migrated_names(run)
+        values = dict((old_of.get(name.split("/")[0], name.split("/")[0]) + name[len(name.split("/")[0]):], value)
+                      for name, value in values.items() if name.split("/")[0] not in skip)
     runfolder.write_arrays(out, values)
     return sorted(values)
 
@@ -226,9 +276,33 @@ def divergence(run, label, origin_label=None):
     cell = runfolder.read_json(cell_path) if os.path.isfile(cell_path) else {"env": label}
     cell["first_divergent_layer"] = layer
     cell["divergence"] = compared[-5:]
+    if layer:
+        _name_hazards(run, cell, layer, label, origin_label)
     cell["layers_compared"] = len(compared)
     runfolder.write_json(cell_path, cell)
     return layer
+
+
+def _name_hazards(run, cell, layer, label, origin_label):
+    """Check the first divergent layer against the table of known behaviour changes (``hazards``)."""
+    import h5py
+
+    from converters.shared import hazards
+
+    try:
+        with h5py.File(os.path.join(run, runfolder.MODEL_H5), "r") as handle:
+            config = handle.attrs.get("model_config")
+        configs = hazards.layer_configs(config) if config is not None else {}
+    except Exception:  # noqa: BLE001 - no config, no lookup: the note below says so
+        configs = {}
+    class_name, layer_config = configs.get(layer, (None, {}))
+    context = {"env": label, "keras": cell.get("keras"), "origin": origin_label}
+    cell["hazards"] = hazards.lookup(layer, class_name, layer_config, context)
+    if not cell["hazards"]:
+        cell["hazard_note"] = hazards.NO_KNOWN_HAZARD % (layer, class_name or "class unknown")
+    elif label == MIGRATED_LABEL:
+        cell["hazard_note"] = ("the migration applies the fix of %s to %s, yet the layer diverges: a bug in "
+                               "tfbridge's migration; report it" % (", ".join(h["id"] for h in cell["hazards"]), layer))
 
 
 def _parser():

@@ -1,9 +1,18 @@
-"""NPU readiness of a .tflite: is every op and tensor int8, and if not, what exactly is not.
+"""NPU readiness of a .tflite: is every op and tensor int8, and where does each op run on each NPU target.
 
-For whom: the conversion step (npu.json, ``--strict-npu``), the report, and users checking an existing
-model: ``python -m converters.tf2.npu FILE.tflite [--strict] [--json]`` (in tf2). Reading a file
-(``read_model``) needs the ``tf2`` environment (the flatbuffer schema of tensorflow.lite); the decision
-(``assess``) is pure Python and runs anywhere, so it is unit-tested on hand-made op/tensor lists.
+For whom: the conversion step (npu.json, ``--strict-npu``, ``--npu-target``), the report, and users checking
+an existing model: ``nox -s npu -- FILE.tflite [--target NAME ...] [--json] [--strict]`` (which runs
+``python -m converters.tf2.npu`` in tf2). Reading a file (``read_model``) needs the ``tf2`` environment
+(the flatbuffer schema of tensorflow.lite); the decisions (``assess``, ``vx_delegate.place_ops``,
+``npu_targets``) are pure Python, unit-tested on hand-made op/tensor lists.
+
+Two questions, two answers in npu.json:
+
+- ``fully_int8`` / ``verdict`` (below): necessary for any int8 NPU, not sufficient;
+- ``targets``: one entry per ``--npu-target`` (``npu_targets`` says its keys): for an Ethos-U, Arm's Vela
+  compiles the model (``converters.tf2.vela``) and says which ops stay on the CPU and why, and how long an
+  inference should take; for the i.MX 8M Plus, the VX delegate's op rules (``converters.tf2.vx_delegate``)
+  say which ops it would take.
 
 Why it matters: an NPU such as the VeriSilicon VIP8000 of the NXP i.MX 8M Plus runs only int8
 (per-tensor or per-channel) ops. One float op splits the graph: everything from there on falls back to
@@ -215,47 +224,192 @@ def _parse(data):
         if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
             raise ValueError("op %d has opcode index %d of %d" % (number, op.opcodeIndex,
                                                                  len(model.operatorCodes or [])))
+        code = model.operatorCodes[op.opcodeIndex]
+        custom = getattr(code, "customCode", None)
         ops.append({
             "name": flatbuffer_utils.opcode_to_name(model, op.opcodeIndex),
             "inputs": indices(op.inputs, "op %d" % number),
             "outputs": indices(op.outputs, "op %d" % number),
+            "options": _options(getattr(op, "builtinOptions", None)),
+            "custom_code": custom.decode("utf-8", "replace") if isinstance(custom, bytes) else custom,
         })
     inputs = [i for i in indices(subgraph.inputs, "the model inputs") if i >= 0]
     outputs = [i for i in indices(subgraph.outputs, "the model outputs") if i >= 0]
     return {"ops": ops, "tensors": tensors, "inputs": inputs, "outputs": outputs}
 
 
-def check(path, strict=False):
-    """Read ``path`` and assess it; with ``strict``, a verdict other than ready raises ``NotInt8Error``."""
-    summary = read_model(path)
-    result = assess(summary["ops"], summary["tensors"], summary["inputs"], summary["outputs"])
-    result["weights"] = weight_granularity(summary)
-    if strict and result["verdict"] != "ready":
-        from converters.errors import NotInt8Error
+def _options(options):
+    """A flatbuffer op's builtin options as ``{snake_case name: scalar}`` (None when it has none)."""
+    if options is None:
+        return None
+    found = {}
+    for key, value in vars(options).items():
+        if isinstance(value, (bool, int, float, str)):
+            found[_snake(key)] = value
+    return found
 
+
+def _snake(name):
+    out = []
+    for char in name:
+        if char.isupper():
+            out.append("_" + char.lower())
+        else:
+            out.append(char)
+    return "".join(out).lstrip("_")
+
+
+def assess_targets(path, targets, out_dir=None, summary=None):
+    """One entry per NPU target (``npu_targets``): Vela compiles ``path`` for each Ethos-U target (the
+    compiled model goes to ``out_dir`` as ``model_int8_vela_<target>.tflite``, or is dropped when
+    ``out_dir`` is None); the VX delegate's table places each op for ``imx8mp``."""
+    import tempfile
+
+    from converters.tf2 import npu_targets, vela, vx_delegate
+
+    summary = summary or read_model(path)
+    entries = []
+    table = None
+    for name in targets or [npu_targets.DEFAULT]:
+        target = npu_targets.canonical(name)
+        if target is None:
+            from converters.errors import UsageError
+
+            raise UsageError("unknown NPU target %r." % name, step="npu",
+                             hint="Known targets: %s." % ", ".join(npu_targets.TARGETS))
+        if npu_targets.kind(target) == npu_targets.VX:
+            table = table or vx_delegate.load_table()
+            entries.append(npu_targets.vx_entry(target, summary, vx_delegate.place_ops(summary, table), table))
+            continue
+        if out_dir is None:
+            scratch = tempfile.mkdtemp(prefix="npu-")
+            try:
+                result = vela.compile_model(path, target, scratch, npu_targets.compiled_name(target))
+            finally:
+                import shutil
+
+                shutil.rmtree(scratch, ignore_errors=True)
+            result["compiled"] = None
+        else:
+            result = vela.compile_model(path, target, out_dir, npu_targets.compiled_name(target))
+        entries.append(npu_targets.vela_entry(target, summary, result))
+    return entries
+
+
+def strict_check(result):
+    """``--strict-npu``: raise ``NotInt8Error`` when the model is not fully int8, or when an op of any
+    target stays on the CPU (or a target could not be compiled)."""
+    from converters.errors import NotInt8Error
+    from converters.tf2 import npu_targets
+
+    if result["verdict"] != "ready":
         raise NotInt8Error(
             "the model is %s for an int8 NPU: %s." % (result["verdict"].replace("_", " "),
                                                        "; ".join(result["problems"][:5])),
             step="npu",
             hint="Use --io int8 for int8 I/O; replace float ops in the model (or drop --strict-npu to keep "
                  "the partly-float model and see npu.json).")
+    failures = npu_targets.strict_failures(result.get("targets") or [])
+    if failures:
+        raise NotInt8Error(
+            "the model is fully int8, but not every op runs on the NPU: %s." % "; ".join(failures),
+            step="npu",
+            hint="Each reason is the NPU compiler's own (Vela) or the VX delegate's rule; change those ops "
+                 "(another op, shape or option the NPU takes), or drop --strict-npu to accept the CPU "
+                 "fallback (npu.json / the report's NPU section list every op).")
+
+
+def check(path, strict=False, targets=(), out_dir=None):
+    """Read ``path`` and assess it, for each of ``targets`` too (``assess_targets``); with ``strict``,
+    ``strict_check`` raises ``NotInt8Error``."""
+    summary = read_model(path)
+    result = assess(summary["ops"], summary["tensors"], summary["inputs"], summary["outputs"])
+    result["weights"] = weight_granularity(summary)
+    if targets:
+        result["targets"] = assess_targets(path, targets, out_dir, summary=summary)
+    if strict:
+        strict_check(result)
     return result
 
 
+def _usage_error(message):
+    from converters.errors import UsageError
+
+    raise UsageError("nox -s npu: %s." % message, step="npu",
+                     hint="nox -s npu -- FILE.tflite [--target NAME ...] [--json] [--strict] [--out-dir DIR]")
+
+
+def format_entry(entry):
+    """A target entry as the lines ``nox -s npu`` prints."""
+    lines = ["%s (%s): " % (entry["target"], entry["compiler"])]
+    if entry.get("status") != "ok":
+        lines[0] += "not compiled: %s" % entry.get("error")
+        return lines
+    lines[0] += "%d of %d ops on the NPU (%.1f %%), MACs on the NPU %s" % (
+        entry["ops_on_npu"], entry["ops_total"], 100.0 * (entry["npu_ops_fraction"] or 0.0),
+        "%.1f %%" % (100.0 * entry["npu_macs_fraction"]) if entry.get("npu_macs_fraction") is not None else "-")
+    if entry.get("estimated_ms") is not None:
+        lines.append("  estimated %.3f ms per inference; SRAM %s B, DRAM %s B, flash %s B (%s, %s)" % (
+            entry["estimated_ms"], entry.get("sram_bytes"), entry.get("dram_bytes"), entry.get("flash_bytes"),
+            entry.get("system_config"), entry.get("memory_mode")))
+    for op in entry["ops_on_cpu"]:
+        lines.append("  CPU: %s %s: %s" % (op["op"], op["name"], op["reason"]))
+    for op in entry.get("ops_unknown") or []:
+        lines.append("  unknown: %s %s: %s" % (op["op"], op["name"], op["reason"]))
+    if entry.get("compiled_model"):
+        lines.append("  compiled model: %s" % entry["compiled_model"])
+    for note in entry.get("notes") or []:
+        lines.append("  note: %s" % note)
+    return lines
+
+
 def run(argv):
-    """``python -m converters.tf2.npu FILE.tflite [--strict] [--json]``: NPU readiness of an existing .tflite."""
+    """``python -m converters.tf2.npu FILE.tflite [--target NAME ...] [--strict] [--json] [--out-dir DIR]``:
+    NPU readiness of an existing .tflite (``nox -s npu`` runs it in tf2)."""
     import argparse
     import json
+    import os
 
-    parser = argparse.ArgumentParser(
-        prog="python -m converters.tf2.npu",
-        description="Is every op and tensor of this .tflite int8 (ready for an int8 NPU)? Runs in tf2.")
+    from converters.tf2 import npu_targets
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            _usage_error(message)
+
+    parser = Parser(
+        prog="nox -s npu --",
+        description="Is every op and tensor of this .tflite int8, and which of its ops run on each NPU target "
+                    "(Arm Vela for Ethos-U, the VX delegate's rules for the i.MX 8M Plus)? Runs in tf2.")
     parser.add_argument("model", help="a .tflite file")
-    parser.add_argument("--strict", action="store_true", help="exit 2 unless the model is fully int8")
+    parser.add_argument("--target", action="append", metavar="NAME",
+                        help="an NPU target (repeatable; default %s): %s" % (
+                            npu_targets.DEFAULT, ", ".join(npu_targets.TARGETS)))
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 10 unless the model is fully int8 and every op of every target runs on the NPU")
     parser.add_argument("--json", action="store_true", help="print the assessment as JSON")
+    parser.add_argument("--out-dir", metavar="DIR", help="keep the models Vela compiles here")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    result = check(args.model, strict=args.strict)
+    targets = []
+    for name in args.target or [npu_targets.DEFAULT]:
+        target = npu_targets.canonical(name)
+        if target is None:
+            _usage_error("unknown --target %r (known: %s)" % (name, ", ".join(npu_targets.TARGETS)))
+        if target not in targets:
+            targets.append(target)
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    summary = read_model(args.model)
+    if not any(t["dtype"] in (INT8, "uint8") and t.get("scales") for t in summary["tensors"]):
+        from converters.errors import NotInt8Error
+
+        raise NotInt8Error("%s has no quantized int8 tensor: it is a float model, not an int8 one." % args.model,
+                           step="npu",
+                           hint="Convert it to full int8 first (nox -s convert -- MODEL --calib DATA), then check "
+                                "the model_int8.tflite it writes.")
+    result = assess(summary["ops"], summary["tensors"], summary["inputs"], summary["outputs"])
+    result["weights"] = weight_granularity(summary)
+    result["targets"] = assess_targets(args.model, targets, args.out_dir, summary=summary)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -263,11 +417,18 @@ def run(argv):
         print("ops: %s" % ", ".join("%s x%d" % item for item in sorted(result["ops"].items())))
         for problem in result["problems"]:
             print("problem: %s" % problem)
+        for entry in result["targets"]:
+            print("\n".join(format_entry(entry)))
+    if args.strict:
+        strict_check(result)
     return 0
 
 
 if __name__ == "__main__":
+    import os
     import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from converters.cli import main
 

@@ -3,10 +3,17 @@
 For whom: the conversion step (``converters.tf2.tflite_convert``); ``tf2`` environment only. Two cases:
 
 - ``for_tf2_model``: a TF 2.x model given with ``--model``. Its run folder is prepared here: the probe
-  batch drawn from ``--calib`` (probe.npz), the model's float outputs on it in TF 2.x
-  (reference_tf2.npz, ``converters.tf2.reference``) and manifest.json (model, environment, probe).
+  batch drawn from ``--probe``, else from ``--calib`` (the last ``--probe-samples`` of its seeded
+  permutation: ``converters.shared.calibration.draw_probe``, as the legacy re-save step draws it)
+  (probe.npz), the model's float outputs on it in TF 2.x (reference_tf2.npz, ``converters.tf2.reference``)
+  and manifest.json (model, environment, probe).
 - ``from_run_folder``: a run folder already filled by the legacy re-save step (manifest.json,
   probe.npz, reference_<origin>.npz): read back, and ``--calib`` defaults to the probe's own images.
+
+Either way ``Prepared`` says how calibration keeps clear of the probe: ``reserve_probe`` (calibration
+draws from the probe's own source: leave the tail of the permutation to the probe) and ``probe_keys``
+(the probe samples' content hashes: calibration skips any sample equal to one, and the overlap reported
+in ``data`` is counted against them).
 
 What can go wrong: ``UsageError`` (no calibration data), ``InputFileError`` (the run folder lacks its
 reference outputs), ``CalibrationDataError`` (from the probe data).
@@ -37,13 +44,31 @@ class Prepared:
     calib: str | None  # calibration data (``--calib``, or the probe's own images for a run folder)
     preprocess: str
     timings: dict
+    probe_keys: list = dataclasses.field(default_factory=list)  # [(source key, sample key)] per probe sample
+    reserve_probe: int = 0  # calibration shares the probe's source: the permutation's last N are the probe's
+    calib_seed: int | None = None  # the seed of that shared permutation (the probe's)
+    probe_data: dict = dataclasses.field(default_factory=dict)  # {"source", "count"} for report.json data
 
 
-def for_tf2_model(out_dir, model_path, source, calib, preprocess, probe_samples, seed):
+def _same_source(a, b):
+    if not a or not b:
+        return False
+    if calibration_builtin(a) or calibration_builtin(b):
+        return calibration_builtin(a) and calibration_builtin(b)
+    return os.path.realpath(str(a)) == os.path.realpath(str(b))
+
+
+def calibration_builtin(path):
+    return str(path) == "skimage"
+
+
+def for_tf2_model(out_dir, model_path, source, calib, preprocess, probe_samples, seed, probe=None):
     """Write manifest.json, probe.npz and reference_tf2.npz for a TF 2.x model into ``out_dir``.
 
     ``source``: the loaded ``converters.tf2.sources.Source``; ``calib``: the ``--calib`` value (required);
-    ``preprocess``: the ``--preprocess`` value (default raw). Returns a ``Prepared`` (origin ``tf2``).
+    ``preprocess``: the ``--preprocess`` value (default raw); ``probe``: the ``--probe`` value (a separate
+    probe source; without it the probe is the tail of ``calib``'s permutation). Returns a ``Prepared``
+    (origin ``tf2``).
     """
     from converters.shared import calibration
     from converters.tf2 import reference
@@ -55,20 +80,27 @@ def for_tf2_model(out_dir, model_path, source, calib, preprocess, probe_samples,
                               "built-in sample photos (a demo, not your data).")
     preprocess = preprocess or "raw"
     started = time.perf_counter()
-    probe = calibration.load_probe(calib, source.input_shape, preprocess, probe_samples, seed)
-    references = reference.float_reference(source, probe)
+    shared = not probe or _same_source(probe, calib)
+    drawn = calibration.draw_probe(probe if probe else calib, source.input_shape, preprocess, probe_samples, seed,
+                                   shared=shared, input_name=source.inputs[0]["name"])
+    probe_array = drawn.array
+    references = reference.float_reference(source, probe_array)
     timings = {"reference": round(time.perf_counter() - started, 2)}
-    runfolder.write_arrays(os.path.join(out_dir, runfolder.PROBE), {source.inputs[0]["name"]: probe})
+    runfolder.write_arrays(os.path.join(out_dir, runfolder.PROBE), {source.inputs[0]["name"]: probe_array})
     runfolder.write_arrays(os.path.join(out_dir, runfolder.reference_name("tf2")), references)
+    probe_info = {"source": "calibration" if shared else "probe", "preprocess": preprocess}
+    probe_info.update(drawn.describe())
     manifest = {
         "schema_version": runfolder.SCHEMA_VERSION,
         "model": {"path": os.path.abspath(model_path), "sha256": sha256_any(model_path),
                   "inputs": source.inputs, "outputs": source.outputs, "route": source.kind},
         "origin": environment_fingerprint(),
-        "probe": {"source": calib, "preprocess": preprocess, "samples": int(len(probe)), "seed": seed},
+        "probe": probe_info,
     }
     runfolder.write_json(os.path.join(out_dir, runfolder.MANIFEST), manifest)
-    return Prepared(probe, [references[o["name"]] for o in source.outputs], "tf2", calib, preprocess, timings)
+    return Prepared(probe_array, [references[o["name"]] for o in source.outputs], "tf2", calib, preprocess, timings,
+                    probe_keys=drawn.keys, reserve_probe=len(drawn.indices) if shared else 0, calib_seed=seed,
+                    probe_data={"source": probe_info["path"], "count": int(len(probe_array))})
 
 
 def from_run_folder(run_dir, calib, preprocess):
@@ -95,7 +127,16 @@ def from_run_folder(run_dir, calib, preprocess):
         raise UsageError("no calibration data (--calib), and the run folder's probe was not made from "
                          "images (%s)." % probe_cfg.get("source"), step="calibrate",
                          hint="Give --calib with representative images and --preprocess as in training.")
-    return Prepared(probe, references, origin, calib, preprocess, {})
+    from converters.shared import calibration
+
+    keys = calibration.probe_keys(probe, probe_cfg.get("source_sha256"))
+    # calibration from the probe's own source: leave the probe's tail of the same permutation to it
+    shared = probe_cfg.get("source") == "calibration" and _same_source(calib, probe_cfg.get("path"))
+    data_source = probe_cfg.get("path") or probe_cfg.get("source") or "random_uniform"
+    return Prepared(probe, references, origin, calib, preprocess, {}, probe_keys=keys,
+                    reserve_probe=len(probe_cfg.get("indices") or []) if shared else 0,
+                    calib_seed=probe_cfg.get("seed") if shared else None,
+                    probe_data={"source": data_source, "count": int(len(probe))})
 
 
 def pick(arrays, names):

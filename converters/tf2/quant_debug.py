@@ -10,9 +10,16 @@ than rounding would explain: clipped ranges, outliers in the activation, or an o
 kernel. Those are flagged; they are the candidates for keeping in float (``--allow-float-ops``
 plus denylisting) or for fixing in the model.
 
-What can go wrong: the debugger needs the converter (not the .tflite) and calibrates once more, so it
-costs about one more conversion; it fails on some graphs (e.g. frozen-graph converters of old TF
-versions). Failures do not stop the conversion: ``debug_layers`` returns an ``error`` instead.
+Reuse: given the conversion's calibrated model (``calibrated_model``: the float model with the min/max the
+calibration recorded over every calibration sample, kept by ``converters.tf2.calibrate``), the debugger
+instruments exactly the model that was written, and neither converts the graph again nor calibrates
+again: it makes the instrumented model with the same ``mlir_quantize`` call TensorFlow's debugger makes
+from a converter (``enable_numeric_verify=True``, float I/O) and runs the debug samples through it.
+Without it (a converter whose calibration stage could not be replaced) it falls back to TensorFlow's own
+route: the converter converts and calibrates once more, on the debug samples only.
+
+What can go wrong: the debugger fails on some graphs (e.g. frozen-graph converters of old TF versions).
+Failures do not stop the conversion: ``debug_layers`` returns an ``error`` instead.
 """
 
 import csv
@@ -25,11 +32,14 @@ FLAG_ABOVE = 0.7
 DEFAULT_DEBUG_SAMPLES = 8
 
 
-def debug_layers(converter, dataset):
-    """Run the debugger on ``converter`` (configured for int8, as in ``converters.tf2.quantize.configure``).
+def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False):
+    """Run the debugger on the conversion's ``calibrated_model`` (bytes; see "Reuse" above) or, when it is
+    None, on ``converter`` (configured for int8, as in ``converters.tf2.quantize.debug_converter``).
 
-    ``dataset``: a generator function yielding [sample]. Returns {layers: [{name, op, tensor_index,
-    scale, rmse_over_scale, flagged}], flagged: [...names], seconds} or {error, seconds} on failure.
+    ``dataset``: a generator function yielding [sample]; ``per_tensor``: the conversion's weight
+    granularity (``_experimental_disable_per_channel``). Returns {layers: [{name, op, tensor_index,
+    scale, rmse_over_scale, flagged}], flagged: [...names], seconds, reused_calibration} or {error,
+    seconds} on failure.
     """
     import tensorflow as tf
 
@@ -37,7 +47,11 @@ def debug_layers(converter, dataset):
     try:
         # the debugger runs tf.lite.Interpreter internally, which warns that it is deprecated
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+        if calibrated_model is not None:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                quant_debug_model_content=instrumented_model(calibrated_model, per_tensor), debug_dataset=dataset)
+        else:
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
         debugger.run()
         buffer = io.StringIO()
         debugger.layer_statistics_dump(buffer)
@@ -46,7 +60,17 @@ def debug_layers(converter, dataset):
                 "seconds": round(time.perf_counter() - started, 2), "layers": []}
     layers = parse_statistics(buffer.getvalue())
     return {"layers": layers, "flagged": [layer["name"] for layer in layers if layer["flagged"]],
-            "seconds": round(time.perf_counter() - started, 2), "flag_above": FLAG_ABOVE}
+            "seconds": round(time.perf_counter() - started, 2), "flag_above": FLAG_ABOVE,
+            "reused_calibration": calibrated_model is not None}
+
+
+def instrumented_model(calibrated_model, per_tensor=False):
+    """The debugger's instrumented model from a calibrated one: the call TensorFlow's
+    ``QuantizationDebugger._init_from_converter`` makes (TF 2.21), with its default options."""
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_quantize(calibrated_model, disable_per_channel=per_tensor, fully_quantize=False,
+                                 enable_numeric_verify=True, denylisted_ops=None, denylisted_nodes=None)
 
 
 def parse_statistics(text):

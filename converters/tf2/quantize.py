@@ -11,7 +11,9 @@ default: the same as ``io``; e.g. ``io=int8, output_io=float32`` keeps an int8 i
 pipeline and gives float scores), ``per_tensor`` (one weight scale per tensor instead of per output
 channel, for NPUs whose compiler wants it; checked in the written file), ``allow_float_ops`` (lets the
 converter keep ops that have no int8 kernel in float; never silent: without it such an op is a
-``ConversionError`` naming the op).
+``ConversionError`` naming the op), ``jobs`` (calibration processes, default the number of cores:
+``converters.tf2.calibrate`` calibrates the samples in shards and merges them exactly, so the file is
+byte-identical to TensorFlow's one-process calibration).
 
 What can go wrong: ``ConversionError`` (the converter fails, an op cannot be int8, or the written file is
 not what was asked for), ``UsageError`` (an unknown I/O type), ``CalibrationDataError`` (raised by the
@@ -43,6 +45,7 @@ class ConversionOptions:
     output_io: str | None = None
     per_tensor: bool = False
     allow_float_ops: bool = False
+    jobs: int | None = None  # calibration processes (converters.tf2.calibrate); None: the number of cores
 
     def __post_init__(self):
         if self.output_io is None:
@@ -100,16 +103,25 @@ def ops_named_in(message):
 
 
 def _convert_once(source, representative_dataset, options):
+    """One conversion; returns (content, calibration hook or None). Calibration runs on every core
+    (``converters.tf2.calibrate``): the int8 file is byte-identical to TensorFlow's one-core calibration."""
+    from converters.tf2 import calibrate
+
     converter = configure(source.build(), representative_dataset, options)
-    return converter.convert()
+    hook = calibrate.install(converter, options.jobs)
+    return converter.convert(), hook
 
 
-def convert(source, output_path, representative_dataset, options, float_output_path=None):
+def convert(source, output_path, representative_dataset, options, float_output_path=None, artifacts=None):
     """Convert ``source`` (a ``Source``) to a full-int8 .tflite at ``output_path`` (written atomically).
 
     Returns (result, used source). result: route, attempts [{route, seconds, status, error?}], seconds,
     size_bytes, float size (when ``float_output_path`` is given, a float32 conversion is written there for
-    the size comparison), input/output dtypes, weight granularity, ``npu`` readiness. Raises
+    the size comparison; it is the float model the int8 conversion made, not a second conversion),
+    input/output dtypes, weight granularity, ``npu`` readiness, ``calibration_run`` (shards and the
+    seconds of graph conversion, calibration and quantization). ``artifacts``: a dict that receives
+    ``calibrated_model`` (the float model with the calibration's min/max, for the per-layer debugger,
+    ``converters.tf2.quant_debug``), when given. Raises
     ``ConversionError`` when every route fails (the message names ops that could not be int8) or when the
     written file has float ops without ``allow_float_ops``; a refused file never replaces ``output_path``.
     """
@@ -118,6 +130,7 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     if source.fallback is not None:
         candidates.append(source.fallback)
     content = None
+    hook = None
     used = None
     last_error = None
     for candidate in candidates:
@@ -130,7 +143,7 @@ def convert(source, output_path, representative_dataset, options, float_output_p
                 continue
         started = time.perf_counter()
         try:
-            content = _convert_once(candidate, representative_dataset, options)
+            content, hook = _convert_once(candidate, representative_dataset, options)
         except Exception as exc:  # noqa: BLE001 - converter errors come as many types
             seconds = time.perf_counter() - started
             message = str(exc)
@@ -189,7 +202,26 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         "per_tensor": options.per_tensor,
         "allow_float_ops": options.allow_float_ops,
     }
-    if float_output_path:
+    if hook is not None and hook.info is not None:
+        # where the int8 conversion's time went: graph -> float TFLite, calibration, quantization
+        calibration = dict(hook.info)
+        calibration["quantize_seconds"] = hook.quantize_seconds
+        calibration["graph_seconds"] = round(max(0.0, attempts[-1]["seconds"] - calibration.get(
+            "spool_seconds", 0) - calibration.get("calibrate_seconds", 0) - (hook.quantize_seconds or 0)), 2)
+        result["calibration_run"] = calibration
+        if artifacts is not None:
+            artifacts["calibrated_model"] = hook.calibrated_model
+    float_content = hook.float_tflite() if (float_output_path and hook is not None) else None
+    if float_content is not None:
+        # the float model the int8 conversion made before calibrating: the same graph as a separate
+        # float conversion (same ops, tensors and outputs), so the graph is not converted twice
+        started = time.perf_counter()
+        runfolder.write_bytes(float_output_path, float_content)
+        result["float_path"] = os.path.basename(float_output_path)
+        result["float_size_bytes"] = len(float_content)
+        result["float_seconds"] = round(time.perf_counter() - started, 2)
+        result["float_reused"] = True
+    elif float_output_path:
         started = time.perf_counter()
         try:
             converter = used.build()

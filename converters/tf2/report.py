@@ -5,8 +5,15 @@ jinja2; the HTML has its CSS inline and its plots as base64 PNG, so it can be ma
 
 Reads whatever the run folder holds and reports what is missing rather than failing: manifest.json
 (model, origin, timings of the re-save), parity_*.json (one parity matrix cell each, written by
-``converters.shared.parity``), tflite.json / npu.json / layers.json (the conversion step). report.json keys
-(README.md, "What a run writes"): model, origin, parity, tflite, npu, layers, timings {step: seconds}.
+``converters.shared.parity``), tflite.json / npu.json / layers.json / eval.json (the conversion step).
+report.json keys (README.md, "What a run writes"): model, origin, data, parity, tflite, npu, layers, eval
+(with ``--eval``), timings {step: seconds}.
+
+``data``: ``{"calibration": {"source", "count", ...}, "probe": {"source", "count"}, "overlap"}``, the sets
+the conversion step actually used; ``overlap`` is the number of calibration samples equal to a probe
+sample by content hash, counted in that step (``converters.tf2.tflite_convert.data_section``).
+``eval``: ``converters.tf2.evaluate`` (samples, float_top1, int8_top1, drop_points, drop_ci95, flipped,
+top-5, per-environment float figures, the classes that lose most).
 
 What can go wrong: ``InputFileError`` when the folder has no manifest.json (nothing to report on).
 """
@@ -30,6 +37,35 @@ def _read(path):
     return runfolder.read_json(path) if os.path.exists(path) else None
 
 
+def hazard_lines(parity):
+    """The known upgrade hazards of the mismatching cells, in words (``converters.shared.hazards``)."""
+    lines = []
+    for cell in parity:
+        for hazard in cell.get("hazards") or []:
+            lines += ["", "**%s: known hazard `%s` at layer `%s`** (%s). %s" % (
+                cell.get("env"), hazard["id"], hazard["layer"], hazard.get("matched", ""), hazard["explanation"]),
+                "", "What to do: %s" % hazard["fix"]]
+        if cell.get("hazard_note"):
+            lines += ["", "**%s**: %s." % (cell.get("env"), cell["hazard_note"])]
+    return lines
+
+
+def migration_lines(migration):
+    """What the Keras 3 migration (model.keras) did, in words."""
+    if not migration:
+        return []
+    if migration.get("status") != "migrated":
+        return ["", "Keras 3 migration: not written (%s)." % migration.get("error")]
+    lines = ["", "Keras 3 migration: `%s` (Keras %s; load it with `keras.saving.load_model(\"model.keras\")`, "
+                 "no custom objects)." % (migration.get("path"), migration.get("keras"))]
+    if migration.get("renamed"):
+        lines.append("Renamed layers (Keras 3 refuses '/'): %d, e.g. %s." % (len(migration["renamed"]), ", ".join(
+            "`%s` -> `%s`" % item for item in sorted(migration["renamed"].items())[:5])))
+    for fix in migration.get("fixes") or []:
+        lines.append("- `%s` (%s): %s" % (fix["layer"], fix["hazard"], fix["how"]))
+    return lines
+
+
 def collect(run_dir):
     """Gather the run folder's results into the report.json dict (README's keys plus details)."""
     manifest = _read(os.path.join(run_dir, runfolder.MANIFEST))
@@ -42,6 +78,7 @@ def collect(run_dir):
         cell = runfolder.read_json(path)
         if isinstance(cell, dict):
             parity.append(cell)
+    migration = _read(os.path.join(run_dir, "migration.json"))  # converters.tf2.migrate (model.keras)
     tflite_raw = _read(os.path.join(run_dir, "tflite.json")) or {}
     tflite = {key: tflite_raw.get(key) for key in TFLITE_KEYS}
     for key, value in tflite_raw.items():
@@ -57,6 +94,12 @@ def collect(run_dir):
         timings["resave_" + key[:-2] if key.endswith("_s") else key] = value
     for key, value in (tflite_raw.get("timings") or {}).items():
         timings[key] = value
+    data = tflite_raw.get("data")
+    if data is None:  # a failed conversion: at least the probe the run folder holds
+        probe = manifest.get("probe") or {}
+        data = {"calibration": None, "overlap": None,
+                "probe": {"source": probe.get("path") or probe.get("source"), "count": probe.get("samples")}}
+    tflite.pop("data", None)
     report = {
         "schema_version": runfolder.SCHEMA_VERSION,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -65,17 +108,25 @@ def collect(run_dir):
                   "outputs": model.get("outputs") or [], "parameters": model.get("parameters"),
                   "route": model.get("route"), "frozen_graph": bool(model.get("frozen_graph"))},
         "origin": manifest.get("origin") or {},
-        "probe": manifest.get("probe") or {},
+        "probe": _probe_summary(manifest.get("probe") or {}),
+        "data": data,
         "parity": parity,
+        "migration": migration,
         "tflite": tflite,
         "npu": npu,
         "layers": layers,
         "layers_info": {k: v for k, v in layers_raw.items() if k != "layers"},
+        "eval": _read(os.path.join(run_dir, "eval.json")),
         "timings": timings,
         # whether the steps ran without network (converters.steps.StepRunner.sandbox, written by the host)
         "sandbox": _read(os.path.join(run_dir, "sandbox.json")),
     }
     return report
+
+
+def _probe_summary(probe):
+    """manifest.json's probe without its per-sample lists (indices, hashes: they stay in the manifest)."""
+    return {k: v for k, v in probe.items() if k not in ("indices", "source_sha256", "sample_sha256")}
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -198,12 +249,23 @@ def summary(report):
                       "good" if tflite.get("status") == "match" else "bad"))
     else:
         cards.append(("Int8 conversion", tflite.get("status") or "not run", tflite.get("error") or "", "bad"))
+    evaluation = report.get("eval")
+    if evaluation:
+        low, high = evaluation.get("drop_ci95") or (None, None)
+        cards.append(("Held-out accuracy", "%s %% → %s %%" % (fmt(evaluation.get("float_top1"), 1),
+                                                           fmt(evaluation.get("int8_top1"), 1)),
+                      "top-1 float → int8 on %d samples; drop %s points (95 %% CI %s to %s); %d flipped"
+                      % (evaluation.get("samples"), fmt(evaluation.get("drop_points"), 2), fmt(low, 2), fmt(high, 2),
+                         evaluation.get("flipped")),
+                      "good" if (high is not None and high <= 1.0) else "warn"))
     npu = report["npu"]
     if npu:
         tone = {"ready": "good", "partial": "warn"}.get(npu.get("verdict"), "bad")
         cards.append(("NPU readiness", (npu.get("verdict") or "-").replace("_", " "),
                       "%d problem(s)" % len(npu.get("problems") or []) if npu.get("problems") else "every tensor int8",
                       tone))
+        for entry in npu.get("targets") or []:
+            cards.append(target_card(entry))
     if tflite.get("size_bytes"):
         detail = ""
         if tflite.get("float_size_bytes"):
@@ -211,6 +273,55 @@ def summary(report):
                                                      tflite["float_size_bytes"] / float(tflite["size_bytes"]))
         cards.append(("Int8 model size", human_size(tflite["size_bytes"]), detail, "none"))
     return cards
+
+
+def target_card(entry):
+    """The summary card of one --npu-target entry: share of ops on the NPU, estimated time."""
+    title = "NPU %s" % entry.get("target")
+    if entry.get("status") != "ok":
+        return title, "not compiled", entry.get("error") or "", "bad"
+    value = "%d/%d ops on NPU" % (entry.get("ops_on_npu") or 0, entry.get("ops_total") or 0)
+    detail = entry.get("compiler") or ""
+    if entry.get("estimated_ms") is not None:
+        detail = "~%s ms (Vela estimate, %s)" % (fmt(entry["estimated_ms"], 3), entry.get("system_config"))
+    tone = "good" if not entry.get("ops_on_cpu") and not entry.get("ops_unknown") else (
+        "bad" if entry.get("ops_on_cpu") else "warn")
+    return title, value, detail, tone
+
+
+def target_markdown(entry):
+    """report.md's lines for one --npu-target entry."""
+    lines = ["", "### %s — %s" % (entry.get("target"), entry.get("compiler")), ""]
+    if entry.get("description"):
+        lines.append(entry["description"] + ".")
+        lines.append("")
+    if entry.get("status") != "ok":
+        lines.append("Not compiled: %s" % entry.get("error"))
+        return lines
+    lines += ["| key | value |", "|---|---|"]
+    lines.append("| ops on the NPU | %s of %s (%s %%) |" % (
+        entry.get("ops_on_npu"), entry.get("ops_total"), fmt(100.0 * (entry.get("npu_ops_fraction") or 0.0), 1)))
+    if entry.get("npu_macs_fraction") is not None:
+        lines.append("| MACs on the NPU | %s %% of %s |" % (fmt(100.0 * entry["npu_macs_fraction"], 1),
+                                                          fmt(entry.get("model_macs"))))
+    for key, label in (("estimated_ms", "estimated time (ms)"), ("system_config", "system config"),
+                       ("memory_mode", "memory mode"), ("clock_hz", "NPU clock (Hz)"), ("sram_bytes", "SRAM (bytes)"),
+                       ("dram_bytes", "DRAM (bytes)"), ("flash_bytes", "flash (bytes)"),
+                       ("compiled_model", "compiled model")):
+        if entry.get(key) is not None:
+            lines.append("| %s | %s |" % (label, fmt(entry[key])))
+    rows = [("CPU", o) for o in entry.get("ops_on_cpu") or []] + [("unknown", o) for o in entry.get("ops_unknown") or []]
+    if rows:
+        lines += ["", "| runs on | op | output tensor | reason |", "|---|---|---|---|"]
+        for where, op in rows:
+            lines.append("| %s | %s | %s | %s |" % (where, op.get("op"), str(op.get("name")).replace("|", "/"),
+                                                     str(op.get("reason")).replace("|", "/")))
+    else:
+        lines += ["", "Every op runs on the NPU."]
+    for note in entry.get("notes") or []:
+        lines.append("")
+        lines.append("> %s" % note)
+    return lines
 
 
 def io_rows(tflite):
@@ -235,6 +346,7 @@ def render_markdown(report):
     lines = ["# tfbridge report: %s" % model_name, "", "Generated %s." % report["generated"], ""]
     for title, value, detail, _ in summary(report):
         lines.append("- **%s**: %s%s" % (title, value, (" (%s)" % detail) if detail else ""))
+    lines += ["", "## Data", ""] + data_lines(report.get("data"))
     lines += ["", "## Parity across TensorFlow versions", ""]
     if report["parity"]:
         lines += ["| env | runtime | status | max abs | cosine | top-1 | note |", "|---|---|---|---|---|---|---|"]
@@ -244,6 +356,7 @@ def render_markdown(report):
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 p.get("env"), p.get("runtime", "-"), p.get("status"), fmt(p.get("max_abs")), fmt(p.get("cosine"), 6),
                 fmt(p.get("top1_agreement"), 3), str(note).replace("|", "/")))
+        lines += hazard_lines(report["parity"]) + migration_lines(report.get("migration"))
     else:
         lines.append("Not run for this model.")
     t = report["tflite"]
@@ -255,6 +368,7 @@ def render_markdown(report):
             lines.append("| %s | %s |" % (key, fmt(t.get(key))))
     if t.get("error"):
         lines += ["", "**Conversion error:** %s" % t["error"]]
+    lines += ["", "## Accuracy on held-out data (--eval)", ""] + eval_lines(report.get("eval"))
     npu = report["npu"]
     lines += ["", "## NPU readiness", ""]
     if npu:
@@ -264,6 +378,8 @@ def render_markdown(report):
         lines += ["", "| op | count |", "|---|---|"]
         for name, count in sorted((npu.get("ops") or {}).items()):
             lines.append("| %s | %d |" % (name, count))
+        for entry in npu.get("targets") or []:
+            lines += target_markdown(entry)
     else:
         lines.append("Not assessed.")
     lines += ["", "## Per-layer quantization error (RMSE / scale, LSB)", ""]
@@ -287,6 +403,71 @@ def render_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def data_lines(data):
+    """report.md's data section: where calibration and probe came from, how many, their overlap."""
+    if not data:
+        return ["Not recorded."]
+    calibration, probe = data.get("calibration") or {}, data.get("probe") or {}
+    lines = ["| set | source | samples |", "|---|---|---|",
+             "| calibration | `%s` | %s |" % (calibration.get("source", "-"), fmt(calibration.get("count"))),
+             "| probe | `%s` | %s |" % (probe.get("source", "-"), fmt(probe.get("count")))]
+    lines += ["", "Overlap (calibration samples equal to a probe sample, by content hash): **%s**."
+              % fmt(data.get("overlap"))]
+    if data.get("split"):
+        lines.append("Split: %s." % data["split"])
+    if calibration.get("note"):
+        lines.append("Note: %s" % calibration["note"])
+    return lines
+
+
+def eval_rows(evaluation):
+    """(model, environment, top-1, top-5) rows of the eval table: the origin's float, tf2's float, int8."""
+    rows = []
+    by_env = evaluation.get("float_by_env") or {}
+    origin = evaluation.get("origin_env")
+    if origin and origin != "tf2" and origin in by_env:
+        rows.append(("float", "%s (origin)" % origin, by_env[origin].get("top1"), by_env[origin].get("top5")))
+    rows.append(("float", "tf2" + (" (origin)" if origin in (None, "tf2") else ""), evaluation.get("float_top1"),
+                 evaluation.get("float_top5")))
+    rows.append(("int8", "tf2, %s" % evaluation.get("int8_runtime", "LiteRT"), evaluation.get("int8_top1"),
+                 evaluation.get("int8_top5")))
+    return rows
+
+
+def eval_lines(evaluation):
+    """report.md's eval section: the accuracy table, the drop with its interval, flips, losing classes."""
+    if not evaluation:
+        return ["Not run (give --eval with labelled held-out data)."]
+    has_top5 = evaluation.get("float_top5") is not None
+    lines = ["%d labelled samples, %d classes, from `%s`." % (evaluation.get("samples"), evaluation.get("classes"),
+                                                              evaluation.get("source")), "",
+             "| model | environment | top-1 %%%s |" % (" | top-5 %" if has_top5 else ""),
+             "|---|---|---|%s" % ("---|" if has_top5 else "")]
+    for model, env, top1, top5 in eval_rows(evaluation):
+        lines.append("| %s | %s | %s |%s" % (model, env, fmt(top1, 2), (" %s |" % fmt(top5, 2)) if has_top5 else ""))
+    low, high = evaluation.get("drop_ci95") or (None, None)
+    lines += ["", "Int8 drop: **%s points** (95 %% CI %s to %s; %s), %d flipped top-1 predictions." % (
+        fmt(evaluation.get("drop_points"), 2), fmt(low, 2), fmt(high, 2), evaluation.get("ci_method"),
+        evaluation.get("flipped"))]
+    if evaluation.get("origin_vs_tf2_float_flipped") is not None:
+        lines.append("Float top-1 predictions that differ between %s and tf2: %d." % (
+            evaluation.get("origin_env"), evaluation["origin_vs_tf2_float_flipped"]))
+    overlap = evaluation.get("overlap") or {}
+    if overlap.get("calibration") or overlap.get("probe"):
+        lines.append("Warning: %d eval samples are calibration samples and %d are probe samples (by content hash)."
+                     % (overlap.get("calibration", 0), overlap.get("probe", 0)))
+    losing = evaluation.get("classes_losing_most") or []
+    if losing:
+        lines += ["", "| class that loses | samples | float top-1 % | int8 top-1 % | drop (points) |",
+                  "|---|---|---|---|---|"]
+        for row in losing:
+            lines.append("| %s | %d | %s | %s | %s |" % (row["class"], row["samples"], fmt(row["float_top1"], 1),
+                                                         fmt(row["int8_top1"], 1), fmt(row["drop_points"], 1)))
+    else:
+        lines += ["", "No class loses top-1 accuracy in int8."]
+    return lines
+
+
 def render_html(report):
     import jinja2
 
@@ -301,6 +482,7 @@ def render_html(report):
                    key=lambda r: r["rmse_over_scale"], reverse=True)[:8]
     return environment.get_template("report.html.j2").render(
         io_rows=io_rows(tflite),
+        eval_rows=eval_rows(report["eval"]) if report.get("eval") else [],
         r=report,
         model_name=os.path.basename(str(report["model"].get("path") or report["run_dir"]).rstrip("/")),
         cards=summary(report),

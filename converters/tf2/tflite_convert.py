@@ -14,13 +14,14 @@ a failed conversion still writes tflite.json (and npu.json when the file was rej
 """
 
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.keras = Keras 2 (tf_keras): legacy .h5 need it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from converters import runfolder  # noqa: E402
-from converters.errors import ConversionError  # noqa: E402
+from converters.errors import CalibrationDataError, ConversionError  # noqa: E402
 
 STEP_HELP = """Convert a model to full-int8 TFLite inside the tf2 environment and measure it (one run folder).
 
@@ -60,7 +61,8 @@ def run_step(argv):
     out_dir = os.path.abspath(args.out or args.run_dir)
     os.makedirs(out_dir, exist_ok=True)
     options = quantize.ConversionOptions(io=args.io, output_io=args.output_io, per_tensor=args.per_tensor,
-                                         allow_float_ops=args.allow_float_ops)
+                                         allow_float_ops=args.allow_float_ops,
+                                         jobs=getattr(args, "jobs", None))  # issue 13: calibration shards
     timings = {}
     with sources.scratch_dir() as workdir:
         started = time.perf_counter()
@@ -68,21 +70,48 @@ def run_step(argv):
         timings["load"] = round(time.perf_counter() - started, 2)
         if args.model:
             prepared = prepare.for_tf2_model(out_dir, args.model, source, args.calib, args.preprocess,
-                                             args.probe_samples, args.seed)
+                                             args.probe_samples, args.seed, probe=args.probe)
         else:
             prepared = prepare.from_run_folder(run_dir, args.calib, args.preprocess)
         timings.update(prepared.timings)
         input_name = source.inputs[0]["name"]
-        calib = calibration.CalibrationSource(prepared.calib, source.input_shape, prepared.preprocess,
-                                              args.calib_samples, args.seed, progress=True, input_name=input_name)
+
+        def calibration_data(samples, progress):
+            # never a probe sample: the probe's tail of a shared source is left out, and any sample equal
+            # to a probe sample by content is skipped (converters.shared.calibration)
+            return calibration.CalibrationSource(
+                prepared.calib, source.input_shape, prepared.preprocess, samples,
+                prepared.calib_seed if prepared.reserve_probe else args.seed, progress=progress,
+                input_name=input_name, reserve_probe=prepared.reserve_probe, exclude=prepared.probe_keys)
+
+        calib = calibration_data(args.calib_samples, True)
+        if calib.shortfall():
+            sys.stderr.write("note: %s\n" % calib.shortfall())
+        data_errors = []
+
+        def representative_dataset():
+            # the converter wraps what its data set raises in its own error: keep ours, to report it as is
+            try:
+                for sample in calib.representative_dataset()():
+                    yield sample
+            except CalibrationDataError as exc:
+                data_errors.append(exc)
+                raise
+
         started = time.perf_counter()
         tflite_path = os.path.join(out_dir, runfolder.TFLITE)
         try:
-            result, used = quantize.convert(source, tflite_path, calib.representative_dataset(), options,
-                                            float_output_path=os.path.join(out_dir, "model_float.tflite"))
+            artifacts = {}  # issue 13: the calibrated model, reused by the per-layer debugger
+            result, used = quantize.convert(source, tflite_path, representative_dataset, options,
+                                            float_output_path=os.path.join(out_dir, "model_float.tflite"),
+                                            artifacts=artifacts)
         except ConversionError as error:
-            _write_failure(out_dir, error, options, timings, calib, args.strict_npu)
+            _write_failure(out_dir, data_errors[0] if data_errors else error, options, timings, calib,
+                           args.strict_npu)
+            if data_errors:  # bad calibration data, not a converter failure (exit 8, step "calibrate")
+                raise data_errors[0] from error
             raise
+        data = data_section(calib, prepared)
         timings["convert"] = round(time.perf_counter() - started, 2)
         timings["convert_int8"] = result["seconds"]
         if "float_seconds" in result:
@@ -92,24 +121,68 @@ def run_step(argv):
         timings["evaluate"] = round(time.perf_counter() - started, 2)
         result["reference_env"] = prepared.origin
         result["calibration"] = calib.describe()
+        result["data"] = data
         readiness = result.pop("npu")
         readiness["strict"] = args.strict_npu
+        started = time.perf_counter()  # --npu-target: Vela per Ethos-U target, the VX op table for imx8mp
+        readiness["targets"] = npu.assess_targets(tflite_path, args.npu_target, out_dir)
+        timings["npu_targets"] = round(time.perf_counter() - started, 2)
         runfolder.write_json(os.path.join(out_dir, "npu.json"), readiness)
         if args.no_layer_debug:
             layers = {"layers": [], "skipped": True}
         else:
-            debug_data = calibration.CalibrationSource(prepared.calib, source.input_shape, prepared.preprocess,
-                                                       quant_debug.DEFAULT_DEBUG_SAMPLES, args.seed,
-                                                       progress=False, input_name=input_name)
-            converter = quantize.debug_converter(used, debug_data.representative_dataset(), options)
-            layers = quant_debug.debug_layers(converter, debug_data.representative_dataset())
+            debug_data = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False)
+            calibrated = artifacts.get("calibrated_model")  # issue 13: no second conversion/calibration
+            converter = None if calibrated else quantize.debug_converter(used, debug_data.representative_dataset(),
+                                                                         options)
+            layers = quant_debug.debug_layers(converter, debug_data.representative_dataset(),
+                                              calibrated_model=calibrated, per_tensor=options.per_tensor)
             timings["layer_debug"] = layers.get("seconds")
         runfolder.write_json(os.path.join(out_dir, "layers.json"), layers)
+        if args.eval:
+            from converters.tf2 import evaluate
+
+            started = time.perf_counter()
+            report = evaluate.evaluate_run(
+                run_dir, args.eval, args.eval_classes, prepared.preprocess, used, tflite_path,
+                os.path.join(out_dir, "model_float.tflite") if result.get("float_path") else None,
+                origin=prepared.origin, known_keys={"calibration": data["calibration_keys"],
+                                                    "probe": prepared.probe_keys})
+            runfolder.write_json(os.path.join(out_dir, evaluate.EVAL_FILE), report)
+            timings["eval"] = round(time.perf_counter() - started, 2)
+        data.pop("calibration_keys")
         result["timings"] = timings
         runfolder.write_json(os.path.join(out_dir, "tflite.json"), result)
         if args.strict_npu:
-            npu.check(tflite_path, strict=True)
+            npu.strict_check(readiness)
     return 0
+
+
+def data_section(calib, prepared):
+    """report.json's ``data``: the calibration set the converter saw, the probe, and their overlap counted
+    by content hash of the samples (source item and preprocessed sample) - computed, not assumed.
+
+    ``calibration_keys`` (the calibration samples' hashes) is for the eval step and is dropped before
+    the section is written.
+    """
+    from converters.shared import calibration
+
+    keys = list(calib.yielded_keys)
+    described = calib.describe()
+    section = {
+        "calibration": {"source": described["source"], "count": len(keys), "requested": calib.requested,
+                        "available": calib.available, "seed": calib.seed,
+                        "excluded_as_probe": described["excluded_as_probe"]},
+        "probe": dict(prepared.probe_data),
+        "overlap": calibration.count_overlap(keys, prepared.probe_keys),
+        "split": ("one seeded permutation of %s: calibration its first samples, the probe its last %d"
+                  % (described["source"], prepared.reserve_probe)) if prepared.reserve_probe
+        else "separate sources (calibration samples equal to a probe sample by content are skipped)",
+        "calibration_keys": keys,
+    }
+    if calib.shortfall():
+        section["calibration"]["note"] = calib.shortfall()
+    return section
 
 
 def _write_failure(out_dir, error, options, timings, calib, strict_npu):
@@ -126,8 +199,6 @@ def _write_failure(out_dir, error, options, timings, calib, strict_npu):
 
 
 if __name__ == "__main__":
-    import sys
-
     from converters.cli import main
 
     sys.exit(main(run_step, step="convert"))

@@ -81,12 +81,22 @@ def run(path, inputs, threads=2):
     Returns (dequantized outputs [array (N, ...)] in the model's output order, raw outputs, interpreter).
     """
     interpreter = make_interpreter(path, threads)
+    dequantized, raw = run_batch(interpreter, inputs)
+    return dequantized, raw, interpreter
+
+
+def run_batch(interpreter, inputs, what="probe"):
+    """Run an allocated interpreter on float ``inputs`` (N, ...) or a list of arrays, one sample at a time.
+
+    Returns (dequantized outputs, raw outputs), each a list in the model's output order. For batches of
+    any data (the probe, ``--eval`` batches) with one interpreter kept across them.
+    """
     input_details = interpreter.get_input_details()
     output_details = interpreter.get_output_details()
     if not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
     if len(inputs) != len(input_details):
-        raise CalibrationDataError("the model has %d inputs, the probe %d." % (len(input_details), len(inputs)),
+        raise CalibrationDataError("the model has %d inputs, the %s %d." % (len(input_details), what, len(inputs)),
                                    step="run")
     count = len(inputs[0])
     dequantized = [[] for _ in output_details]
@@ -96,15 +106,15 @@ def run(path, inputs, threads=2):
             sample = np.asarray(array[index:index + 1], np.float32)
             if tuple(sample.shape) != tuple(detail["shape"]):
                 raise CalibrationDataError(
-                    "probe sample shape %s does not fit the model input %s."
-                    % (sample.shape, list(detail["shape"])), step="run")
+                    "%s sample shape %s does not fit the model input %s."
+                    % (what, sample.shape, list(detail["shape"])), step="run")
             interpreter.set_tensor(detail["index"], quantize(sample, detail))
         interpreter.invoke()
         for k, detail in enumerate(output_details):
             value = interpreter.get_tensor(detail["index"]).copy()
             raw[k].append(value)
             dequantized[k].append(dequantize(value, detail))
-    return [np.concatenate(d) for d in dequantized], [np.concatenate(r) for r in raw], interpreter
+    return [np.concatenate(d) for d in dequantized], [np.concatenate(r) for r in raw]
 
 
 def output_scale(detail, summary=None):

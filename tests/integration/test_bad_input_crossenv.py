@@ -213,8 +213,9 @@ def test_bad_calibration_data_is_one_paragraph(inputs, tmp_path, case):
     name, words, preflight = CALIB_CASES[case]
     out = tmp_path / "run"
     started = time.time()
+    # the probe from a separate source: these tiny calibration sets could not also give one
     result = tfbridge("converters.convert", inputs / "tf2.h5", "--calib", inputs / "calib" / name,
-                      "--calib-samples", "8", "--no-layer-debug", "--out", out)
+                      "--probe", "skimage", "--calib-samples", "8", "--no-layer-debug", "--out", out)
     seconds = time.time() - started
     assert_paragraph(result, *words)
     assert result.returncode == 8  # CalibrationDataError
@@ -227,7 +228,8 @@ def test_bad_calibration_data_is_one_paragraph(inputs, tmp_path, case):
 def test_mixed_image_sizes_and_channels_are_resized_and_converted(inputs, tmp_path):
     out = tmp_path / "run"
     result = tfbridge("converters.convert", inputs / "tf2.h5", "--calib", inputs / "calib" / "mixed",
-                      "--preprocess", "unit", "--calib-samples", "8", "--no-layer-debug", "--out", out)
+                      "--probe", "skimage", "--preprocess", "unit", "--calib-samples", "8", "--no-layer-debug",
+                      "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
@@ -235,8 +237,11 @@ def test_mixed_image_sizes_and_channels_are_resized_and_converted(inputs, tmp_pa
     assert tflite["calibration"]["available"] == 4 and tflite["calibration"]["used"] == 4
     assert tflite["calibration"]["skipped"] == []
     assert tflite["input_dtype"] == "int8"
+    # all four images (RGB 40x30, gray, RGBA 16x50, 64x64) became 28x28x3 calibration samples; the probe
+    # came from its own source (four images could not give both)
+    assert tflite["data"]["calibration"]["count"] == 4 and tflite["data"]["overlap"] == 0
     probe = json.load(open(str(out / "manifest.json")))["probe"]
-    assert probe["samples"] == 4  # all four images (RGB 40x30, gray, RGBA 16x50, 64x64) became 28x28x3
+    assert probe["source"] == "probe" and probe["samples"] == 100
 
 
 def test_op_without_int8_kernel_is_named_with_allow_float_ops_offered(inputs, tmp_path):
@@ -254,7 +259,8 @@ def test_trusted_lambda_model_converts_to_int8_through_the_frozen_graph(inputs, 
 
     out = tmp_path / "run"
     result = tfbridge("converters.pipeline", inputs / "lambda.h5", "--trust-model", "--origin", "1.13",
-                      "--calib", "skimage", "--preprocess", "unit", "--calib-samples", "16", "--no-layer-debug",
+                      "--calib", "skimage", "--preprocess", "unit", "--calib-samples", "16", "--probe-samples", "16",
+                      "--no-layer-debug",
                       "--out", out)
     # tf2 cannot load the Python 3.7 Lambda bytecode: load_error cells make the verdict fail (exit 1),
     # but the int8 model is made from the frozen graph and matches the tf1.13 references
@@ -324,7 +330,7 @@ def interrupt(out, signum, group, calib):
 
 def test_failed_or_interrupted_convert_legacy_leaves_the_old_run_untouched(inputs, tmp_path):
     out = tmp_path / "demo"
-    done = tfbridge("converters.pipeline", "--out", out, "--calib-samples", "40")
+    done = tfbridge("converters.pipeline", "--out", out, "--calib-samples", "30")
     assert done.returncode == 0, done.stderr[-3000:]
     before = hashes(out)
     assert "model_int8.tflite" in before and "report.json" in before

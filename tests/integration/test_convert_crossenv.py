@@ -105,7 +105,9 @@ def test_convert_cli_for_a_tf2_model_and_no_clobber_on_failure(tmp_path):
     out = str(tmp_path / "out")
     host = [sys.executable, "-m", "converters.convert"]
     environ = dict(os.environ, PYTHONPATH=venvs.REPO_ROOT)
+    # skimage's 106 pictures: 16 probe samples, 30 of the other 90 calibrate
     done = subprocess.run(host + [model, "--calib", "skimage", "--preprocess", "unit", "--calib-samples", "30",
+                                  "--probe-samples", "16",
                                   "--out", out], cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -117,6 +119,7 @@ def test_convert_cli_for_a_tf2_model_and_no_clobber_on_failure(tmp_path):
 
     # uint8 I/O is not NPU-ready; --strict-npu makes that an error, and the good results stay
     failed = subprocess.run(host + [model, "--calib", "skimage", "--preprocess", "unit", "--calib-samples", "30",
+                                    "--probe-samples", "16",
                                     "--io", "uint8", "--strict-npu", "--out", out], cwd=venvs.REPO_ROOT,
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert failed.returncode == NotInt8Error.exit_code

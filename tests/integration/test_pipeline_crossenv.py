@@ -55,6 +55,48 @@ def test_demo_runs_end_to_end_to_a_fully_int8_model(demo):
     assert not [name for name in os.listdir(str(cwd / "runs")) if ".partial-" in name]
 
 
+def test_demo_calibrates_probes_and_evaluates_on_disjoint_images(demo):
+    import hashlib
+
+    cwd, _ = demo
+    source = cwd / "runs" / ".demo-source"
+    folders = {}
+    for name in ("train", "calibration", "eval"):
+        files = sorted((source / name).rglob("*.png"))
+        assert files, name
+        folders[name] = set(hashlib.sha256(path.read_bytes()).hexdigest() for path in files)
+        assert len(folders[name]) == len(files), "duplicate images inside %s" % name
+    assert not folders["train"] & folders["calibration"]
+    assert not folders["train"] & folders["eval"] and not folders["calibration"] & folders["eval"]
+    assert sorted(os.listdir(str(source / "eval"))) == ["face", "non_face"]
+
+    report = json.loads((cwd / "runs" / "demo_face" / "report.json").read_text())
+    data = report["data"]
+    assert data["overlap"] == 0
+    assert data["calibration"]["count"] == 30 and data["probe"]["count"] == 20
+    assert data["calibration"]["source"] == data["probe"]["source"] == str(source / "calibration")
+    # the probe in the run folder is not among the samples calibration saw: recomputed here from the files
+    manifest = json.loads((cwd / "runs" / "demo_face" / "manifest.json").read_text())
+    assert len(set(manifest["probe"]["source_sha256"])) == 20
+    assert {h[:16] for h in folders["eval"]}.isdisjoint(manifest["probe"]["source_sha256"])
+
+    evaluation = report["eval"]
+    assert evaluation["samples"] == len(folders["eval"]) == 50 and evaluation["classes"] == 2
+    assert evaluation["int8_top1"] - evaluation["float_top1"] == pytest.approx(-evaluation["drop_points"], abs=1e-9)
+    assert 0 <= evaluation["flipped"] <= evaluation["samples"]
+    low, high = evaluation["drop_ci95"]
+    assert low <= evaluation["drop_points"] <= high and high - low < 40
+    assert evaluation["float_top1"] >= 80.0 and evaluation["int8_top1"] >= 80.0  # a trained face detector
+    assert evaluation["float_by_env"]["tf1.13"]["top1"] == pytest.approx(evaluation["float_top1"], abs=4.0)
+    assert evaluation["overlap"] == {"calibration": 0, "probe": 0}
+    correctness = evaluation["correctness"]
+    assert sum(correctness.values()) == 50
+    assert correctness["float_only"] - correctness["int8_only"] == round(evaluation["drop_points"] * 50 / 100.0)
+    markdown = (cwd / "runs" / "demo_face" / "report.md").read_text()
+    assert "## Accuracy on held-out data" in markdown and "Overlap" in markdown
+    assert "Accuracy on held-out data" in (cwd / "runs" / "demo_face" / "report.html").read_text()
+
+
 def test_unchanged_rerun_does_nothing(demo):
     cwd, _ = demo
     run = str(cwd / "runs" / "demo_face")

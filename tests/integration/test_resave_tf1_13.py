@@ -193,11 +193,23 @@ def test_make_demo_trains_a_real_face_classifier(tmp_path):
     info = demo.make_demo(str(tmp_path / "demo"))
     assert info["held_out_accuracy"] >= 0.85
     assert info["train_seconds"] < 30
-    pngs = sorted(os.listdir(str(tmp_path / "demo" / "calibration")))
-    assert len(pngs) == 200 and sum("_face" in name and "non_face" not in name for name in pngs) == 100
+    # three disjoint folders, one subfolder per class, each half faces
+    seen = {}
+    for name, per_class in (("train", 50), ("calibration", 25), ("eval", 25)):
+        for label in ("face", "non_face"):
+            files = sorted(os.listdir(str(tmp_path / "demo" / name / label)))
+            assert len(files) == per_class, (name, label)
+            for file_name in files:
+                assert file_name not in seen, "%s is in %s and %s" % (file_name, seen.get(file_name), name)
+                seen[file_name] = name
+            assert int(files[0][:3]) < 100 if label == "face" else int(files[0][:3]) >= 100  # lfw: faces first
+    assert len(seen) == 200 and info["split"] == {"train": 100, "calibration": 50, "eval": 50}
+    assert set(info["indices"]["eval"]).isdisjoint(info["indices"]["train"])
+    assert open(str(tmp_path / "demo" / "classes.txt")).read().split() == demo.CLASSES
     from PIL import Image
 
-    image = Image.open(str(tmp_path / "demo" / "calibration" / pngs[0]))
+    face = str(tmp_path / "demo" / "eval" / "face")
+    image = Image.open(os.path.join(face, sorted(os.listdir(face))[0]))
     assert image.size == (25, 25) and image.mode == "L"
     assert runfolder.read_json(str(tmp_path / "demo" / "demo_face.json")) == json.loads(json.dumps(info))
     assert inspection.inspect_file(str(tmp_path / "demo" / "demo_face.h5"))["keras_version"] == "2.2.4"

@@ -124,7 +124,7 @@ def test_model_saved_in_tf115_is_inferred_and_checked_in_tf2_only(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert report["origin"]["env"] == "tf1.15" and report["origin"]["keras"] == "2.3.1"
     assert "2.3.1" in report["origin_reason"]
-    assert [cell["env"] for cell in report["parity"]] == ["tf2", "tf2-keras3"]
+    assert [cell["env"] for cell in report["parity"]] == ["tf2", "tf2-keras3", "tf2-keras3-migrated"]
     assert cells(report)["tf2"]["status"] == "match"
 
 

@@ -20,9 +20,28 @@ def restore_keras_switch(monkeypatch):
         monkeypatch.delenv("TF_USE_LEGACY_KERAS")
 
 
+def numpy_forward(weights, x):
+    """The fixture's model computed with numpy alone (conv 3x3 same + relu, conv 3x3 same, global average
+    pooling, dense): the reference, made elsewhere than in the Keras the parity cell runs."""
+    def conv_same(x, kernel, bias):
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = np.zeros(x.shape[:3] + (kernel.shape[3],), np.float64)
+        for dy in range(3):
+            for dx in range(3):
+                out += np.einsum("nhwc,co->nhwo", padded[:, dy:dy + x.shape[1], dx:dx + x.shape[2], :], kernel[dy, dx])
+        return out + bias
+
+    k1, b1, k2, b2, w, b = [np.asarray(v, np.float64) for v in weights]
+    hidden = np.maximum(conv_same(np.asarray(x, np.float64), k1, b1), 0.0)
+    pooled = conv_same(hidden, k2, b2).mean(axis=(1, 2))
+    return (pooled @ w + b).astype(np.float32)
+
+
 @pytest.fixture
 def run_folder(tmp_path):
-    """A run folder as legacy_tf1 resave would write it, made here with tf_keras (Keras 2)."""
+    """A run folder as legacy_tf1 resave would write it: the model saved with tf_keras (Keras 2), and as the
+    origin's reference the outputs of the same weights computed with numpy (``numpy_forward``), not by the
+    Keras under test, so that a cell comparing tf2 with the reference can fail."""
     import tf_keras as keras
 
     inputs = keras.layers.Input(shape=(8, 8, 3), name="image")
@@ -36,7 +55,7 @@ def run_folder(tmp_path):
     model.save(os.path.join(run, "model.h5"), include_optimizer=False)
     probe = np.random.RandomState(0).uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
     runfolder.write_arrays(os.path.join(run, "probe.npz"), {"image": probe})
-    runfolder.write_arrays(os.path.join(run, "reference_tf1.13.npz"), {"scores": model.predict(probe, verbose=0)})
+    runfolder.write_arrays(os.path.join(run, "reference_tf1.13.npz"), {"scores": numpy_forward(model.get_weights(), probe)})
     runfolder.write_json(os.path.join(run, "manifest.json"), {
         "schema_version": 1,
         "model": {"inputs": [{"name": "image", "shape": [None, 8, 8, 3], "dtype": "float32"}],
@@ -53,7 +72,22 @@ def test_matching_cell(run_folder):
     assert cell["max_abs"] is not None and cell["max_abs"] < 1e-5
     on_disk = runfolder.read_json(os.path.join(run_folder, "parity_tf2.json"))
     assert on_disk["status"] == "match" and on_disk["runtime"].startswith("tensorflow 2.")
-    assert "scores" in runfolder.read_arrays(os.path.join(run_folder, "reference_tf2.npz"))
+    # tf2's own outputs, compared with the numpy reference (not with themselves)
+    tf2_outputs = runfolder.read_arrays(os.path.join(run_folder, "reference_tf2.npz"))["scores"]
+    reference = runfolder.read_arrays(os.path.join(run_folder, "reference_tf1.13.npz"))["scores"]
+    assert np.abs(tf2_outputs - reference).max() == pytest.approx(cell["max_abs"], abs=1e-7)
+
+
+def test_a_model_whose_weights_change_on_loading_is_a_mismatch(run_folder):
+    # the saved file's dense kernel scaled: what a loader that mangles weights would compute
+    import h5py
+
+    with h5py.File(os.path.join(run_folder, "model.h5"), "r+") as handle:
+        group = handle["model_weights"]["scores"]["scores"]
+        name = [key for key in group.keys() if key.startswith("kernel")][0]
+        group[name][...] = group[name][...] * 1.5
+    cell = parity.parity_cell(run_folder, "tf2", "tf_keras")
+    assert cell["status"] == "mismatch" and cell["max_abs"] > 1e-3
 
 
 def test_changed_reference_is_a_mismatch(run_folder):

@@ -91,7 +91,18 @@ def test_non_int8_activation_is_not_ready(dtype):
 def test_variable_int32_is_not_ready_but_constant_int32_is_fine():
     ops, tensors, inputs, outputs = int8_chain()
     tensors[3] = t("conv", "int32")
-    assert npu.assess(ops, tensors, inputs, outputs)["verdict"] == "not_ready"
+    variable = npu.assess(ops, tensors, inputs, outputs)
+    assert variable["verdict"] == "not_ready"
+    assert any("conv is int32" in problem for problem in variable["problems"])
+    # the constant case: an int32 shape operand (and the int32 bias) of int8 ops is fine
+    tensors = [t("in", "int8"), t("w", "int8", True), t("b", "int32", True), t("conv", "int8"),
+               t("shape", "int32", True), t("flat", "int8"), t("out", "int8")]
+    ops = [{"name": "CONV_2D", "inputs": [0, 1, 2], "outputs": [3]},
+           {"name": "RESHAPE", "inputs": [3, 4], "outputs": [5]},
+           {"name": "SOFTMAX", "inputs": [5], "outputs": [6]}]
+    constant = npu.assess(ops, tensors, [0], [6])
+    assert constant["verdict"] == "ready" and constant["fully_int8"] is True
+    assert not constant["problems"] and not constant["float_ops"]
 
 
 @pytest.mark.unit

@@ -30,12 +30,17 @@ def test_the_three_commands_parse_from_the_declaration():
 def test_defaults_exist_once_and_every_parser_uses_them():
     values = options.parse(options.CONVERT, ["m.h5"])
     assert values.calib_samples == options.DEFAULT_CALIB_SAMPLES
-    assert values.probe_samples == options.DEFAULT_PROBE_SAMPLES
+    # the probe size is decided in one place (probe_size), where the size of a shared source is known
+    assert values.probe_samples is None
     legacy = options.parse(options.VERIFY_UPGRADE, ["m.h5"])
-    assert legacy.probe_samples == options.DEFAULT_PROBE_SAMPLES
+    assert legacy.probe_samples is None
     step = argparse.ArgumentParser()
     options.add_step_options(step, options.RESAVE)
-    assert step.parse_args([]).probe_samples == options.DEFAULT_PROBE_SAMPLES
+    assert step.parse_args([]).probe_samples is None
+    assert options.probe_size(None) == options.DEFAULT_PROBE_SAMPLES == 100
+    assert options.probe_size(None, shared_count=106) == 53  # skimage: calibration keeps the other half
+    assert options.probe_size(None, shared_count=1000) == 100
+    assert options.probe_size(7, shared_count=1000) == 7
 
 
 def test_a_bad_value_is_a_usage_paragraph_not_an_argparse_dump():

@@ -156,7 +156,7 @@ def test_calibration_sources(tmp_path):
 def test_check_makes_paths_absolute_for_the_steps(tmp_path, monkeypatch, h5):
     monkeypatch.chdir(str(tmp_path))
     (tmp_path / "x.npy").write_bytes(npy_bytes((3, 2)))
-    given = values(options.CONVERT, model="model.h5", calib="x.npy")
+    given = values(options.CONVERT, model="model.h5", calib="x.npy", calib_samples=2, probe_samples=1)
     found = preflight.check(options.CONVERT, given)
     assert given["model"] == h5 and given["calib"] == str(tmp_path / "x.npy")
     assert found["model_kind"] == "h5" and found["calib"]["samples"] == 3

@@ -104,8 +104,14 @@ def test_representative_dataset_yields_lists(tmp_path):
 def test_load_probe_stacks_float32(tmp_path):
     path = str(tmp_path / "p.npy")
     np.save(path, np.arange(5 * 6, dtype=np.int64).reshape(5, 6))
-    probe = calibration.load_probe(path, (None, 6), "raw", n=16, seed=0)
+    # a separate probe source (--probe): all of it when it holds fewer than asked
+    probe = calibration.load_probe(path, (None, 6), "raw", n=16, seed=0, shared=False)
     assert probe.shape == (5, 6) and probe.dtype == np.float32
+    # a source shared with calibration keeps samples for calibration: the last 3 of its permutation
+    probe = calibration.load_probe(path, (None, 6), "raw", n=3, seed=0)
+    assert probe.shape == (3, 6) and probe.dtype == np.float32
+    with pytest.raises(CalibrationDataError, match="too few"):
+        calibration.load_probe(path, (None, 6), "raw", n=16, seed=0)
 
 
 @pytest.mark.unit
