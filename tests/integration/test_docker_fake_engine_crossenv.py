@@ -187,7 +187,9 @@ def test_convert_legacy_through_the_docker_backend_ends_with_an_int8_model(legac
         steps.append((command[at].split(":")[1].rsplit("-", 1)[0], command[at + 1],
                       command[at + 2] if len(command) > at + 2 else None))
     assert ("tf1.13", "legacy_tf1", "resave") in steps
-    assert [s[:2] for s in steps].count(("tf2", "converters.shared.parity")) == 2  # tf-keras and Keras 3 cells
+    # tf-keras, Keras 3 on the file as it is, and the migrated Keras 3 model (model.keras)
+    assert [s[:2] for s in steps].count(("tf2", "converters.shared.parity")) == 3
+    assert ("tf2", "converters.tf2.migrate") in [s[:2] for s in steps]
     assert ("tf1.15", "converters.shared.parity") in [s[:2] for s in steps]
     assert ("tf2", "converters.tf2.tflite_convert") in [s[:2] for s in steps]
     assert ("tf2", "converters.tf2.report") in [s[:2] for s in steps]

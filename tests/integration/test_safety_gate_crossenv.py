@@ -80,8 +80,10 @@ def test_verify_and_convert_legacy_refuse_the_trap_without_trust(traps, tmp_path
     assert_refused(tfbridge("converters.verify", trap["model"], "--origin", "1.13", "--out", out,
                             *custom_options(trap)), trap, out)
     out = tmp_path / "convert_legacy"
+    # 16 samples: 8 for the probe, 8 for calibration (they never share one)
     assert_refused(tfbridge("converters.pipeline", trap["model"], "--origin", "1.13", "--calib", trap["calib"],
-                            "--out", out, *custom_options(trap)), trap, out)
+                            "--calib-samples", "8", "--probe-samples", "8", "--out", out, *custom_options(trap)),
+                   trap, out)
 
 
 @pytest.mark.parametrize("case", ["model_in_wrapper", "bidirectional"])

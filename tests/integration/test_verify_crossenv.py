@@ -80,7 +80,10 @@ def assert_clean_run_folder(out):
 ])
 def test_vggface_architectures_match_in_newer_tensorflow(tmp_path, name, options):
     model = zoo(name, tmp_path / (name + ".h5"), *options)
-    result, report = verify(model, tmp_path / "run")
+    # 8 random probe samples: enough to show float32 differences at 197x197 (the default 100 would cost
+    # ~30 s per cell on 2 cores); the Keras 3 migration of these models has its own test
+    # (test_keras3_migration_crossenv.py), so it is skipped here
+    result, report = verify(model, tmp_path / "run", "--probe-samples", "8", "--no-keras3")
     assert result.returncode == 0, result.stderr[-2000:]
     matrix = cells(report)
     assert report["origin"]["env"] == "tf1.13" and report["origin"]["keras"] == "2.2.4"
