@@ -154,11 +154,9 @@ def convert_model(model, opts, out=None, log=None):
     values["model"] = model
     preflight.check(options.CONVERT, values)  # every option, before any environment step
     model = values["model"]
-    get = values.get
     stem = os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
-    protected = [model] + [get(key) for key in ("calib", "custom_objects", "arch", "probe", "eval", "eval_classes")
-                           if get(key) and os.path.exists(str(get(key)))]
-    run_dir = runfolder.check_out(out or os.path.join("runs", stem), protected, step="convert")
+    run_dir = runfolder.check_out(out or os.path.join("runs", stem), runfolder.protected_inputs(values),
+                                  step="convert")
     arguments = step_arguments(values)
     return _convert_in_stage(run_dir, lambda stage: [stage, "--model", model] + arguments, (), log,
                              _runner(values, run_dir, log))

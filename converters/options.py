@@ -42,6 +42,14 @@ NPU_TARGETS = ("imx8mp", "ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos
 NPU_TARGET_ALIASES = {"imx93": "ethos-u65-256"}
 DEFAULT_NPU_TARGET = "imx8mp"
 
+
+def canonical_npu_target(name):
+    """The canonical ``--npu-target`` name, or None when unknown (``ethos_U65_256`` -> ``ethos-u65-256``,
+    ``i.MX93`` -> ``ethos-u65-256``)."""
+    key = str(name).strip().lower().replace("_", "-").replace("i.mx", "imx")
+    key = NPU_TARGET_ALIASES.get(key, key)
+    return key if key in NPU_TARGETS else None
+
 DEFAULT_CALIB_SAMPLES = 200
 # One probe size for every command and every probe source. 100 samples, because the int8 verdict judges
 # top-1 agreement (>= 90 % of the decisive samples, converters/tf2/tflite_run.py): with 100 samples one
@@ -238,6 +246,12 @@ OPTIONS = (
 )
 
 BY_DEST = dict((option.dest, option) for option in OPTIONS)
+
+
+# The fewest calibration samples a source shared with the probe may leave after it (unless fewer were asked
+# for): below ~50 the min/max ranges of the activations visibly miss rarer values. Checked on the host by
+# converters.preflight.split_fits and in the environment by converters.shared.calibration.split.
+MIN_SPLIT_CALIB = 50
 
 
 def probe_size(requested, shared_count=None):

@@ -177,9 +177,9 @@ def convert_legacy(args, log):
         setattr(args, key, values.get(key))
     if demo:
         args.out = args.out or os.path.join("runs", DEMO_NAME)
-        runfolder.check_out(args.out, [demo_source()[0]] + verify.protected_inputs(args), step="convert_legacy")
+        runfolder.check_out(args.out, [demo_source()[0]] + runfolder.protected_inputs(args), step="convert_legacy")
         prepare_demo(args, log)
-    out = runfolder.check_out(args.out or verify.default_out(args.model), verify.protected_inputs(args),
+    out = runfolder.check_out(args.out or verify.default_out(args.model), runfolder.protected_inputs(args),
                               step="convert_legacy")
     verify_key, convert_key = stage_keys(args)
     recorded = _read_steps(out)

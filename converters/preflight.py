@@ -355,9 +355,7 @@ def _is_image(path):
     return any(head.startswith(signature) for signature in IMAGE_SIGNATURES)
 
 
-# The fewest calibration samples a shared --calib source may leave after the probe (the same number as
-# converters.shared.calibration.MIN_SPLIT_CALIB, which cannot be imported here: it needs numpy).
-MIN_SPLIT_CALIB = 50
+MIN_SPLIT_CALIB = declared.MIN_SPLIT_CALIB
 
 
 def split_fits(found, calib, calib_samples, probe_samples):
@@ -466,10 +464,10 @@ def check_npu_targets(names):
     known = declared.NPU_TARGETS
     canonical = []
     for name in names or [declared.DEFAULT_NPU_TARGET]:
-        key = str(name).strip().lower().replace("_", "-").replace("i.mx", "imx")
-        key = declared.NPU_TARGET_ALIASES.get(key, key)
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known) + list(declared.NPU_TARGET_ALIASES), n=1)
+        key = declared.canonical_npu_target(name)
+        if key is None:
+            typed = str(name).strip().lower().replace("_", "-")
+            close = difflib.get_close_matches(typed, list(known) + list(declared.NPU_TARGET_ALIASES), n=1)
             raise UsageError("unknown --npu-target %r%s." % (name, " (did you mean %s?)" % close[0] if close else ""),
                              step="preflight",
                              hint="Known targets: %s; imx93 stands for ethos-u65-256 (the i.MX 93's NPU)."

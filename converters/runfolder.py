@@ -192,6 +192,16 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+INPUT_KEYS = ("model", "calib", "custom_objects", "arch", "probe", "eval", "eval_classes")
+
+
+def protected_inputs(values):
+    """The paths a run reads (``INPUT_KEYS`` of a dict or namespace of option values) that exist: what
+    ``check_out`` must never let a run write over."""
+    get = values.get if isinstance(values, dict) else (lambda key, default=None: getattr(values, key, default))
+    return [get(key) for key in INPUT_KEYS if get(key) and os.path.exists(str(get(key)))]
+
+
 def check_out(out, protected=(), step="run folder"):
     """Refuse an ``--out`` a run could damage; return its absolute path. Call before any step starts.
 

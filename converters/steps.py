@@ -38,6 +38,24 @@ NOISE = re.compile(
     r"|To enable the following instructions|fully_quantize: |INFO: Created TensorFlow Lite XNNPACK)")
 
 _SANDBOX_NOTED = []  # the "no network sandbox" note is said once per process
+_RUNNING = set()  # the step processes running now, in any thread (stop_running)
+
+
+def _stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def stop_running():
+    """Stop every step process still running. For a SIGINT/SIGTERM that arrived in the main thread while
+    other threads wait for their steps (``converters.verify.run_side_by_side``)."""
+    for process in list(_RUNNING):
+        if process.poll() is None:
+            _stop(process)
 
 
 def user_paths(preprocess=None, arch=None):
@@ -92,16 +110,14 @@ class StepRunner(object):
             log_file.write(("$ %s\n" % " ".join(argv)).encode("utf-8"))
             process = subprocess.Popen(argv, cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT if stream else log_file)
+            _RUNNING.add(process)
             try:
                 output = _pump(process, log_file, _Shown(error_file) if stream else None)
             except BaseException:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                _stop(process)
                 raise
+            finally:
+                _RUNNING.discard(process)
         seconds = round(time.time() - started, 2)
         self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode})
         self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, "ok" if process.returncode == 0 else

@@ -177,7 +177,7 @@ def verify(options):
     for key, value in values.items():
         setattr(options, key, value)
     model = options.model
-    out = runfolder.check_out(options.out or default_out(model), protected_inputs(options), step="verify")
+    out = runfolder.check_out(options.out or default_out(model), runfolder.protected_inputs(options), step="verify")
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         os.makedirs(parent)
@@ -198,13 +198,6 @@ def verify(options):
                 log("tfbridge: the partial run folder is kept for inspection: %s" % temporary)
             else:
                 shutil.rmtree(temporary, ignore_errors=True)
-
-
-def protected_inputs(options):
-    """The paths a run reads and must never write over (for ``runfolder.check_out``)."""
-    get = options.get if isinstance(options, dict) else (lambda key, default=None: getattr(options, key, default))
-    return [get(key) for key in ("model", "calib", "custom_objects", "arch", "probe", "eval", "eval_classes")
-            if get(key) and os.path.exists(str(get(key)))]
 
 
 def runner_for(options, run_dir, log):
@@ -340,7 +333,7 @@ def run_side_by_side(runner, chains, jobs):
     try:
         results = list(pool.map(run_chain, chains))
     except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli, arrives in this thread only:
-        _stop_children()      # stop the steps the other threads wait for, then report the interrupt
+        steps.stop_running()  # stop the steps the other threads wait for, then report the interrupt
         raise
     finally:
         pool.shutdown(wait=True)
@@ -352,23 +345,6 @@ def run_side_by_side(runner, chains, jobs):
         failure = failure or error
     if failure is not None:
         raise failure
-
-
-def _stop_children():
-    """SIGTERM every process this one started (Linux /proc; the steps' own handlers clean up)."""
-    import signal
-
-    me = str(os.getpid())
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            if fields[1] == me:  # the field after the state is the parent's pid
-                os.kill(int(pid), signal.SIGTERM)
-        except (OSError, IndexError):
-            continue
 
 
 def _drop_activations(run_dir, label, debug):

@@ -62,9 +62,7 @@ DEFAULT_CALIB_SAMPLES = options.DEFAULT_CALIB_SAMPLES
 DEFAULT_PROBE_SAMPLES = options.DEFAULT_PROBE_SAMPLES
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 BUILTIN_SKIMAGE = "skimage"
-# The fewest calibration samples a shared source may leave after the probe (unless fewer were asked for):
-# below ~50 the min/max ranges of the activations visibly miss rarer values (see DEFAULT_CALIB_SAMPLES).
-MIN_SPLIT_CALIB = 50
+MIN_SPLIT_CALIB = options.MIN_SPLIT_CALIB  # declared once, with its reason, in converters/options.py
 KEY_CHARS = 16  # hex characters of a sample's content hash (64 bits: no accidental collision in practice)
 
 

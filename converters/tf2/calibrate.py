@@ -217,16 +217,21 @@ def calibrate_range(wrapper_module, model_content, arrays, start, stop, calibrat
 
 # ------------------------------------------------------------------------------------- shard decision
 
-def available_memory():
-    """Bytes of MemAvailable (/proc/meminfo), or None where there is no such file."""
+def _proc_kib(path, field):
+    """A "Field:  N kB" value of a /proc status file, in bytes; None where there is no such file or field."""
     try:
-        with open("/proc/meminfo") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def available_memory():
+    """Bytes of MemAvailable (/proc/meminfo), or None where there is no such file."""
+    return _proc_kib("/proc/meminfo", "MemAvailable")
 
 
 def worker_bytes(model_size, shard_sample_bytes):
@@ -287,14 +292,7 @@ def _worker_env():
 def peak_rss_bytes():
     """This process's peak resident memory so far (bytes): VmHWM of /proc/self/status (unlike ru_maxrss,
     it starts afresh at exec, so a worker forked from a large parent reports its own peak), 0 elsewhere."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib("/proc/self/status", "VmHWM") or 0
 
 
 def release_free_memory():

@@ -16,26 +16,23 @@ is the same measure for every target; Vela's own count is ``macs``.
 
 import collections
 
+from converters import options
+
 VX = "vx"
 VELA = "vela"
+DEFAULT = options.DEFAULT_NPU_TARGET
+ALIASES = options.NPU_TARGET_ALIASES
 
-# name -> (kind, what it is). The names match converters.options.NPU_TARGETS (a unit test checks it).
-TARGETS = collections.OrderedDict([
-    ("imx8mp", (VX, "NXP i.MX 8M Plus: VeriSilicon VIP8000 NPU through the TFLite VX delegate")),
-    ("ethos-u55-32", (VELA, "Arm Ethos-U55, 32 MACs/cycle")),
-    ("ethos-u55-64", (VELA, "Arm Ethos-U55, 64 MACs/cycle")),
-    ("ethos-u55-128", (VELA, "Arm Ethos-U55, 128 MACs/cycle")),
-    ("ethos-u55-256", (VELA, "Arm Ethos-U55, 256 MACs/cycle")),
-    ("ethos-u65-256", (VELA, "Arm Ethos-U65, 256 MACs/cycle (the NPU of the NXP i.MX 93)")),
-    ("ethos-u65-512", (VELA, "Arm Ethos-U65, 512 MACs/cycle")),
-    ("ethos-u85-128", (VELA, "Arm Ethos-U85, 128 MACs/cycle")),
-    ("ethos-u85-256", (VELA, "Arm Ethos-U85, 256 MACs/cycle")),
-    ("ethos-u85-512", (VELA, "Arm Ethos-U85, 512 MACs/cycle")),
-    ("ethos-u85-1024", (VELA, "Arm Ethos-U85, 1024 MACs/cycle")),
-    ("ethos-u85-2048", (VELA, "Arm Ethos-U85, 2048 MACs/cycle")),
-])
-ALIASES = {"imx93": "ethos-u65-256"}
-DEFAULT = "imx8mp"
+# What each target of converters.options.NPU_TARGETS is: imx8mp is checked against the VX delegate's
+# op table, every Ethos-U configuration is compiled by Vela.
+DESCRIPTIONS = {
+    "imx8mp": "NXP i.MX 8M Plus: VeriSilicon VIP8000 NPU through the TFLite VX delegate",
+    "ethos-u65-256": "Arm Ethos-U65, 256 MACs/cycle (the NPU of the NXP i.MX 93)",
+}
+TARGETS = collections.OrderedDict(
+    (name, (VX if name == "imx8mp" else VELA,
+            DESCRIPTIONS.get(name) or "Arm Ethos-%s, %s MACs/cycle" % tuple(name[len("ethos-"):].upper().split("-"))))
+    for name in options.NPU_TARGETS)
 
 VELA_NOTE = ("Estimated by Vela %s for its default system configuration %s and memory mode %s (NPU at %s MHz): "
              "Arm's reference system, not a measurement on a board.")
@@ -43,11 +40,7 @@ IMX93_NOTE = ("The i.MX 93's NPU is an Ethos-U65-256, but Vela's own configurati
               "(NXP's is not public in Vela's package): read the time as an estimate for Arm's reference system.")
 
 
-def canonical(name):
-    """The canonical target name, or None when unknown (``ethos_U65_256`` -> ``ethos-u65-256``)."""
-    key = str(name).strip().lower().replace("_", "-").replace("i.mx", "imx")
-    key = ALIASES.get(key, key)
-    return key if key in TARGETS else None
+canonical = options.canonical_npu_target
 
 
 def kind(name):

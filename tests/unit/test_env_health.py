@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from converters import cli, errors
-from envs import health, locking, registry, venvs
+from envs import health, venvs
 
 pytestmark = pytest.mark.unit
 
@@ -179,18 +179,10 @@ def test_a_failed_import_of_a_locked_package_is_an_environment_error_across_proc
 
 
 @pytest.fixture
-def tiny_env(tmp_path, monkeypatch):
-    """A real one-package environment declared, locked and created in a temporary home."""
-    monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setattr(locking, "lock_path", venvs.lock_path)
-    tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
-    monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
-    if shutil.which("uv") is None:
-        pytest.skip("locking needs uv")
-    locking.write_lock("tiny", log=lambda *_: None)
-    venvs.ensure("tiny", log=lambda *_: None)
-    return "tiny"
+def tiny_env(tiny_env):
+    """tests/unit/conftest.py's tiny environment, created."""
+    venvs.ensure(tiny_env, log=lambda *_: None)
+    return tiny_env
 
 
 def test_a_reused_environment_missing_a_locked_package_is_rebuilt_with_one_line(tiny_env):

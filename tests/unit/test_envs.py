@@ -66,20 +66,6 @@ def test_missing_interpreter_is_one_paragraph_naming_version_places_and_remedies
         assert needle in message
 
 
-@pytest.fixture
-def tiny_env(tmp_path, monkeypatch):
-    """A real one-package environment declared, locked and created in a temporary home."""
-    monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setattr(locking, "lock_path", venvs.lock_path)
-    tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
-    monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
-    if shutil.which("uv") is None:
-        pytest.skip("locking needs uv")
-    locking.write_lock("tiny", log=lambda *_: None)
-    return "tiny"
-
-
 def _import_iniconfig(name):
     return subprocess.call([venvs.python_of(name), "-c", "import iniconfig"])
 
