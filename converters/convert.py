@@ -14,8 +14,8 @@ Usage::
 
 MODEL: ``.h5`` (loaded with tf_keras), ``.keras`` (Keras 3) or a SavedModel folder. ``--calib`` is
 required (image folder, image, ``.npy``/``.npz``, or ``skimage`` for the built-in sample photos: a demo,
-not your data). The probe batch (``--probe-samples``, default 16) is drawn from the same source with the
-same seed, and the float model's outputs on it in TF 2.x are the reference. ``--io`` sets the input type
+not your data). The probe batch (``--probe-samples``, sized by ``converters.options.probe_size``) is
+drawn from the same source with the same seed, and the float model's outputs on it in TF 2.x are the reference. ``--io`` sets the input type
 and, unless ``--output-io`` is given, the output type: ``--io int8 --output-io float32`` keeps int8 camera
 input and gives float scores. ``--strict-npu`` makes a model that is not fully int8 an error (``NotInt8Error``,
 exit 10) after the report is written. Every option is declared in ``converters.options`` and checked by
