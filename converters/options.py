@@ -148,10 +148,11 @@ OPTIONS = (
     Option("--calib", "representative data: image folder, image, .npy/.npz, or 'skimage' (demo photos)",
            steps=(RESAVE, TFLITE), metavar="PATH",
            doc="representative data: an image folder (recursive; jpg, png, bmp; resized to the model's input, "
-               "grayscale ↔ RGB as needed), one image, an `.npy`/`.npz` array, or `skimage` (photographs "
-               "shipped with scikit-image: a demo, not your data). Required by the commands that convert "
-               "(except the demo); also the source of the probe batch unless `--probe` is given (calibration and "
-               "probe never share a sample)."),
+               "grayscale ↔ RGB as needed), one image, an `.npy`/`.npz` array (any rank; a model of several "
+               "inputs: an `.npz` with one array per input name), or `skimage` (photographs shipped with "
+               "scikit-image: a demo, not your data). Required by the commands that convert (except the demo); "
+               "also the source of the probe batch unless `--probe` is given (calibration and probe never share "
+               "a sample)."),
     Option("--probe", "a separate source of the probe batch (same kinds as --calib)", steps=(RESAVE, TFLITE),
            metavar="PATH",
            doc="a separate source of the probe batch, of the same kinds as `--calib`. Without it the probe comes "

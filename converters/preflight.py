@@ -19,6 +19,9 @@ Host side: standard library only, Python 3.7 compatible. What it reads from the 
   member, or ``skimage``;
 - ``--probe``: as ``--calib``; without it, when ``--calib`` feeds both the probe and calibration and its
   count is known here (folders, arrays), that it holds enough samples for both (``split_fits``);
+- a model of several inputs (``check_inputs_data``, called by ``converters.verify`` once the preflight read
+  of the ``.h5`` has named its inputs): ``--calib`` / ``--probe`` an ``.npz`` with one array per input
+  name, each with the same number of samples;
 - ``--eval``: a folder whose class subfolders each hold at least one image (matching ``--eval-classes``
   when given), or an ``.npz`` whose ``x`` (or per-input arrays) and integer ``y`` headers agree
   (``eval_samples``); ``--eval-classes``: a readable list of distinct names;
@@ -353,6 +356,39 @@ def _count(path, shape, descr, what, hint, member=None):
 def _is_image(path):
     head = _head(path, 8)
     return any(head.startswith(signature) for signature in IMAGE_SIGNATURES)
+
+
+def check_inputs_data(values, input_names):
+    """A model of several inputs (``input_names``, from the preflight read of the file) needs one array
+    per input in ``--calib`` / ``--probe``: an ``.npz`` whose arrays are named like the inputs and hold
+    the same number of samples. Checked from the archive's headers (standard library), before any step."""
+    if not input_names or len(input_names) < 2:
+        return
+    example = "numpy.savez(PATH, %s)" % ", ".join("%s=..." % name for name in input_names)
+    for option in ("calib", "probe"):
+        path = values.get(option)
+        if not path:
+            continue
+        what = "--%s %s" % (option, path)
+        if not str(path).lower().endswith(".npz"):
+            raise CalibrationDataError(
+                "%s gives data for one input; the model has %d (%s)." % (what, len(input_names),
+                                                                       ", ".join(input_names)),
+                step="preflight", hint="Give an .npz holding one array per model input, named like the input: %s."
+                                       % example)
+        arrays = data_samples(path, "--" + option).get("arrays") or {}
+        missing = [name for name in input_names if name not in arrays]
+        if missing:
+            raise CalibrationDataError(
+                "%s has no array for model input(s) %s (it holds: %s)." % (what, ", ".join(missing),
+                                                                         ", ".join(sorted(arrays)) or "nothing"),
+                step="preflight", hint="Save one array per model input, named like the input: %s." % example)
+        counts = dict((name, arrays[name]) for name in input_names)
+        if len(set(counts.values())) != 1:
+            raise CalibrationDataError(
+                "%s: the inputs' arrays hold different numbers of samples (%s); row i of every array is one "
+                "sample." % (what, ", ".join("%s: %d" % (name, counts[name]) for name in input_names)),
+                step="preflight", hint="Give the same number of samples for every input, in the same order.")
 
 
 MIN_SPLIT_CALIB = declared.MIN_SPLIT_CALIB

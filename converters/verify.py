@@ -11,21 +11,34 @@ folder. Steps: ``preflight`` (tf1.15: the ``.h5``'s root attributes read with h5
 or Keras import: the Lambda gate, a weights-only file without ``--arch``, and the origin, inferred from
 the file's ``keras_version`` unless ``--origin`` is given; "2.2.4-tf" is ambiguous and maps to tf1.13;
 see ``inspect_model``), ``resave`` in the origin environment,
-one ``parity`` cell per newer runtime (tf1.15 when the origin is tf1.13; tf2 with tf-keras; tf2 with
-Keras 3 reading model.h5 as it is), ``migrate`` (tf2: ``model.keras``, the model migrated to Keras 3, see
-``converters.tf2.migrate``; skipped with ``--no-keras3``) and its cell ``tf2-keras3-migrated``, and for
-every ``mismatch`` the first-divergent-layer search (per-layer activations in the origin and in that
-runtime, compared in layer order inside the runtime's environment), whose layer is looked up in the table of
-known upgrade hazards (``converters.shared.hazards``: the cell's ``hazards``).
+one ``parity`` cell per newer runtime (tf1.15 when the origin is tf1.13; tf2 with tf-keras; ``tf2-graph``,
+the frozen graph in tf2; tf2 with Keras 3 reading model.h5 as it is), ``migrate`` (tf2: ``model.keras``,
+the model migrated to Keras 3, see ``converters.tf2.migrate``; skipped with ``--no-keras3``) and its cell
+``tf2-keras3-migrated``, and for every ``mismatch`` of a Keras cell the first-divergent-layer search
+(per-layer activations in the origin and in that runtime, compared in layer order inside the runtime's
+environment), whose layer is looked up in the table of known upgrade hazards (``converters.shared.hazards``:
+the cell's ``hazards``).
 
-Exit status: 0 when every cell matches; 1 when any cell is ``mismatch``, or ``load_error`` in tf1.15,
-tf2 (tf-keras) or tf2-keras3-migrated. A Keras 3 ``load_error`` alone does *not* fail the run (nor a
-Keras 3 ``mismatch`` when the migrated model matches): Keras 3 is documented not to read every Keras 2
-``.h5`` (tf.keras 1.x configs), the toolkit's tf2 route is tf-keras or the frozen graph, so that cell is
-reported honestly but is not a regression of the user's model. The migrated model's ``load_error`` or
-``mismatch`` does fail the run: tfbridge wrote that file to load and match. Any other failure is a typed
-error with one paragraph (the failing step's own message) and its exit status (>= 2, one per error class:
-converters/errors.py).
+Cell ``tf2-graph`` runs the re-save's frozen graph (``model.pb``) in tf2 through ``tf.compat.v1`` (no
+Keras, no Python code of the model): the route the int8 converter takes. Its mismatch gets no
+divergence search (a graph has nodes, not Keras layers): the cell's ``divergence_note`` says so.
+
+Exit status and tolerances (one policy, ``POLICY``; also report.json's ``policy`` and README "Verdicts and
+tolerances"): 0 when every cell matches or its failure is tolerated; 1 when any cell is ``mismatch`` or
+``load_error`` and not tolerated. Tolerated, reported honestly but not a regression of the user's model:
+
+1. ``tf2-keras3`` (``model.h5`` as it is, in Keras 3): a ``load_error`` always (Keras 3 is documented not to
+   read every Keras 2 ``.h5``); a ``mismatch`` when ``tf2-keras3-migrated`` matches.
+2. A model whose Lambda layers hold Python 3.7 bytecode: a ``load_error`` of the Keras cells in Python 3.11
+   (tf2, tf2-keras3, tf2-keras3-migrated; the cell's ``cause`` is ``lambda_bytecode`` and its
+   ``explanation`` says why) when ``tf2-graph`` matches: the graph is portable, the ``.h5`` is not, and the
+   converter takes the graph.
+3. ``tf2-graph``: a ``load_error`` (no frozen graph, or one that does not run) when ``tf2`` matches: the
+   converter then falls back to ``model.h5``.
+
+Every other ``load_error`` or ``mismatch`` fails the run, the migrated model's included (tfbridge wrote
+that file to load and match). Any other failure is a typed error with one paragraph (the failing step's
+own message) and its exit status (>= 2, one per error class: converters/errors.py).
 
 Per-layer activations (``activations_<env>.npz``) are deleted once compared, unless ``--debug``.
 
@@ -57,6 +70,15 @@ INSPECT_ENV = "tf1.15"
 # model's cell (MIGRATED_LABEL) is not among them: tfbridge wrote that file, so it must load and match.
 LOAD_ERROR_TOLERATED = ("tf2-keras3",)
 MIGRATED_LABEL = "tf2-keras3-migrated"  # converters.shared.parity.MIGRATED_LABEL (the host imports no numpy)
+GRAPH_LABEL = "tf2-graph"  # converters.shared.parity.GRAPH_LABEL: model.pb in tf2 (tf.compat.v1)
+# The Keras cells of Python 3.11, whose load_error caused by Lambda bytecode (cause "lambda_bytecode") is
+# tolerated when GRAPH_LABEL matches.
+PY3_11_KERAS_CELLS = ("tf2", "tf2-keras3", MIGRATED_LABEL)
+POLICY = ("exit 1 on any mismatch or load_error, except: %s (a load_error; a mismatch too when %s matches); "
+          "for a model with Lambda layers of Python 3.7 bytecode, a load_error of %s (cause lambda_bytecode) when "
+          "%s matches; a load_error of %s when tf2 matches"
+          % (", ".join(LOAD_ERROR_TOLERATED), MIGRATED_LABEL, ", ".join(PY3_11_KERAS_CELLS), GRAPH_LABEL,
+             GRAPH_LABEL))
 MIGRATION = "migration.json"
 
 
@@ -85,6 +107,7 @@ def cells_for(origin_env, keras3=True):
     if origin_env == "tf1.13":
         cells.append(("tf1.15", "tf1.15", "auto"))
     cells.append(("tf2", "tf2", "tf_keras"))
+    cells.append((GRAPH_LABEL, "tf2", "graph"))
     cells.append(("tf2-keras3", "tf2", "keras3"))
     if keras3:
         cells.append((MIGRATED_LABEL, "tf2", "keras3"))
@@ -143,6 +166,7 @@ def inspect_model(opts, runner):
     except (ValueError, IndexError):
         raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
     _refuse_newer_keras(opts, info)
+    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if info.get("unsafe") and not opts.trust_model:
         raise errors.UntrustedModelError(safety.describe(info["unsafe"], opts.model), step="preflight",
                                          hint=safety.HINT)
@@ -232,7 +256,7 @@ def _verify_into(options, run_dir, log):
     origin_activations = False
     for label, env, flavour in cells_for(origin_env, keras3):
         cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
-        if cell.get("status") == "mismatch":
+        if cell.get("status") == "mismatch" and flavour != "graph":  # a graph: divergence_note says why not
             if not origin_activations:
                 runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
                             ["activations", run_dir, "--label", origin_env])
@@ -243,12 +267,13 @@ def _verify_into(options, run_dir, log):
                         ["divergence", run_dir, "--label", label, "--origin-label", origin_env])
             cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
             _drop_activations(run_dir, label, options.debug)
-        cell["tolerated"] = cell.get("status") == "load_error" and label in LOAD_ERROR_TOLERATED
         cells.append(cell)
 
     if origin_activations:
         _drop_activations(run_dir, origin_env, options.debug)
-    _tolerate_keras3_as_is(cells)
+    tolerate(cells)
+    for cell in cells:  # the verdict on each cell goes into its file too (the int8 report reads those)
+        runfolder.write_json(os.path.join(run_dir, runfolder.parity_name(cell["env"])), cell)
     failing = [c["env"] for c in cells if c["status"] in ("mismatch", "load_error") and not c["tolerated"]]
     model_info = dict(manifest["model"])
     return {
@@ -262,10 +287,26 @@ def _verify_into(options, run_dir, log):
         "failing": failing,
         "timings": runner.timings,
         "sandbox": runner.sandbox,
-        "policy": "exit 1 on any mismatch or load_error, except in %s (a load_error; a mismatch too when %s "
-                  "matches)" % (", ".join(LOAD_ERROR_TOLERATED), MIGRATED_LABEL),
+        "policy": POLICY,
         "migration": _migration_summary(run_dir) if keras3 else None,
     }
+
+
+def tolerate(cells):
+    """Set every cell's ``tolerated`` by the one policy (``POLICY``, the module docstring)."""
+    status = dict((cell.get("env"), cell.get("status")) for cell in cells)
+    for cell in cells:
+        cell["tolerated"] = cell.get("status") == "load_error" and cell.get("env") in LOAD_ERROR_TOLERATED
+    _tolerate_keras3_as_is(cells)
+    for cell in cells:
+        if cell.get("status") != "load_error":
+            continue
+        if (cell.get("env") in PY3_11_KERAS_CELLS and cell.get("cause") == "lambda_bytecode"
+                and status.get(GRAPH_LABEL) == "match"):
+            cell["tolerated"] = True
+        if cell.get("env") == GRAPH_LABEL and status.get("tf2") == "match":
+            cell["tolerated"] = True
+    return cells
 
 
 def _tolerate_keras3_as_is(cells):
@@ -372,7 +413,7 @@ def run_step(name, env, module, args, log, run_dir):
 def _public_cell(cell):
     keep = ("env", "runtime", "keras", "status", "max_abs", "max_rel", "cosine", "top1_agreement", "error",
             "error_class", "hint", "first_divergent_layer", "divergence", "hazards", "hazard_note", "tolerated",
-            "warnings", "per_output", "tolerances", "timings")
+            "warnings", "per_output", "tolerances", "timings", "cause", "explanation", "divergence_note")
     return dict((key, cell[key]) for key in keep if key in cell)
 
 
@@ -396,8 +437,13 @@ def matrix_rows(report):
                 note += " (known hazard: %s)" % ", ".join(hazard["id"] for hazard in cell["hazards"])
             elif cell.get("hazard_note"):
                 note += " (no known hazard)"
+        elif cell.get("cause") == "lambda_bytecode":
+            note = "Lambda bytecode of Python 3.7 cannot load in 3.11; the graph is portable" + (
+                " (tolerated: %s matches)" % GRAPH_LABEL if cell.get("tolerated") else "")
         elif cell.get("error"):
             note = cell["error"][:100] + (" (tolerated)" if cell.get("tolerated") else "")
+        elif cell.get("divergence_note"):
+            note = "no divergence search for a graph"
         else:
             note = ""
         if cell.get("tolerated") and cell.get("status") == "mismatch":
@@ -443,6 +489,11 @@ def hazard_lines(report):
                 "", "What to do: %s" % hazard["fix"]]
         if cell.get("hazard_note"):
             lines += ["", "**%s**: %s." % (cell["env"], cell["hazard_note"])]
+        if cell.get("explanation"):
+            lines += ["", "**%s** (load_error%s): %s." % (cell["env"], ", tolerated" if cell.get("tolerated") else "",
+                                                        cell["explanation"])]
+        if cell.get("divergence_note"):
+            lines += ["", "**%s**: %s." % (cell["env"], cell["divergence_note"])]
     migration = report.get("migration")
     if migration and migration.get("status") == "migrated":
         lines += ["", "Keras 3: `model.keras` loads with `keras.saving.load_model(\"model.keras\")` (Keras %s, no "

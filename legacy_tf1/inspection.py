@@ -252,6 +252,9 @@ def inspect_file(path, known_classes=None):
                 classes.append(class_name)
                 names.append(name)
             model_class = config.get("class_name")
+            inputs = (config.get("config") or {}).get("input_layers") if isinstance(config.get("config"), dict) \
+                else None
+            input_names = [item[0] for item in inputs if isinstance(item, list) and item] if inputs else None
         except (AttributeError, TypeError, ValueError, RecursionError) as exc:  # valid JSON, not a model config
             raise InputFileError("the model config in %s is not a Keras model config (%s)." % (path, exc),
                                  step="inspect", hint="The file is damaged; re-save it from the original code.")
@@ -259,6 +262,7 @@ def inspect_file(path, known_classes=None):
         unsafe = safety.scan_config(config)
     else:
         model_class = None
+        input_names = None
     keras_version = attrs.get("keras_version")
     origin, reason = infer_origin(keras_version)
     custom = []
@@ -273,6 +277,7 @@ def inspect_file(path, known_classes=None):
         "weights_only": weights_only,
         "has_training_config": attrs.get("training_config") is not None,
         "model_class": model_class,
+        "input_names": input_names,  # a functional model's inputs, in order (None: Sequential or unknown)
         "layer_classes": sorted(set(classes)),
         "layer_names": names if names else [_text(name) for name in attrs.get("layer_names") or []],
         "lambda_layers": safety.lambda_paths(unsafe),

@@ -59,16 +59,19 @@ def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=N
     if data:
         from converters.shared.calibration import draw_probe
 
-        if len(inputs) != 1:
-            raise UsageError("--%s gives data for one input; the model has %d." % ("probe" if probe else "calib",
-                                                                                   len(inputs)), step="probe")
-        drawn = draw_probe(data, tuple(inputs[0]["shape"][1:]), preprocess or "raw", samples, seed,
-                           shared=not probe)
-        array = np.asarray(drawn.array, dtype=np.float32)
+        # one input: an image folder, an image, .npy or .npz of any rank; several: an .npz with one array
+        # per input name (converters.shared.calibration.MultiSource)
+        drawn = draw_probe(data, tuple(inputs[0]["shape"]), preprocess or "raw", samples, seed,
+                           shared=not probe, input_name=inputs[0]["name"], batch_first=True,
+                           inputs=[(spec["name"], tuple(spec["shape"])) for spec in inputs])
+        arrays = dict((spec["name"], np.asarray(drawn.arrays.get(spec["name"], drawn.array), dtype=np.float32))
+                      for spec in inputs)
         info = {"source": "probe" if probe else "calibration", "preprocess": preprocess or "raw",
-                "range": [float(array.min()), float(array.max())]}
+                "range": [float(arrays[inputs[0]["name"]].min()), float(arrays[inputs[0]["name"]].max())]}
+        if len(inputs) > 1:
+            info["ranges"] = dict((name, [float(a.min()), float(a.max())]) for name, a in arrays.items())
         info.update(drawn.describe())
-        return {inputs[0]["name"]: array}, info
+        return arrays, info
     rng = np.random.RandomState(seed)
     arrays, ranges = {}, {}
     for spec in inputs:
@@ -83,6 +86,42 @@ def make_probe(inputs, samples, seed, input_range=None, calib=None, preprocess=N
     first = ranges[inputs[0]["name"]] if inputs else None
     return arrays, {"source": "random_uniform", "samples": options.probe_size(samples), "seed": seed, "range": first,
                     "ranges": ranges, "explicit_range": input_range is not None}
+
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def unrolled_for_graph(model, flavour, custom_objects_path=None):
+    """``(model to freeze, names of the recurrent layers unrolled)``.
+
+    A Keras 2 recurrent layer (LSTM, GRU, SimpleRNN) with ``unroll=False`` runs a TF 1.x ``while_loop``
+    over TensorArrays; TF 2.x's TFLite converter has no builtin op for those (``TensorArrayV3``), and its
+    calibrator crashes on the TF 2.x loop of the same layer. With a static number of time steps the layer
+    can be unrolled: the same weights and arithmetic, one cell per step, plain ops that convert to full
+    int8. So the frozen graph (``model.pb``) is made from a clone with ``unroll=True`` and the same weights;
+    ``model.h5`` keeps the model as it was. The tf2-graph parity cell checks the clone against the origin.
+    """
+    config = model.get_config()
+    layers = config if isinstance(config, list) else config.get("layers") or []
+    unrolled = []
+    for layer in layers:
+        settings = layer.get("config") or {}
+        if layer.get("class_name") in RECURRENT and not settings.get("unroll"):
+            keras_layer = model.get_layer(settings.get("name"))
+            steps = keras_layer.input_shape[1] if isinstance(keras_layer.input_shape, tuple) else None
+            if steps is None:
+                continue  # a dynamic number of steps cannot be unrolled: the loop stays
+            settings["unroll"] = True
+            unrolled.append(settings["name"])
+    if not unrolled:
+        return model, []
+    from converters.shared.keras_compat import load_custom_objects
+
+    custom = load_custom_objects(custom_objects_path) if custom_objects_path else {}
+    with compat.custom_object_scope(flavour, custom):
+        clone = type(model).from_config(config, custom_objects=custom)
+    clone.set_weights(model.get_weights())
+    return clone, unrolled
 
 
 def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_model=False,
@@ -122,13 +161,15 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     t0 = time.time()
     frozen = None
     try:
-        output_ops = [t.op.name for t in model.outputs]
+        graph_model, unrolled = unrolled_for_graph(model, flavour, copied or custom_objects)
+        output_ops = [t.op.name for t in graph_model.outputs]
         graph_def = compat.freeze_graph(flavour, output_ops)
         runfolder.write_bytes(os.path.join(out, runfolder.MODEL_PB), graph_def.SerializeToString())
-        frozen = {"path": runfolder.MODEL_PB, "input_arrays": [t.op.name for t in model.inputs],
+        frozen = {"path": runfolder.MODEL_PB, "input_arrays": [t.op.name for t in graph_model.inputs],
                   "output_arrays": output_ops,
-                  "input_shapes": dict((t.op.name, [1] + spec["shape"][1:]) for t, spec in zip(model.inputs, inputs)),
-                  "nodes": len(graph_def.node)}
+                  "input_shapes": dict((t.op.name, [1] + spec["shape"][1:])
+                                       for t, spec in zip(graph_model.inputs, inputs)),
+                  "nodes": len(graph_def.node), "unrolled": unrolled}
     except Exception as exc:  # noqa: BLE001 - a model we cannot freeze still has a valid .h5
         frozen = None
         freeze_error = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")

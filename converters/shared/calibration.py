@@ -70,14 +70,18 @@ def _error(message, hint=None):
     return CalibrationDataError(message, step="calibrate", hint=hint)
 
 
-def sample_shape(input_shape):
-    """(H, W, C) of one sample from a model input shape ``(None|N, H, W, C)`` or ``(H, W, C)``.
+def sample_shape(input_shape, batch_first=None):
+    """The shape of one sample from a model input shape, e.g. (H, W, C) from ``(None|N, H, W, C)``.
 
-    A 4-D shape is batch first; a 3-D shape is one image sample (even ``(None, None, 3)``); a 2-D shape
-    with an unknown first dimension is ``(batch, features)``.
+    ``batch_first`` True: the first dimension is the batch, whatever the rank (a sequence input
+    ``(1, 20, 8)`` is a sample of ``(20, 8)``); False: ``input_shape`` is one sample already. None (callers
+    that do not know): a 4-D shape is batch first; a 3-D shape is one image sample (even
+    ``(None, None, 3)``); a 2-D shape with an unknown first dimension is ``(batch, features)``.
     """
     shape = tuple(input_shape)
-    if len(shape) == 4 or (len(shape) == 2 and (shape[0] is None or shape[0] == -1)):
+    if batch_first:
+        shape = shape[1:]
+    elif batch_first is None and (len(shape) == 4 or (len(shape) == 2 and (shape[0] is None or shape[0] == -1))):
         shape = shape[1:]
     return tuple(None if (d is None or d == -1) else int(d) for d in shape)
 
@@ -235,9 +239,9 @@ class CalibrationSource(object):
 
     def __init__(self, path, input_shape, preprocess="raw", samples=DEFAULT_CALIB_SAMPLES, seed=0,
                  progress=True, input_name=None, description="calibration", reserve_probe=0, exclude=None,
-                 min_calib=MIN_SPLIT_CALIB):
+                 min_calib=MIN_SPLIT_CALIB, batch_first=None):
         self.path = path
-        self.shape = sample_shape(input_shape)
+        self.shape = sample_shape(input_shape, batch_first)
         if len(self.shape) != 3:
             self._image_ok = False
         else:
@@ -257,6 +261,19 @@ class CalibrationSource(object):
         self._array = None
         self._files = None
         self._pictures = None
+        self._open(path, input_name)
+        self._select(samples, seed, min_calib)
+
+    def _select(self, samples, seed, min_calib):
+        total = self.available
+        if total == 0:
+            raise _error("%s holds no samples." % self.path)
+        if self.reserve_probe:
+            self.indices = split(total, samples, self.reserve_probe, seed, self.path, min_calib)[0]
+        else:
+            self.indices = choose(total, samples, seed)
+
+    def _open(self, path, input_name):
         if path is None:
             raise _error("no calibration data given.",
                          hint="Give --calib with an image folder or an .npy/.npz file.")
@@ -289,13 +306,7 @@ class CalibrationSource(object):
         else:
             raise _error("%s is neither a folder, an image (%s), nor an .npy/.npz file."
                          % (path, " ".join(IMAGE_EXTENSIONS)))
-        if total == 0:
-            raise _error("%s holds no samples." % path)
         self.available = total
-        if self.reserve_probe:
-            self.indices = split(total, samples, self.reserve_probe, seed, path, min_calib)[0]
-        else:
-            self.indices = choose(total, samples, seed)
 
     def _need_images(self):
         if not self._image_ok or self.shape[-1] not in (1, 3):
@@ -367,18 +378,18 @@ class CalibrationSource(object):
                 raw = self._raw(index)
                 source = self.source_key(index)
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these on corrupt files
-                self.skipped.append((self._files[index] if self._files else str(index), str(exc)))
+                self.skipped.append((self._item_name(index), str(exc)))
                 continue
             if source in self._exclude_sources:
                 self.excluded.append(index)
                 continue
-            if not np.all(np.isfinite(raw)):  # the data itself, before preprocessing could be blamed
+            if not _finite(raw):  # the data itself, before preprocessing could be blamed
                 raise _error("sample %s of %s is not finite (NaN or Inf)." % (index, self.path),
                              hint="Remove or repair the non-finite samples; calibration data must be finite.")
-            sample = preprocessing.apply(self.preprocess, raw[None])
-            if not np.all(np.isfinite(sample)):
+            sample = self._preprocess(raw)
+            if not _finite(sample):
                 raise _error("sample %s is not finite (NaN or Inf)." % index)
-            key = sample_key(sample)
+            key = self._sample_key(sample)
             if key in self._exclude_samples:
                 self.excluded.append(index)
                 continue
@@ -394,11 +405,21 @@ class CalibrationSource(object):
                          % (len(self.indices), self.path, self.skipped[0][1] if self.skipped else "?"),
                          hint="Check that the files are real JPEG/PNG/BMP images.")
 
+    def _item_name(self, index):
+        return self._files[index] if self._files else str(index)
+
+    def _preprocess(self, raw):
+        return preprocessing.apply(self.preprocess, raw[None])
+
+    def _sample_key(self, sample):
+        return sample_key(sample)
+
     def representative_dataset(self):
-        """A generator function for ``TFLiteConverter.representative_dataset`` (one input)."""
+        """A generator function for ``TFLiteConverter.representative_dataset``: one list per sample, an
+        array per model input (``MultiSource`` yields several)."""
         def generator():
             for sample in self.iter_samples():
-                yield [sample]
+                yield list(sample) if isinstance(sample, list) else [sample]
         return generator
 
     def describe(self):
@@ -419,6 +440,123 @@ class CalibrationSource(object):
                                                     self.available, reason))
 
 
+def _finite(value):
+    parts = value if isinstance(value, list) else [value]
+    return all(np.all(np.isfinite(part)) for part in parts)
+
+
+def combined_key(keys):
+    """One content hash for a sample of several inputs, from the per-input hashes (in input order)."""
+    return _bytes_key("|".join(str(key) for key in keys).encode("ascii"))
+
+
+def is_image_shape(shape):
+    """True for a sample shape (H, W, C) with 1 or 3 channels: an input that images (and image
+    preprocessing presets) can feed."""
+    return len(shape) == 3 and shape[-1] in (1, 3)
+
+
+class MultiSource(CalibrationSource):
+    """Samples for a model of several inputs (``inputs``: [(name, shape)], batch first): each sample is a
+    list of float32 arrays ``(1, ...)`` in the model's input order.
+
+    ``path``: an ``.npz`` holding one array per input name, the same number of samples in each (row
+    ``i`` of every array is sample ``i``), or a dict ``{input name: path}`` of per-input sources (an image
+    folder or image for an image input, ``.npy`` / ``.npz`` for any input), sampled with the same indices.
+    ``preprocess`` applies to image-like inputs ``(H, W, 1|3)``; other inputs are taken as they are
+    (``raw``). Content keys combine the inputs' keys (``combined_key``), so the probe and calibration stay
+    disjoint by content as for one input. Selection, probe split and exclusion: as ``CalibrationSource``.
+    """
+
+    def __init__(self, path, inputs, preprocess="raw", samples=DEFAULT_CALIB_SAMPLES, seed=0, progress=True,
+                 description="calibration", reserve_probe=0, exclude=None, min_calib=MIN_SPLIT_CALIB,
+                 batch_first=True):
+        self.names = [name for name, _ in inputs]
+        paths = self._paths(path, self.names)
+        self.parts = []
+        for name, shape in inputs:
+            sample = sample_shape(shape, batch_first)
+            part_preprocess = preprocess if is_image_shape(sample) else "raw"
+            self.parts.append(CalibrationSource(paths[name], sample, part_preprocess, samples=None, seed=seed,
+                                                progress=False, input_name=name, batch_first=False))
+        counts = dict((name, part.available) for name, part in zip(self.names, self.parts))
+        if len(set(counts.values())) != 1:
+            raise _error("the inputs' data have different numbers of samples (%s); sample i of every input "
+                         "must belong together." % ", ".join("%s: %d" % item for item in sorted(counts.items())),
+                         hint="Give the same number of samples for every input, in the same order.")
+        self.path = path if not isinstance(path, dict) else ",".join("%s=%s" % (n, paths[n]) for n in self.names)
+        self.shape = None
+        self.preprocess = preprocess
+        self.seed = seed
+        self.progress = progress
+        self.description = description
+        self.skipped = []
+        self.requested = samples
+        self.reserve_probe = int(reserve_probe or 0)
+        self._exclude = list(exclude or [])
+        self._exclude_sources = set(k[0] for k in self._exclude if k[0])
+        self._exclude_samples = set(k[1] for k in self._exclude if k[1])
+        self.excluded = []
+        self.yielded_keys = []
+        self._array = self._files = self._pictures = None
+        self.kind = "multi"
+        self.available = self.parts[0].available
+        self._select(samples, seed, min_calib)
+
+    @staticmethod
+    def _paths(path, names):
+        if isinstance(path, dict):
+            missing = [name for name in names if name not in path]
+            if missing:
+                raise _error("no calibration data for input(s) %s (given: %s)." % (", ".join(missing), ", ".join(
+                    sorted(path))), hint="Give one source per model input: --calib NAME=PATH for each of %s."
+                    % ", ".join(names))
+            return dict((name, str(path[name])) for name in names)
+        path = str(path)
+        if not path.lower().endswith(".npz"):
+            raise _error("%s gives data for one input; the model has %d (%s)." % (path, len(names), ", ".join(names)),
+                         hint="Give an .npz holding one array per input name (%s), e.g. "
+                              "numpy.savez(PATH, %s)." % (", ".join(names), ", ".join("%s=..." % n for n in names)))
+        if not os.path.exists(path):
+            raise _error("%s does not exist." % path, hint="Check the --calib path.")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.files)
+        except (OSError, ValueError) as exc:
+            raise _error("cannot read %s (%s)." % (path, exc))
+        missing = [name for name in names if name not in keys]
+        if missing:
+            raise _error("%s has no array for model input(s) %s (it holds: %s)." % (
+                path, ", ".join(missing), ", ".join(keys) or "nothing"),
+                hint="Save one array per model input, named like the input: numpy.savez(PATH, %s)."
+                     % ", ".join("%s=..." % n for n in names))
+        return dict((name, path) for name in names)
+
+    def _item_name(self, index):
+        return str(index)
+
+    def _raw(self, index):
+        return [part._raw(index) for part in self.parts]
+
+    def source_key(self, index):
+        return combined_key([part.source_key(index) for part in self.parts])
+
+    def _preprocess(self, raw):
+        return [part._preprocess(value) for part, value in zip(self.parts, raw)]
+
+    def _sample_key(self, sample):
+        return combined_key([sample_key(value) for value in sample])
+
+
+def make_source(path, inputs, preprocess="raw", samples=DEFAULT_CALIB_SAMPLES, seed=0, batch_first=True, **kwargs):
+    """A ``CalibrationSource`` for a model of one input, a ``MultiSource`` for several (``inputs``:
+    [(name, shape)])."""
+    if len(inputs) == 1 and not isinstance(path, dict):
+        return CalibrationSource(path, inputs[0][1], preprocess, samples, seed, input_name=inputs[0][0],
+                                 batch_first=batch_first, **kwargs)
+    return MultiSource(path, inputs, preprocess, samples, seed, batch_first=batch_first, **kwargs)
+
+
 def _shape_fits(actual, expected):
     if len(actual) != len(expected):
         return False
@@ -426,11 +564,13 @@ def _shape_fits(actual, expected):
 
 
 class Probe(object):
-    """A probe batch drawn from data: ``array`` (N, H, W, C) float32, the source ``indices`` it took,
-    each sample's ``keys`` (source key, sample key) and ``describe()`` for manifest.json."""
+    """A probe batch drawn from data: ``array`` (N, ...) float32 (the first input's), ``arrays`` (one per
+    input name), the source ``indices`` it took, each sample's ``keys`` (source key, sample key) and
+    ``describe()`` for manifest.json."""
 
-    def __init__(self, array, source, indices, keys, shared):
+    def __init__(self, array, source, indices, keys, shared, arrays=None):
         self.array = array
+        self.arrays = arrays or {}
         self.source = source
         self.indices = indices
         self.keys = keys
@@ -446,7 +586,8 @@ class Probe(object):
                 "skipped": [name for name, _ in self.source.skipped]}
 
 
-def draw_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True, input_name=None):
+def draw_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True, input_name=None, batch_first=None,
+               inputs=None):
     """The probe batch from ``path``: with ``shared`` (the source also feeds calibration) the last ``n``
     positions of its seeded permutation (``probe_indices``), else a seeded choice of ``n`` (all if fewer);
     ``n`` None: ``converters.options.probe_size`` (the default, or half of a small shared source).
@@ -456,13 +597,23 @@ def draw_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True,
     does, and when a shared source leaves no calibration sample. Unreadable images are left out (the
     probe is then smaller; ``describe()`` names them).
     """
-    source = CalibrationSource(path, input_shape, preprocess=preprocess, samples=None, seed=seed, progress=False,
-                               input_name=input_name, description="probe")
-    source.indices = (probe_indices(source.available, n, seed, path) if shared
+    if inputs is not None and (len(inputs) > 1 or isinstance(path, dict)):
+        source = MultiSource(path, inputs, preprocess=preprocess, samples=None, seed=seed, progress=False,
+                             description="probe", batch_first=True if batch_first is None else batch_first)
+    else:
+        source = CalibrationSource(path, input_shape, preprocess=preprocess, samples=None, seed=seed, progress=False,
+                                   input_name=input_name, description="probe", batch_first=batch_first)
+    source.indices = (probe_indices(source.available, n, seed, source.path) if shared
                       else choose(source.available, options.probe_size(n), seed))
     samples = list(source.iter_samples())  # unreadable images are skipped (named in describe()["skipped"])
-    return Probe(np.concatenate(samples, axis=0).astype(np.float32), source, list(source.indices),
-                 list(source.yielded_keys), shared)
+    if isinstance(source, MultiSource):
+        arrays = dict((name, np.concatenate([sample[k] for sample in samples], axis=0).astype(np.float32))
+                      for k, name in enumerate(source.names))
+        return Probe(arrays[source.names[0]], source, list(source.indices), list(source.yielded_keys), shared,
+                     arrays=arrays)
+    array = np.concatenate(samples, axis=0).astype(np.float32)
+    return Probe(array, source, list(source.indices), list(source.yielded_keys), shared,
+                 arrays={input_name: array} if input_name else None)
 
 
 def load_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True):
@@ -471,11 +622,17 @@ def load_probe(path, input_shape, preprocess="raw", n=None, seed=0, shared=True)
 
 
 def probe_keys(probe_arrays, source_keys=None):
-    """(source key, sample key) pairs of a probe batch (N, ...) read back from probe.npz; ``source_keys``:
-    the manifest's ``source_sha256`` when the probe came from data."""
-    array = np.asarray(probe_arrays, dtype=np.float32)
+    """(source key, sample key) pairs of a probe batch (N, ...) read back from probe.npz, or of a list of
+    batches, one per input (the sample key then combines the inputs', as ``MultiSource``'s);
+    ``source_keys``: the manifest's ``source_sha256`` when the probe came from data."""
+    if isinstance(probe_arrays, (list, tuple)) and len(probe_arrays) == 1:
+        probe_arrays = probe_arrays[0]
+    several = isinstance(probe_arrays, (list, tuple))
+    arrays = [np.asarray(a, dtype=np.float32) for a in probe_arrays] if several else \
+        [np.asarray(probe_arrays, dtype=np.float32)]
     keys = []
-    for index in range(array.shape[0]):
+    for index in range(arrays[0].shape[0]):
         source = source_keys[index] if source_keys and index < len(source_keys) else None
-        keys.append((source, sample_key(array[index])))
+        key = combined_key([sample_key(a[index]) for a in arrays]) if several else sample_key(arrays[0][index])
+        keys.append((source, key))
     return keys

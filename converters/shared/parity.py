@@ -2,7 +2,7 @@
 
 For whom: ``converters.verify`` runs it inside tf1.15 and tf2 (Python 3.7 compatible). Commands::
 
-    python -m converters.shared.parity RUN --label LABEL [--keras auto|keras|tf.keras|tf_keras|keras3]
+    python -m converters.shared.parity RUN --label LABEL [--keras auto|keras|tf.keras|tf_keras|keras3|graph]
     python -m converters.shared.parity activations RUN --label LABEL --out FILE [--keras ...] [--samples N]
     python -m converters.shared.parity divergence RUN --label LABEL [--origin-label ENV]
 
@@ -14,8 +14,17 @@ label "tf2-keras3" run in its own process), runs ``probe.npz``, writes ``referen
     {env, label, runtime, status: match|mismatch|load_error, max_abs, max_rel, cosine, top1_agreement,
      per_output: [...], tolerances, error?, hint?, first_divergent_layer?}
 
+``--keras graph`` (label ``tf2-graph``) runs the frozen graph ``RUN/model.pb`` instead, in a ``tf.compat.v1``
+session with the names of the manifest's ``model.frozen_graph`` (no Keras, no Python code of the model: the
+route the int8 converter takes); runtime "tensorflow X (frozen graph)", the same keys, and a
+``divergence_note`` on a mismatch: ``activations`` / ``divergence`` work on Keras layers, not graph nodes.
+
 A model that does not load here is a ``load_error`` cell (error class, first line, a hint), not a crash:
-"this model does not load in Keras 3" is an answer, not a failure of the tool. A package that this
+"this model does not load in Keras 3" is an answer, not a failure of the tool. When the cause is the
+model's Lambda layers, whose bytecode of the origin's Python (3.7) this Python cannot load, the cell says so
+in words: ``cause: "lambda_bytecode"``, ``explanation`` (the graph is portable, the ``.h5`` is not; give the
+function as code with ``--custom-objects``); the migrated cell of such a model says that no migrated model
+can exist (the migration loads the ``.h5``). A package that this
 environment's lock pins and that does not import is not such an answer: the step fails with
 ``EnvironmentBroken`` (exit 12) and writes no cell.
 
@@ -43,6 +52,12 @@ ACTIVATION_SAMPLES = 2
 # The cell of the Keras 3 model written by converters.tf2.migrate (RUN/model.keras), beside "tf2-keras3"
 # (RUN/model.h5 as it is, in Keras 3).
 MIGRATED_LABEL = "tf2-keras3-migrated"
+# The cell of the frozen graph (RUN/model.pb) run in tf2 with tf.compat.v1: the route the converter takes.
+GRAPH_LABEL = "tf2-graph"
+GRAPH = "graph"  # the --keras value of that cell: no Keras, the GraphDef in a compat.v1 session
+GRAPH_BATCH = 8
+NO_GRAPH_DIVERGENCE = ("the search for the first divergent layer is not available for the frozen graph cell "
+                       "(a graph has nodes, not Keras layers); compare with the Keras cells of the same runtime")
 MODEL_KERAS = "model.keras"
 MIGRATION = "migration.json"
 
@@ -67,9 +82,31 @@ def summarize_error(exc, limit=400):
     return first[:limit]
 
 
+def lambda_bytecode_cause(manifest):
+    """The explanation, in words, of why this model's ``.h5`` cannot load as Keras in this Python, when its
+    Lambda layers hold bytecode of another Python (marshal is not portable between minor versions), else None.
+    The cell then records ``cause: "lambda_bytecode"`` (``converters.verify`` tolerates such a load_error
+    of the Python 3.11 Keras cells when the frozen graph cell matches)."""
+    import platform
+
+    layers = manifest["model"].get("lambda_layers") or []
+    origin_python = str(manifest["origin"].get("python") or "3.7")
+    here = platform.python_version()
+    if not layers or origin_python.split(".")[:2] == here.split(".")[:2]:
+        return None
+    return ("the Lambda layer(s) %s hold Python %s bytecode, which Python %s cannot load: the frozen graph "
+            "(model.pb, cell %s) is portable, the .h5 is not. To make the .h5 portable, give the function as "
+            "code: rewrite the Lambda as a named function or a layer class in a file passed with "
+            "--custom-objects." % (", ".join(layers), ".".join(origin_python.split(".")[:2]),
+                                   ".".join(here.split(".")[:2]), GRAPH_LABEL))
+
+
 def load_hint(exc, flavour, manifest):
     """What to do about a load failure, specific where the cause is known."""
     text = str(exc)
+    explained = lambda_bytecode_cause(manifest)
+    if explained:
+        return explained[0].upper() + explained[1:] + "."
     if manifest["model"].get("lambda_layers") and flavour != "keras" and (
             isinstance(exc, (EOFError, SystemError, ValueError, TypeError)) or "marshal" in text):
         return ("The model's Lambda layer(s) %s hold Python %s bytecode, which this Python cannot load. "
@@ -117,6 +154,13 @@ def _load_migrated(run, manifest):
     if not os.path.isfile(path):
         record_path = os.path.join(run, MIGRATION)
         record = runfolder.read_json(record_path) if os.path.isfile(record_path) else {}
+        explained = lambda_bytecode_cause(manifest)
+        if explained:
+            raise ModelLoadError("no migrated Keras 3 model can exist for this model: the migration loads "
+                                 "model.h5, and %s" % explained, step="parity",
+                                 hint="Convert through the frozen graph (cell %s), or rewrite the Lambda as code "
+                                      "passed with --custom-objects so that model.h5 loads, and rerun."
+                                      % GRAPH_LABEL)
         raise ModelLoadError("the migrated Keras 3 model %s was not written: %s"
                              % (path, record.get("error") or "the migrate step did not run"), step="parity",
                              hint=record.get("hint") or "Run `python -m converters.tf2.migrate RUN` in tf2.")
@@ -153,6 +197,8 @@ def parity_cell(run, label, flavour="auto"):
     from converters.shared import metrics
 
     manifest = _read_manifest(run)
+    if flavour == GRAPH:
+        return graph_cell(run, label, manifest)
     flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
     keras_compat.prepare(flavour)
     origin = manifest["origin"]["env"]
@@ -172,6 +218,9 @@ def parity_cell(run, label, flavour="auto"):
         cell.update(status="load_error", error="%s: %s" % (type(exc).__name__, summarize_error(exc)),
                     error_class=type(exc).__name__,
                     hint=getattr(exc, "hint", None) or load_hint(exc, flavour, manifest))
+        explained = lambda_bytecode_cause(manifest)
+        if explained:
+            cell.update(cause="lambda_bytecode", explanation=explained)
         cell.setdefault("runtime", flavour)
         timings["load_s"] = round(time.time() - started, 3)
         cell["timings"] = timings
@@ -190,6 +239,89 @@ def parity_cell(run, label, flavour="auto"):
                 per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
     if summary["warnings"]:
         cell["warnings"] = summary["warnings"]
+    runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
+    return cell
+
+
+def _graph_outputs(run, manifest):
+    """Run ``probe.npz`` through the frozen graph (``RUN/model.pb``, names in the manifest's
+    ``model.frozen_graph``) in a ``tf.compat.v1`` session: ``{output name: array}``. Raises on load failure."""
+    import numpy as np
+    import tensorflow as tf
+
+    graph_info = manifest["model"].get("frozen_graph")
+    if not graph_info:
+        raise ModelLoadError("the re-save step wrote no frozen graph (%s)."
+                             % (manifest["model"].get("frozen_graph_error") or "freezing was not attempted"),
+                             step="parity", hint="The converter then takes model.h5 (cell tf2); see the "
+                                                 "re-save log for why freezing failed.")
+    compat = tf.compat.v1
+    graph_def = compat.GraphDef()
+    with open(os.path.join(run, graph_info.get("path") or runfolder.MODEL_PB), "rb") as handle:
+        graph_def.ParseFromString(handle.read())
+    graph = tf.Graph()
+    with graph.as_default():
+        compat.import_graph_def(graph_def, name="")
+    inputs = [graph.get_tensor_by_name(name + ":0") for name in graph_info["input_arrays"]]
+    outputs = [graph.get_tensor_by_name(name + ":0") for name in graph_info["output_arrays"]]
+    probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
+    feeds = [probe[spec["name"]] for spec in manifest["model"]["inputs"]]
+    total = len(feeds[0])
+    results = [[] for _ in outputs]
+    with compat.Session(graph=graph) as session:
+        for start in range(0, total, GRAPH_BATCH):
+            values = session.run(outputs, dict((tensor, feed[start:start + GRAPH_BATCH])
+                                               for tensor, feed in zip(inputs, feeds)))
+            for collected, value in zip(results, values):
+                collected.append(np.asarray(value, dtype=np.float32))
+    names = [spec["name"] for spec in manifest["model"]["outputs"]]
+    return dict((name, np.concatenate(parts, axis=0)) for name, parts in zip(names, results))
+
+
+def graph_cell(run, label, manifest=None):
+    """The cell of the frozen graph (``--keras graph``): the same keys as a Keras cell; ``keras: "graph"``,
+    runtime "tensorflow X (frozen graph)". A graph that does not import or run here is a ``load_error``."""
+    from converters.shared import metrics
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    manifest = manifest or _read_manifest(run)
+    origin = manifest["origin"]["env"]
+    cell = {"env": label, "label": label, "keras": GRAPH, "origin": origin, "status": None, "max_abs": None,
+            "max_rel": None, "cosine": None, "top1_agreement": None, "per_output": [],
+            "divergence_note": NO_GRAPH_DIVERGENCE}
+    timings = {}
+    started = time.time()
+    try:
+        import tensorflow as tf
+
+        cell["runtime"] = "tensorflow %s (frozen graph)" % tf.__version__
+        outputs = _graph_outputs(run, manifest)
+    except EnvironmentBroken:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a graph that does not run here is an honest cell
+        broken = keras_compat.environment_broken(exc)
+        if broken is not None:
+            raise broken
+        cell.update(status="load_error", error="%s: %s" % (type(exc).__name__, summarize_error(exc)),
+                    error_class=type(exc).__name__,
+                    hint=getattr(exc, "hint", None) or "The frozen graph (model.pb) does not run in this "
+                    "TensorFlow: an op it holds may be gone; the converter then takes model.h5 (cell tf2).")
+        cell.setdefault("runtime", "frozen graph")
+        timings["load_s"] = round(time.time() - started, 3)
+        cell["timings"] = timings
+        runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
+        return cell
+    timings["predict_s"] = round(time.time() - started, 3)
+    runfolder.write_arrays(os.path.join(run, runfolder.reference_name(label)), outputs)
+    references = runfolder.read_arrays(os.path.join(run, runfolder.reference_name(origin)))
+    summary = metrics.compare_outputs(references, outputs)
+    cell.update(status=summary["verdict"], max_abs=summary["max_abs"], max_rel=summary["max_rel"],
+                cosine=summary["cosine"], top1_agreement=summary["top1_agreement"],
+                per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
+    if summary["warnings"]:
+        cell["warnings"] = summary["warnings"]
+    if cell["status"] == "match":
+        cell.pop("divergence_note")
     runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
     return cell
 
@@ -318,7 +450,10 @@ def run(argv):
     parser = _parser()
     parser.add_argument("run", help="run folder made by legacy_tf1 resave")
     parser.add_argument("--label", required=True, help="name of this matrix cell, e.g. tf1.15, tf2, tf2-keras3")
-    if command != "divergence":
+    if command == "parity":
+        parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS + (GRAPH,),
+                            help="the Keras that loads model.h5, or graph: model.pb in a tf.compat.v1 session")
+    elif command == "activations":
         parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS)
     if command == "activations":
         parser.add_argument("--out", help="output .npz (default RUN/activations_LABEL.npz)")

@@ -38,7 +38,7 @@ from converters.errors import InputFileError, UsageError  # noqa: E402
 class Prepared:
     """The probe and references of a run, and the calibration settings the conversion uses."""
 
-    probe: object  # (N, ...) float32, the first input's probe batch
+    probe: object  # (N, ...) float32 for a model of one input; a list of such batches (input order) for several
     references: list  # reference outputs, in the model's output order
     origin: str  # the environment the references come from ("tf2", "tf1.13", ...)
     calib: str | None  # calibration data (``--calib``, or the probe's own images for a run folder)
@@ -81,8 +81,13 @@ def for_tf2_model(out_dir, model_path, source, calib, preprocess, probe_samples,
     preprocess = preprocess or "raw"
     started = time.perf_counter()
     shared = not probe or _same_source(probe, calib)
+    if len(source.inputs) != 1:
+        raise UsageError("a TF 2.x model of %d inputs (%s): convert does not feed several inputs yet."
+                         % (len(source.inputs), ", ".join(i["name"] for i in source.inputs)), step="calibrate",
+                         hint="Models of several inputs convert through `convert_legacy` (a run folder), with "
+                              "--calib an .npz holding one array per input name.")
     drawn = calibration.draw_probe(probe if probe else calib, source.input_shape, preprocess, probe_samples, seed,
-                                   shared=shared, input_name=source.inputs[0]["name"])
+                                   shared=shared, input_name=source.inputs[0]["name"], batch_first=True)
     probe_array = drawn.array
     references = reference.float_reference(source, probe_array)
     timings = {"reference": round(time.perf_counter() - started, 2)}
@@ -116,7 +121,8 @@ def from_run_folder(run_dir, calib, preprocess):
         calib = probe_cfg.get("path")  # the probe's own images (legacy_tf1 resave --calib)
     origin = (manifest.get("origin") or {}).get("env")
     probe_arrays = runfolder.read_arrays(os.path.join(run_dir, runfolder.PROBE))
-    probe = pick(probe_arrays, [i["name"] for i in (manifest["model"].get("inputs") or [])])[0]
+    probes = pick(probe_arrays, [i["name"] for i in (manifest["model"].get("inputs") or [])])
+    probe = probes[0] if len(probes) == 1 else probes  # several inputs: one batch each, in input order
     reference_path = os.path.join(run_dir, runfolder.reference_name(origin))
     if not os.path.exists(reference_path):
         raise InputFileError("no reference outputs %s in the run folder." % reference_path,
@@ -136,7 +142,7 @@ def from_run_folder(run_dir, calib, preprocess):
     return Prepared(probe, references, origin, calib, preprocess, {}, probe_keys=keys,
                     reserve_probe=len(probe_cfg.get("indices") or []) if shared else 0,
                     calib_seed=probe_cfg.get("seed") if shared else None,
-                    probe_data={"source": data_source, "count": int(len(probe))})
+                    probe_data={"source": data_source, "count": int(len(probes[0]))})
 
 
 def pick(arrays, names):

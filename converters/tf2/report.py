@@ -236,8 +236,10 @@ def summary(report):
     parity = report["parity"]
     if parity:
         matched = sum(1 for p in parity if p.get("status") == "match")
-        tone = "good" if matched == len(parity) else "bad"
-        cards.append(("TF upgrade parity", "%d / %d match" % (matched, len(parity)),
+        tolerated = sum(1 for p in parity if p.get("status") != "match" and p.get("tolerated"))
+        tone = "good" if matched + tolerated == len(parity) else "bad"
+        cards.append(("TF upgrade parity", "%d / %d match%s" % (matched, len(parity),
+                                                                 ", %d tolerated" % tolerated if tolerated else ""),
                       ", ".join("%s: %s" % (p.get("env"), p.get("status")) for p in parity), tone))
     else:
         cards.append(("TF upgrade parity", "not run", "no parity_*.json in the run folder", "none"))
@@ -351,8 +353,10 @@ def render_markdown(report):
     if report["parity"]:
         lines += ["| env | runtime | status | max abs | cosine | top-1 | note |", "|---|---|---|---|---|---|---|"]
         for p in report["parity"]:
-            note = p.get("error") or p.get("hint") or (
+            note = p.get("explanation") or p.get("error") or p.get("hint") or (
                 "first divergent layer: %s" % p["first_divergent_layer"] if p.get("first_divergent_layer") else "")
+            if p.get("tolerated"):
+                note = "%s (tolerated)" % note
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 p.get("env"), p.get("runtime", "-"), p.get("status"), fmt(p.get("max_abs")), fmt(p.get("cosine"), 6),
                 fmt(p.get("top1_agreement"), 3), str(note).replace("|", "/")))

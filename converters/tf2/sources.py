@@ -256,14 +256,64 @@ def from_frozen_graph(run_dir, manifest):
         input_shapes[array_name] = _batch1(shape)
 
     def build():
-        return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-            pb, input_arrays, output_arrays, input_shapes=input_shapes or None)
+        folded = fold_zeros_like(pb, input_arrays, input_shapes)
+        if folded is None:
+            return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+                pb, input_arrays, output_arrays, input_shapes=input_shapes or None)
+        handle, path = tempfile.mkstemp(suffix=".pb", prefix="tfbridge-folded-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(folded.SerializeToString())
+            return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+                path, input_arrays, output_arrays, input_shapes=input_shapes or None)
+        finally:
+            os.remove(path)
 
     inputs = [{"name": n, "shape": input_shapes.get(n), "dtype": "float32"} for n in input_arrays]
     outputs = [{"name": n, "shape": None, "dtype": "float32"} for n in output_arrays]
     for described, out in zip(manifest.get("model", {}).get("outputs") or [], outputs):
         out["shape"] = _batch1(described.get("shape") or [])
     return Source("frozen_graph", pb, inputs, outputs, build)
+
+
+def fold_zeros_like(pb, input_arrays, input_shapes):
+    """The GraphDef of ``pb`` with every ``ZerosLike`` whose shape is static at batch 1 replaced by a
+    constant of zeros, or None when there is none.
+
+    Keras 2 recurrent layers (LSTM, GRU) make their initial state as ``zeros_like(inputs)``: a ZerosLike
+    op, which has no int8 kernel in TFLite (the converter would leave a float island). With the batch
+    fixed to 1 (``input_shapes``), its shape is known and its value is a constant.
+    """
+    import numpy as np
+
+    graph_def = tf.compat.v1.GraphDef()
+    with open(pb, "rb") as handle:
+        graph_def.ParseFromString(handle.read())
+    if not any(node.op == "ZerosLike" for node in graph_def.node):
+        return None
+    graph = tf.Graph()
+    with graph.as_default():
+        mapped = dict(("%s:0" % name, tf.compat.v1.placeholder(tf.float32, input_shapes.get(name),
+                                                                name="tfbridge_batch1_%d" % k))
+                      for k, name in enumerate(input_arrays) if input_shapes.get(name))
+        tf.compat.v1.import_graph_def(graph_def, input_map=mapped, name="")
+    constants = {}
+    for node in graph_def.node:
+        if node.op == "ZerosLike":
+            tensor = graph.get_tensor_by_name(node.name + ":0")
+            if tensor.shape.is_fully_defined():
+                constants[node.name] = np.zeros(tensor.shape.as_list(), dtype=tensor.dtype.as_numpy_dtype)
+    if not constants:
+        return None
+    for node in graph_def.node:
+        if node.name in constants:
+            value = constants[node.name]
+            node.op = "Const"
+            del node.input[:]
+            node.attr.clear()
+            node.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
+    return graph_def
 
 
 def from_run_folder(run_dir, trust_model=False):

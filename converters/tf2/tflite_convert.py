@@ -74,15 +74,16 @@ def run_step(argv):
         else:
             prepared = prepare.from_run_folder(run_dir, args.calib, args.preprocess)
         timings.update(prepared.timings)
-        input_name = source.inputs[0]["name"]
+        inputs = model_inputs(run_dir, source, bool(args.model))
 
         def calibration_data(samples, progress):
             # never a probe sample: the probe's tail of a shared source is left out, and any sample equal
-            # to a probe sample by content is skipped (converters.shared.calibration)
-            return calibration.CalibrationSource(
-                prepared.calib, source.input_shape, prepared.preprocess, samples,
-                prepared.calib_seed if prepared.reserve_probe else args.seed, progress=progress,
-                input_name=input_name, reserve_probe=prepared.reserve_probe, exclude=prepared.probe_keys)
+            # to a probe sample by content is skipped (converters.shared.calibration); a model of several
+            # inputs gets one array per input (an .npz with one array per input name)
+            return calibration.make_source(
+                prepared.calib, inputs, prepared.preprocess, samples,
+                prepared.calib_seed if prepared.reserve_probe else args.seed, batch_first=True, progress=progress,
+                reserve_probe=prepared.reserve_probe, exclude=prepared.probe_keys)
 
         calib = calibration_data(args.calib_samples, True)
         if calib.shortfall():
@@ -117,7 +118,8 @@ def run_step(argv):
         if "float_seconds" in result:
             timings["convert_float"] = result["float_seconds"]
         started = time.perf_counter()
-        result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.references))
+        result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.references,
+                                          input_names=[name for name, _ in inputs]))
         timings["evaluate"] = round(time.perf_counter() - started, 2)
         result["reference_env"] = prepared.origin
         result["calibration"] = calib.describe()
@@ -156,6 +158,18 @@ def run_step(argv):
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
+
+
+def model_inputs(run_dir, source, tf2_model):
+    """[(input name, batch-first shape)] in the order the converter's inputs take: the source's own (the
+    frozen graph's input arrays follow the Keras inputs of the manifest, whose names the probe and the
+    calibration .npz use)."""
+    if not tf2_model:
+        manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
+        described = (manifest.get("model") or {}).get("inputs") or []
+        if len(described) == len(source.inputs):
+            return [(spec["name"], [1] + list(spec["shape"][1:])) for spec in described]
+    return [(spec["name"], spec["shape"]) for spec in source.inputs]
 
 
 def data_section(calib, prepared):

@@ -75,23 +75,45 @@ def dequantize(q, detail):
     return ((np.asarray(q, np.float64) - zero_point) * scale).astype(np.float32)
 
 
-def run(path, inputs, threads=2):
-    """Run the model one sample at a time on float ``inputs`` (N, ...) or a list of arrays, one per input.
+def run(path, inputs, threads=2, input_names=None):
+    """Run the model one sample at a time on float ``inputs`` (N, ...) or a list of arrays, one per input
+    (in the order of ``input_names`` when given, else of the model's inputs).
 
     Returns (dequantized outputs [array (N, ...)] in the model's output order, raw outputs, interpreter).
     """
     interpreter = make_interpreter(path, threads)
-    dequantized, raw = run_batch(interpreter, inputs)
+    dequantized, raw = run_batch(interpreter, inputs, input_names=input_names)
     return dequantized, raw, interpreter
 
 
-def run_batch(interpreter, inputs, what="probe"):
+def ordered_input_details(interpreter, input_names=None):
+    """The interpreter's input details in the order of ``input_names`` (the model's input names), matched
+    by tensor name ("image", "serving_default_image:0"); the interpreter's own order when any name is
+    not found exactly once."""
+    details = interpreter.get_input_details()
+    if not input_names or len(input_names) != len(details) or len(details) == 1:
+        return details
+
+    def plain(name):
+        name = name.split(":")[0]
+        return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+    ordered = []
+    for name in input_names:
+        found = [d for d in details if plain(d["name"]) == name]
+        if len(found) != 1:
+            return details
+        ordered.append(found[0])
+    return ordered
+
+
+def run_batch(interpreter, inputs, what="probe", input_names=None):
     """Run an allocated interpreter on float ``inputs`` (N, ...) or a list of arrays, one sample at a time.
 
     Returns (dequantized outputs, raw outputs), each a list in the model's output order. For batches of
     any data (the probe, ``--eval`` batches) with one interpreter kept across them.
     """
-    input_details = interpreter.get_input_details()
+    input_details = ordered_input_details(interpreter, input_names)
     output_details = interpreter.get_output_details()
     if not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
@@ -132,7 +154,7 @@ def output_scale(detail, summary=None):
     return None
 
 
-def evaluate(path, probe_inputs, reference_outputs, threads=2):
+def evaluate(path, probe_inputs, reference_outputs, threads=2, input_names=None):
     """Run ``path`` on the probe and compare with ``reference_outputs`` (list in output order).
 
     Returns {status, runtime, outputs: [{name, dtype, scale, zero_point, cosine, top1_agreement,
@@ -145,7 +167,7 @@ def evaluate(path, probe_inputs, reference_outputs, threads=2):
     from converters.tf2 import npu
 
     started = time.perf_counter()
-    outputs, _, interpreter = run(path, probe_inputs, threads)
+    outputs, _, interpreter = run(path, probe_inputs, threads, input_names)
     latency_ms = 1000.0 * (time.perf_counter() - started) / max(1, len(probe_inputs[0]
                                                                        if isinstance(probe_inputs, list)
                                                                        else probe_inputs))

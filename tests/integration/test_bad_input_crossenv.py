@@ -262,9 +262,11 @@ def test_trusted_lambda_model_converts_to_int8_through_the_frozen_graph(inputs, 
                       "--calib", "skimage", "--preprocess", "unit", "--calib-samples", "16", "--probe-samples", "16",
                       "--no-layer-debug",
                       "--out", out)
-    # tf2 cannot load the Python 3.7 Lambda bytecode: load_error cells make the verdict fail (exit 1),
-    # but the int8 model is made from the frozen graph and matches the tf1.13 references
-    assert result.returncode in (0, 1), result.stderr[-3000:]
+    # tf2 cannot load the Python 3.7 Lambda bytecode as Keras; the frozen graph runs there and matches, so
+    # those explained load_errors are tolerated (exit 0), and the int8 model, made from the frozen graph,
+    # matches the tf1.13 references
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FAIL" not in result.stdout
     report = json.load(open(str(out / "report.json")))
     tflite = report["tflite"]
     assert tflite["route"] == "frozen_graph" and tflite["reference_env"] == "tf1.13"
@@ -272,7 +274,12 @@ def test_trusted_lambda_model_converts_to_int8_through_the_frozen_graph(inputs, 
     assert tflite["status"] == "match", tflite
     assert os.path.getsize(str(out / "model_int8.tflite")) > 0
     cells = dict((cell["env"], cell["status"]) for cell in report["parity"])
-    assert cells["tf1.15"] == "match" and cells["tf2"] in ("match", "load_error")
+    assert cells["tf1.15"] == "match" and cells["tf2-graph"] == "match"
+    tolerated = dict((cell["env"], cell) for cell in report["parity"] if cell["status"] == "load_error")
+    assert sorted(tolerated) == ["tf2", "tf2-keras3", "tf2-keras3-migrated"]
+    for cell in tolerated.values():
+        assert cell["tolerated"] and cell["cause"] == "lambda_bytecode"
+        assert "cannot load" in cell["explanation"] and "--custom-objects" in cell["explanation"]
 
 
 # ----------------------------------------------------------------------------- nothing lost
