@@ -153,5 +153,5 @@ def docker_build(session):
 
 @nox.session(venv_backend="none", tags=["bench"])
 def bench(session):
-    """Benchmarks against the by-hand recipe (long: ~1 h); writes BENCHMARKS.md. Not part of tests."""
+    """Benchmarks against the by-hand recipes (long: ~1.5 h); writes BENCHMARKS.md and BENCHMARKS.json. Not part of tests."""
     _run_host_module(session, "bench.run", session.posargs)

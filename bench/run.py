@@ -1,189 +1,407 @@
-"""``nox -s bench``: tfbridge measured against the by-hand recipe; writes BENCHMARKS.md.
+"""``nox -s bench``: tfbridge measured against the by-hand recipes; writes BENCHMARKS.md and BENCHMARKS.json.
 
-Host side, standard library only; every measured command runs in its own process (wall time and that
-process's peak RSS, see bench/measure.py). Sections (``--only 1,2`` picks some; ``--runs N`` sets the
-repetitions, default 3; medians are quoted, ratios are taken within one invocation):
+Host side, standard library only. Every measured command runs in its own process: timed from the outside
+(wall, and that process tree's largest peak RSS, ``bench/measure.py``) and, for conversions, from the
+inside (the window from the model on disk to the int8 file written, reported by the process itself).
+Sides are alternated (A B B A ...); medians are quoted; ratios are taken within one invocation.
 
-1. environment provisioning: cold / warm / reuse, uv against pip;
-2. conversion: keras-vggface ResNet50 and SENet50 without top, made in tf1.13, 100 real calibration
-   images, vggface2 preprocessing: tfbridge's conversion step against the by-hand recipe
-   (``bench/recipe_tf2.py``), alternately; and VGG16 with its top (145 M parameters) once;
+Sections (``--only 2,4`` picks some; the others are kept as BENCHMARKS.json has them, and the whole
+BENCHMARKS.md is re-rendered from it, ``bench/render.py``):
+
+1. environment provisioning: cold / warm / reuse, uv and pip alternated;
+2. conversion: keras-vggface ResNet50 and SENet50 without top (made in tf1.13), 100 real calibration
+   images, vggface2 preprocessing: tfbridge's conversion step, the by-hand ``from_keras_model`` recipe,
+   and the by-hand ``from_frozen_graph`` on tfbridge's own frozen graph (same route); plus ``--jobs 1``
+   (sequential calibration) to check the sharded int8 file is byte-identical;
 3. calibration time and peak memory for N = 50, 100, 300, 1000;
-4. end to end ``convert_legacy`` on the demo: cold, warm, unchanged rerun;
-5. accuracy of the demo model, float against int8, and int8 against float32 TFLite latency and size.
+4. end to end: the demo (cold, warm, rerun) and the whole ``convert_legacy`` on ResNet50 against the
+   by-hand conversion alone, an unchanged rerun, and the per-stage breakdown;
+5. accuracy on held-out real data (scikit-learn's digits, the demo's LFW faces), per-channel and
+   per-tensor, and int8 / float32 latency and size;
+6. NPU estimates from Arm's Vela for the demo, ResNet50 and SENet50, per-channel and per-tensor.
+
+``--quick``: a small model (zoo ``keras-cnn``, 32x32), few samples, one environment provisioned, to test
+the machinery in minutes; it writes into the scratch folder unless ``--out`` is given.
 """
 
 import argparse
+import datetime
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-from bench import provisioning
-from bench.measure import fmt, median, run_measured
+from bench import provisioning, render
+from bench.measure import run_measured
 from envs import registry, venvs
 
-MODELS = (("vggface-resnet50", False), ("vggface-senet50", False))
+NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "imx8mp")
+
+
+class Config(object):
+    """What is measured: the full benchmark, or ``--quick``'s small stand-ins."""
+
+    def __init__(self, quick):
+        self.quick = quick
+        if quick:
+            self.models = (("keras-cnn", "keras-cnn (quick)"),)
+            self.size, self.preprocess, self.samples, self.probe = 32, "unit", 20, 10
+            self.calibration_counts = (10, 20)
+            self.environments = ("tf1.13",)
+            self.pipeline_extra = ["--no-keras3"]
+        else:
+            self.models = (("vggface-resnet50", "ResNet50-vggface, no top"),
+                           ("vggface-senet50", "SENet50-vggface, no top"))
+            self.size, self.preprocess, self.samples, self.probe = 224, "vggface2", 100, 100
+            self.calibration_counts = (50, 100, 300, 1000)
+            self.environments = registry.TF_ENVIRONMENTS
+            self.pipeline_extra = []
 
 
 class Bench(object):
-    def __init__(self, work, runs, log):
+    def __init__(self, work, runs, config, log):
         self.work = work
         self.runs = runs
+        self.config = config
         self.log = log
         self.logs = os.path.join(work, "logs")
         os.makedirs(self.logs, exist_ok=True)
         self.counter = 0
 
-    def in_env(self, env_name, module, args, cwd=None):
-        """Run ``python -m module args`` in an environment, measured; raise if it fails."""
-        venvs.ensure(env_name, log=lambda *_: None)
+    # -- processes -------------------------------------------------------------------------------
+    def _log_path(self, module):
         self.counter += 1
-        log_path = os.path.join(self.logs, "%03d-%s.log" % (self.counter, module.replace(".", "_")))
-        result = run_measured(venvs.module_command(env_name, module, args), env=venvs.run_environ(env_name),
-                              cwd=cwd or venvs.REPO_ROOT, log_path=log_path)
-        if result["exit"] != 0:
+        return os.path.join(self.logs, "%03d-%s.log" % (self.counter, module.replace(".", "_")))
+
+    def in_env(self, env_name, module, args, check=True, environ=None):
+        """Run ``python -m module args`` in an environment, measured; its last JSON line as ``json``.
+        ``environ``: variables added to the step's environment."""
+        venvs.ensure(env_name, log=lambda *_: None)
+        log_path = self._log_path(module)
+        result = run_measured(venvs.module_command(env_name, module, args),
+                              env=dict(venvs.run_environ(env_name), **(environ or {})),
+                              cwd=venvs.REPO_ROOT, log_path=log_path)
+        result["log"] = log_path
+        if check and result["exit"] != 0:
             raise RuntimeError("%s %s failed (exit %d); see %s" % (env_name, module, result["exit"], log_path))
         with open(log_path) as handle:
             lines = [line for line in handle.read().splitlines() if line.startswith("{")]
         result["json"] = json.loads(lines[-1]) if lines else None
         return result
 
-    def on_host(self, module, args, cwd=None, extra_env=None):
-        self.counter += 1
-        log_path = os.path.join(self.logs, "%03d-%s.log" % (self.counter, module.replace(".", "_")))
+    def on_host(self, module, args, cwd=None, check=True):
+        log_path = self._log_path(module)
         environ = dict(os.environ, PYTHONPATH=venvs.REPO_ROOT)
-        environ.update(extra_env or {})
         result = run_measured([sys.executable, "-m", module] + list(args), env=environ,
                               cwd=cwd or venvs.REPO_ROOT, log_path=log_path)
         result["log"] = log_path
+        with open(log_path) as handle:
+            result["output"] = handle.read()
+        if check and result["exit"] != 0:
+            raise RuntimeError("%s %s failed (exit %d); see %s" % (module, " ".join(args), result["exit"], log_path))
         return result
 
     # -- shared inputs ---------------------------------------------------------------------------
-    def calibration_images(self, count=1000):
-        path = os.path.join(self.work, "images_%d.npy" % count)
+    def images(self, count, seed):
+        """``count`` real images (augmented scikit-image photographs) at the model size; seed 0: calibration,
+        seed 1: the probe (disjoint by content)."""
+        path = os.path.join(self.work, "images_%d_%d_seed%d.npy" % (count, self.config.size, seed))
         if not os.path.exists(path):
-            self.in_env("tf2", "bench.steps_tf2", ["images", path, "--count", str(count), "--size", "224"])
+            self.in_env("tf2", "bench.steps_tf2", ["images", path, "--count", str(count),
+                                                   "--size", str(self.config.size), "--seed", str(seed)])
         return path
 
-    def legacy_run(self, name, include_top):
-        """A keras-vggface model made in tf1.13 and re-saved / checked by tfbridge (a run folder)."""
-        run = os.path.join(self.work, "run_%s%s" % (name, "_top" if include_top else ""))
+    def calib(self, count=None):
+        return self.images(count or self.config.samples, 0)
+
+    def probe(self):
+        return self.images(self.config.probe, 1)
+
+    def zoo_model(self, name):
+        model = os.path.join(self.work, "%s.h5" % name)
+        if not os.path.exists(model):
+            self.in_env("tf1.13", "legacy_tf1", ["zoo", name, "--out", model])
+        return model
+
+    def legacy_run(self, name):
+        """A zoo model made in tf1.13 and re-saved / checked by ``verify_upgrade`` (a run folder)."""
+        run = os.path.join(self.work, "run_%s" % name)
         if os.path.exists(os.path.join(run, "manifest.json")):
             return run
-        model = os.path.join(self.work, "%s%s.h5" % (name, "_top" if include_top else ""))
-        args = ["zoo", name, "--out", model] + (["--include-top"] if include_top else [])
-        self.in_env("tf1.13", "legacy_tf1", args)
-        result = self.on_host("converters.verify", [model, "--origin", "1.13", "--out", run, "--calib",
-                                                    self.calibration_images(), "--preprocess", "vggface2"])
-        if not os.path.exists(os.path.join(run, "manifest.json")):
-            raise RuntimeError("verify of %s failed; see %s" % (name, result["log"]))
+        self.on_host("converters.verify", [self.zoo_model(name), "--origin", "1.13", "--out", run, "--calib",
+                                           self.calib(), "--probe", self.probe(), "--probe-samples",
+                                           str(self.config.probe), "--preprocess", self.config.preprocess,
+                                           "--no-keras3"])
         return run
 
-    # -- 2. conversion ---------------------------------------------------------------------------
-    def tfbridge_step(self, run, samples, tag):
+    def demo_run(self):
+        """The demo's run folder and its calibration folder (``convert_legacy`` with no model)."""
+        cwd = os.path.join(self.work, "demo")
+        run = os.path.join(cwd, "runs", "demo_face")
+        if not os.path.exists(os.path.join(run, "model_int8.tflite")):
+            os.makedirs(cwd, exist_ok=True)
+            self.on_host("converters.pipeline", [], cwd=cwd)
+        return cwd, run, os.path.join(cwd, "runs", ".demo-source", "calibration")
+
+    # -- conversions -----------------------------------------------------------------------------
+    def tfbridge_step(self, run, calib, samples, tag, extra=(), preprocess=None, environ=None):
+        """tfbridge's conversion step on ``run``; the sample carries the in-process window and the files."""
         stage = os.path.join(self.work, "stage_%s" % tag)
         shutil.rmtree(stage, ignore_errors=True)
         result = self.in_env("tf2", "converters.tf2.tflite_convert",
-                             [run, "--out", stage, "--calib", self.calibration_images(), "--preprocess", "vggface2",
-                              "--calib-samples", str(samples), "--no-layer-debug"])
-        tflite = json.load(open(os.path.join(stage, "tflite.json")))
-        result["tflite"] = tflite
-        return result
+                             [run, "--out", stage, "--calib", calib, "--preprocess",
+                              preprocess or self.config.preprocess, "--calib-samples", str(samples)] + list(extra),
+                             environ=environ)
+        with open(os.path.join(stage, "tflite.json")) as handle:
+            tflite = json.load(handle)
+        timings = tflite.get("timings") or {}
+        calibration = tflite.get("calibration_run") or {}
+        total = None
+        if calibration.get("peak_rss_mb") is not None:
+            total = calibration["peak_rss_mb"] + sum(calibration.get("worker_peak_rss_mb") or [])
+            total = max(total, result["peak_rss_mb"])
+        return {"window_s": timings.get("model_to_int8"), "wall_s": result["seconds"],
+                "peak_rss_mb": result["peak_rss_mb"], "rss_total_mb": total, "cosine": tflite.get("cosine"),
+                "route": tflite.get("route"), "sha256": _sha256(os.path.join(stage, "model_int8.tflite")),
+                "calibration_route": calibration.get("route"), "shards": calibration.get("shards"),
+                "timings": timings, "stage": stage, "tflite": tflite}
 
-    def recipe_step(self, run, samples, tag):
-        out = os.path.join(self.work, "recipe_%s.tflite" % tag)
-        result = self.in_env("tf2", "bench.recipe_tf2",
-                             [os.path.join(run, "model.h5"), out, "--calib", self.calibration_images(),
-                              "--preprocess", "vggface2", "--samples", str(samples)])
-        result["evaluation"] = self.in_env("tf2", "bench.steps_tf2", ["evaluate", out, run])["json"]
-        return result
+    def by_hand(self, run, route, tag, evaluate=False):
+        out = os.path.join(self.work, "by_hand_%s.tflite" % tag)
+        result = self.in_env("tf2", "bench.recipe_tf2", [run, out, "--route", route, "--calib", self.calib(),
+                                                         "--preprocess", self.config.preprocess])
+        sample = {"window_s": result["json"]["window_s"], "wall_s": result["seconds"],
+                  "peak_rss_mb": result["peak_rss_mb"], "sha256": result["json"]["sha256"], "route": route}
+        if evaluate:  # its int8 model against the origin's references on the run's probe (not timed)
+            sample["cosine"] = self.in_env("tf2", "bench.steps_tf2", ["evaluate", out, run])["json"].get("cosine")
+        return sample
 
+    # -- 2. conversion ---------------------------------------------------------------------------
     def conversion(self):
         rows = []
-        for name, include_top in MODELS:
-            run = self.legacy_run(name, include_top)
-            ours, theirs = [], []
-            for index in range(self.runs):  # alternate, so that drift of the machine hits both alike
-                ours.append(self.tfbridge_step(run, 100, "%s_%d" % (name, index)))
-                theirs.append(self.recipe_step(run, 100, "%s_%d" % (name, index)))
-                self.log("conversion %s run %d: tfbridge %.1f s (%.0f MB), by hand %.1f s (%.0f MB)" % (
-                    name, index + 1, ours[-1]["seconds"], ours[-1]["peak_rss_mb"], theirs[-1]["seconds"],
-                    theirs[-1]["peak_rss_mb"]))
-            rows.append(self._conversion_row(name, ours, theirs))
-        run = self.legacy_run("vggface-vgg16", True)
-        big = self.tfbridge_step(run, 100, "vgg16_top")
-        rows.append(self._conversion_row("vgg16 (with top)", [big], []))
-        return rows
-
-    @staticmethod
-    def _conversion_row(name, ours, theirs):
-        def convert_seconds(result):
-            timings = result["tflite"].get("timings") or {}
-            return timings.get("convert")
-
-        return {
-            "model": name,
-            "route": ours[0]["tflite"].get("route"),
-            "ours_wall": median([r["seconds"] for r in ours]),
-            "ours_convert": median([convert_seconds(r) for r in ours]),
-            "ours_rss": median([r["peak_rss_mb"] for r in ours]),
-            "ours_cosine": ours[0]["tflite"].get("cosine"),
-            "theirs_wall": median([r["seconds"] for r in theirs]) if theirs else None,
-            "theirs_convert": median([r["json"]["load_s"] + r["json"]["convert_s"] for r in theirs]) if theirs else None,
-            "theirs_rss": median([r["peak_rss_mb"] for r in theirs]) if theirs else None,
-            "theirs_cosine": theirs[0]["evaluation"].get("cosine") if theirs else None,
-        }
+        samples = self.config.samples
+        for name, label in self.config.models:
+            run = self.legacy_run(name)
+            taken = {"tfbridge": [], "keras": [], "frozen_graph": []}
+            for index in range(self.runs):
+                order = ("tfbridge", "keras", "frozen_graph")
+                for side in (order if index % 2 == 0 else tuple(reversed(order))):  # A B C, C B A, ...
+                    tag = "%s_%s_%d" % (name, side, index)
+                    if side == "tfbridge":
+                        sample = self.tfbridge_step(run, self.calib(), samples, tag, ["--no-layer-debug"])
+                        for key in ("tflite", "stage", "timings"):
+                            sample.pop(key)
+                    else:
+                        sample = self.by_hand(run, side, tag, evaluate=(index == 0))
+                    taken[side].append(sample)
+                    self.log("conversion %s %s run %d: window %.1f s, wall %.1f s, %.0f MB" % (
+                        name, side, index + 1, sample["window_s"] or -1, sample["wall_s"], sample["peak_rss_mb"]))
+            # TFLite's own calibrator (the route tfbridge falls back to), in one process and in shards over
+            # the cores: both files must equal the default route's
+            calibrator = {"TFBRIDGE_CALIBRATION_ROUTE": "calibrator"}
+            sequential = self.tfbridge_step(run, self.calib(), samples, "%s_jobs1" % name,
+                                            ["--no-layer-debug", "--jobs", "1"], environ=calibrator)
+            sharded = self.tfbridge_step(run, self.calib(), samples, "%s_sharded" % name,
+                                         ["--no-layer-debug", "--jobs", str(max(2, os.cpu_count() or 2))],
+                                         environ=calibrator)
+            for checked in (sequential, sharded):
+                for key in ("tflite", "stage", "timings"):
+                    checked.pop(key)
+            shas = set(sample["sha256"] for sample in taken["tfbridge"])
+            self.log("conversion %s: the calibrator in one process %s the calibrator in %s shards; the default "
+                     "route's file %s" % (name, "equals" if sequential["sha256"] == sharded["sha256"] else "DIFFERS from",
+                                          sharded.get("shards"),
+                                          "equals both" if shas == {sequential["sha256"], sharded["sha256"]}
+                                          else "DIFFERS"))
+            rows.append({"model": label, "zoo": name, "samples": taken,
+                         "default_sha256": taken["tfbridge"][0]["sha256"] if len(shas) == 1 else None,
+                         "sequential": sequential, "sharded": sharded,
+                         "routes": {"tfbridge": taken["tfbridge"][0]["route"],
+                                    "keras": "keras .h5, from_keras_model",
+                                    "frozen_graph": "frozen_graph (tfbridge's model.pb), from_frozen_graph"}})
+        return {"samples": samples, "images": "real photographs from scikit-image, augmented (bench/steps_tf2.py)",
+                "preprocess": self.config.preprocess, "no_layer_debug": True, "models": rows}
 
     # -- 3. calibration --------------------------------------------------------------------------
     def calibration(self):
-        run = self.legacy_run("vggface-resnet50", False)
+        name, label = self.config.models[0]
+        run = self.legacy_run(name)
+        counts = self.config.calibration_counts
+        calib = self.calib(max(counts))
         rows = []
-        for samples in (50, 100, 300, 1000):
-            result = self.tfbridge_step(run, samples, "calib_%d" % samples)
-            rows.append({"samples": samples, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
-                         "convert": (result["tflite"].get("timings") or {}).get("convert")})
-            self.log("calibration N=%d: %.1f s, %.0f MB" % (samples, result["seconds"], result["peak_rss_mb"]))
-        return rows
+        for samples in counts:
+            sample = self.tfbridge_step(run, calib, samples, "calib_%d" % samples, ["--no-layer-debug"])
+            rows.append({"samples": samples, "window_s": sample["window_s"], "wall_s": sample["wall_s"],
+                         "peak_rss_mb": sample["peak_rss_mb"]})
+            self.log("calibration N=%d: window %.1f s, %.0f MB" % (samples, sample["window_s"] or -1,
+                                                                   sample["peak_rss_mb"]))
+        return {"model": label, "rows": rows}
 
     # -- 4. end to end ---------------------------------------------------------------------------
     def end_to_end(self):
         cwd = os.path.join(self.work, "e2e")
         shutil.rmtree(cwd, ignore_errors=True)
         os.makedirs(cwd)
-        rows = []
+        demo = []
         for kind in ("cold", "warm", "rerun"):
             if kind == "warm":
                 shutil.rmtree(os.path.join(cwd, "runs", "demo_face"), ignore_errors=True)
             result = self.on_host("converters.pipeline", [], cwd=cwd)
-            if result["exit"] != 0:
-                raise RuntimeError("convert_legacy (%s) failed; see %s" % (kind, result["log"]))
-            rows.append((kind, result["seconds"]))
-            self.log("end to end %s: %.1f s" % (kind, result["seconds"]))
-        return rows
+            demo.append({"kind": kind, "wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]})
+            self.log("end to end demo %s: %.1f s" % (kind, result["seconds"]))
+        name, label = self.config.models[0]
+        model = self.zoo_model(name)
+        run = self.legacy_run(name)  # only for the by-hand side's model.h5 (the same file re-saved)
+        args = [model, "--origin", "1.13", "--calib", self.calib(), "--probe", self.probe(), "--probe-samples",
+                str(self.config.probe), "--preprocess", self.config.preprocess, "--calib-samples",
+                str(self.config.samples)] + self.config.pipeline_extra
+        whole, by_hand, last = [], [], None
+        for index in range(self.runs):
+            for side in (("whole", "hand") if index % 2 == 0 else ("hand", "whole")):
+                if side == "whole":
+                    out = os.path.join(self.work, "e2e_%s_%d" % (name, index))
+                    shutil.rmtree(out, ignore_errors=True)
+                    result = self.on_host("converters.pipeline", args + ["--out", out], cwd=self.work)
+                    whole.append({"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]})
+                    last = (out, result["output"])
+                    self.log("end to end %s convert_legacy run %d: %.1f s" % (name, index + 1, result["seconds"]))
+                else:
+                    sample = self.by_hand(run, "keras", "e2e_%s_%d" % (name, index))
+                    by_hand.append(sample)
+                    self.log("end to end %s by hand run %d: %.1f s" % (name, index + 1, sample["wall_s"]))
+        rerun = self.on_host("converters.pipeline", args + ["--out", last[0]], cwd=self.work)
+        self.log("end to end %s unchanged rerun: %.2f s" % (name, rerun["seconds"]))
+        return {"demo": demo,
+                "big": {"model": label, "args": ["MODEL.h5"] + args[1:], "convert_legacy": whole, "by_hand": by_hand,
+                        "rerun": {"wall_s": rerun["seconds"], "peak_rss_mb": rerun["peak_rss_mb"]},
+                        "breakdown": breakdown(last[0], last[1])}}
 
     # -- 5. accuracy -----------------------------------------------------------------------------
     def accuracy(self):
-        run = os.path.join(self.work, "e2e", "runs", "demo_face")
-        source = os.path.join(self.work, "e2e", "runs", ".demo-source")
-        if not os.path.exists(os.path.join(run, "model_int8.tflite")):
-            self.on_host("converters.pipeline", [], cwd=os.path.join(self.work, "e2e"))
-        result = {"demo": self.in_env("tf2", "bench.steps_tf2", ["accuracy", run, source])["json"]}
-        for label, path in (("int8", os.path.join(run, "model_int8.tflite")),
-                            ("float32", os.path.join(run, "model_float.tflite"))):
-            if os.path.exists(path):
-                result["demo_" + label] = self.in_env("tf2", "bench.steps_tf2", ["latency", path])["json"]
-        resnet = self.legacy_run("vggface-resnet50", False)
-        stage = os.path.join(self.work, "stage_vggface-resnet50_0")
-        for label, name in (("int8", "model_int8.tflite"), ("float32", "model_float.tflite")):
-            path = os.path.join(stage, name)
-            if os.path.exists(path):
-                result["resnet50_" + label] = self.in_env("tf2", "bench.steps_tf2", ["latency", path])["json"]
-        return result
+        models = []
+        digits = os.path.join(self.work, "digits")
+        made = self.in_env("tf1.13", "legacy_tf1", ["digits", digits])["json"]
+        for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
+            out = os.path.join(self.work, "acc_digits_%s" % weights)
+            shutil.rmtree(out, ignore_errors=True)
+            self.on_host("converters.pipeline",
+                         [os.path.join(digits, "model.h5"), "--origin", "1.13", "--calib",
+                          os.path.join(digits, "calib.npy"), "--preprocess", "raw", "--eval",
+                          os.path.join(digits, "eval.npz"), "--out", out] + extra + self.config.pipeline_extra,
+                         cwd=self.work)
+            models.append(accuracy_row("digits CNN (tf1.13, keras 2.2.4)",
+                                       "scikit-learn digits, test split (%d of %d)" % (
+                                           made["split"]["test"], made["split"]["test"] + made["split"]["train"]),
+                                       weights, out))
+        cwd = os.path.join(self.work, "acc_demo")
+        shutil.rmtree(cwd, ignore_errors=True)
+        os.makedirs(cwd)
+        for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
+            out = os.path.join(cwd, "runs", "demo_face" + ("_pt" if extra else ""))
+            self.on_host("converters.pipeline", ["--out", out] + extra, cwd=cwd)
+            models.append(accuracy_row("demo face / non-face (tf1.13)", "LFW subset (scikit-image), eval folder",
+                                       weights, out))
+        for row in models:
+            self.log("accuracy %s %s: float %.2f, int8 %.2f" % (row["model"], row["weights"], row["float_top1"],
+                                                               row["int8_top1"]))
+        latency = []
+        demo_run = os.path.join(cwd, "runs", "demo_face")
+        candidates = [("demo", demo_run)]
+        stage = os.path.join(self.work, "stage_%s_tfbridge_0" % self.config.models[0][0])
+        if os.path.isdir(stage):  # section 2 ran in this invocation: its int8 and float models
+            candidates.append((self.config.models[0][1], stage))
+        for model, folder in candidates:
+            for kind, name in (("float32", "model_float.tflite"), ("int8", "model_int8.tflite")):
+                path = os.path.join(folder, name)
+                if os.path.exists(path):
+                    measured = self.in_env("tf2", "bench.steps_tf2", ["latency", path])["json"]
+                    latency.append(dict(measured, model=model, format=kind))
+        return {"models": models, "latency": latency}
+
+    # -- 6. NPU estimates ------------------------------------------------------------------------
+    def npu(self):
+        _, demo_run, demo_calib = self.demo_run()
+        sources = [("demo (face/non-face)", demo_run, demo_calib, "unit", 30)]
+        for name, label in self.config.models:
+            sources.append((label, self.legacy_run(name), self.calib(), self.config.preprocess, self.config.samples))
+        entries = []
+        for label, run, calib, preprocess, samples in sources:
+            for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
+                targets = []
+                for target in NPU_TARGETS:
+                    targets += ["--npu-target", target]
+                tag = "npu_%s_%s" % (re.sub(r"[^a-z0-9]+", "_", label.lower()), weights)
+                sample = self.tfbridge_step(run, calib, samples, tag, ["--no-layer-debug"] + targets + extra,
+                                            preprocess=preprocess)
+                with open(os.path.join(sample["stage"], "npu.json")) as handle:
+                    readiness = json.load(handle)
+                entries.append({"model": label, "weights": weights, "targets": readiness.get("targets") or [],
+                                "fully_int8": readiness.get("fully_int8"), "int8_cosine": sample["cosine"],
+                                "size_bytes": sample["tflite"].get("size_bytes"),
+                                "weight_granularity": sample["tflite"].get("weights"),
+                                "npu_targets_s": sample["timings"].get("npu_targets")})
+                self.log("npu %s %s: %s" % (label, weights, ", ".join(
+                    "%s %s ms" % (t["target"], t.get("estimated_ms")) for t in entries[-1]["targets"])))
+        how = ("tfbridge's conversion step (`converters.tf2.tflite_convert RUN --npu-target %s [--per-tensor] "
+               "--no-layer-debug`) on the run folders of sections 2 and 4 (the demo's, and keras-vggface 0.6's models "
+               "built with `python -m legacy_tf1 zoo NAME` in tf1.13: random deterministic weights). Vela %s with no "
+               "`--system-config`: its default system configuration and memory mode per accelerator, named in each "
+               "row. The times are Vela's estimates for that reference system, not measurements on a board. \"ops on "
+               "NPU\" counts the `.tflite`'s own ops; imx8mp: each op against the VX delegate's op table (no time "
+               "estimate). Off-chip: DRAM for the U65 configuration, flash for the U55 one." % (
+                   " --npu-target ".join(NPU_TARGETS), _vela_version(entries)))
+        return {"how": how, "entries": entries}
+
+
+def _vela_version(entries):
+    for entry in entries:
+        for target in entry["targets"]:
+            if (target.get("compiler") or "").startswith("Arm Vela"):
+                return target["compiler"].split()[-1]
+    return "?"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+STEP_LINE = re.compile(r"^\s{2}(\S+)\s+(host|tf[\w.]+)\s+([\d.]+) s\s+(\w+)")
+
+
+def breakdown(run, output):
+    """Where a convert_legacy run's time went: the step table it printed, steps.json, report.json timings."""
+    steps = [{"step": m.group(1), "env": m.group(2), "seconds": float(m.group(3)), "status": m.group(4)}
+             for m in (STEP_LINE.match(line) for line in output.splitlines()) if m]
+    result = {"steps": steps}
+    for name, key, field in (("steps.json", "stages", "seconds"), ("report.json", "timings", "timings"),
+                             ("tflite.json", "calibration_run", "calibration_run")):
+        path = os.path.join(run, name)
+        if os.path.exists(path):
+            with open(path) as handle:
+                result[key] = json.load(handle).get(field) or {}
+    return result
+
+
+def accuracy_row(model, data, weights, run):
+    with open(os.path.join(run, "report.json")) as handle:
+        report = json.load(handle)
+    evaluation = report.get("eval") or {}
+    layers = sorted(report.get("layers") or [], key=lambda layer: -(layer.get("rmse_over_scale") or 0))
+    return {"model": model, "data": data, "weights": weights, "samples": evaluation.get("samples"),
+            "float_top1": evaluation.get("float_top1"), "int8_top1": evaluation.get("int8_top1"),
+            "drop_points": evaluation.get("drop_points"), "drop_ci95": evaluation.get("drop_ci95"),
+            "flipped": evaluation.get("flipped"), "classes_losing_most": evaluation.get("classes_losing_most"),
+            "overlap": (report.get("data") or {}).get("overlap"), "cosine": (report.get("tflite") or {}).get("cosine"),
+            "layers": [dict((k, layer.get(k)) for k in ("name", "op", "rmse_over_scale")) for layer in layers[:5]]}
 
 
 def machine():
@@ -205,104 +423,72 @@ def machine():
     return "%s, %d cores, %s, %s" % (cpu, os.cpu_count() or 0, memory, platform.platform())
 
 
-def write_markdown(path, sections, runs, started):
-    lines = ["# tfbridge benchmarks", "",
-             "Written by `nox -s bench` on %s in %.0f min. Machine: %s." % (
-                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), (time.time() - started) / 60, machine()),
-             "Versions: " + "; ".join("%s: %s" % (name, ", ".join(env.requirements[:2]))
-                                       for name, env in registry.ENVIRONMENTS.items() if name != "host") + ".",
-             "Medians of %d runs unless stated; each figure is one process's wall time and its own peak RSS." % runs,
-             ""]
-    if "provisioning" in sections:
-        lines.append(provisioning.markdown(sections["provisioning"], runs))
-    if "conversion" in sections:
-        lines += ["## 2. Conversion: tfbridge's step against the by-hand recipe", "",
-                  "100 real calibration images (scikit-image photographs, augmented), vggface2 preprocessing, "
-                  "int8 I/O. *convert*: model load + conversion only; *wall*: the whole process (TF import, "
-                  "and for tfbridge also the int8 check, the float model for the size comparison and NPU "
-                  "analysis). Alternated in one invocation.", "",
-                  "| model | route | tfbridge convert | by hand convert | ratio | tfbridge wall | by hand wall | "
-                  "tfbridge peak RSS | by hand peak RSS | cosine tfbridge / by hand |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for row in sections["conversion"]:
-            ratio = (row["ours_convert"] / row["theirs_convert"]) if row["theirs_convert"] and row["ours_convert"] else None
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
-                row["model"], row["route"], fmt(row["ours_convert"], " s"), fmt(row["theirs_convert"], " s"),
-                fmt(ratio, "", 2), fmt(row["ours_wall"], " s"), fmt(row["theirs_wall"], " s"),
-                fmt(row["ours_rss"], " MB", 0), fmt(row["theirs_rss"], " MB", 0),
-                fmt(row["ours_cosine"], "", 4), fmt(row["theirs_cosine"], "", 4)))
-        lines.append("")
-    if "calibration" in sections:
-        rows = sections["calibration"]
-        lines += ["## 3. Calibration samples (ResNet50-vggface, no top; one run each)", "",
-                  "| N | step wall | convert | peak RSS |", "|---:|---:|---:|---:|"]
-        for row in rows:
-            lines.append("| %d | %s | %s | %s |" % (row["samples"], fmt(row["seconds"], " s"),
-                                                   fmt(row["convert"], " s"), fmt(row["peak_rss_mb"], " MB", 0)))
-        by_n = {row["samples"]: row for row in rows}
-        if 100 in by_n and 1000 in by_n:
-            growth = by_n[1000]["peak_rss_mb"] / by_n[100]["peak_rss_mb"] - 1
-            lines += ["", "Peak RSS growth from N = 100 to 1000: %+.1f %% (target <= 10 %%)." % (100 * growth)]
-        lines += ["", "VGG16's cosine: its untrained 2622-class softmax is nearly uniform (each probability ~1/2622), "
-                  "below one step of the int8 softmax output (1/256), so the int8 output is all zeros. A real, "
-                  "trained model's peaked outputs do not vanish. Not verified here: whether a float32 output "
-                  "(`--output-io float32`) helps, since TFLite's int8 softmax quantizes before the output.", ""]
-    if "end_to_end" in sections:
-        rows = dict(sections["end_to_end"])
-        lines += ["## 4. End to end `convert_legacy` on the demo", "",
-                  "cold: no demo model yet (trained in tf1.13), environments ready; warm: demo model made, new "
-                  "run folder; rerun: unchanged inputs (skipped stages).", "",
-                  "| run | wall |", "|---|---:|"]
-        for kind, seconds in sections["end_to_end"]:
-            lines.append("| %s | %s |" % (kind, fmt(seconds, " s")))
-        if rows.get("cold"):
-            lines += ["", "Rerun / cold: %.1f %% (target <= 15 %%)." % (100 * rows["rerun"] / rows["cold"])]
-        lines.append("")
-    if "accuracy" in sections:
-        data = sections["accuracy"]
-        demo = data.get("demo") or {}
-        lines += ["## 5. Accuracy, latency and size", "",
-                  "Demo model (face / non-face, LFW from scikit-image), %s held-out images: float (tf-keras) "
-                  "accuracy %s, int8 TFLite accuracy %s." % (demo.get("held_out"), fmt(demo.get("float_accuracy"), "", 3),
-                                                              fmt(demo.get("int8_accuracy"), "", 3)), "",
-                  "| model | format | median latency (2 threads) | size |", "|---|---|---:|---:|"]
-        for key in ("demo_float32", "demo_int8", "resnet50_float32", "resnet50_int8"):
-            if key in data:
-                model, kind = key.split("_")
-                lines.append("| %s | %s | %s | %s |" % (model, kind, "%.3g ms" % data[key]["median_ms"],
-                                                        "%.2f MB" % (data[key]["size_bytes"] / 1e6)))
-        lines.append("")
-    text = "\n".join(lines) + "\n"
+def versions():
+    return "; ".join("%s: %s" % (name, ", ".join(env.requirements[:2]))
+                     for name, env in registry.ENVIRONMENTS.items() if name != "host")
+
+
+def read_document(path):
+    if not os.path.exists(path):
+        return render.empty_document()
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_atomic(path, text):
     temporary = path + ".tmp"
     with open(temporary, "w") as handle:
         handle.write(text)
     os.replace(temporary, path)
-    return text
 
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="nox -s bench --")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 2,3")
-    parser.add_argument("--out", default=os.path.join(venvs.REPO_ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each alternated measurement (default 3)")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run, e.g. 2,4 (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small model, few samples: tests the machinery (writes into --work unless --out)")
+    parser.add_argument("--out", default=None, help="BENCHMARKS.md to write (default: the repository's)")
+    parser.add_argument("--json", default=None, help="the raw samples (default: --out with .json)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite --out from --json (after a change of bench/render.py)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(","))
+    if args.render:
+        out = os.path.abspath(args.out or os.path.join(venvs.REPO_ROOT, "BENCHMARKS.md"))
+        json_path = os.path.abspath(args.json or os.path.splitext(out)[0] + ".json")
+        write_atomic(out, render.render(read_document(json_path)))
+        return 0
+    only = [number.strip() for number in args.only.split(",") if number.strip()]
+    unknown = [number for number in only if number not in render.TITLES]
+    if unknown:
+        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(render.TITLES))))
     log = lambda message: print("bench: " + message, flush=True)  # noqa: E731
-    work = args.work or tempfile.mkdtemp(prefix="tfbridge-bench-")
+    work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="tfbridge-bench-"))
     os.makedirs(work, exist_ok=True)
-    bench = Bench(work, args.runs, log)
+    out = os.path.abspath(args.out or (os.path.join(work, "BENCHMARKS.md") if args.quick
+                                       else os.path.join(venvs.REPO_ROOT, "BENCHMARKS.md")))
+    json_path = os.path.abspath(args.json or os.path.splitext(out)[0] + ".json")
+    config = Config(args.quick)
+    bench = Bench(work, args.runs, config, log)
     started = time.time()
-    sections = {}
-    steps = [("1", "provisioning", lambda: provisioning.measure(args.runs, log)),
-             ("2", "conversion", bench.conversion), ("3", "calibration", bench.calibration),
-             ("4", "end_to_end", bench.end_to_end), ("5", "accuracy", bench.accuracy)]
-    for number, name, function in steps:
-        if number in only:
-            log("section %s: %s" % (number, name))
-            sections[name] = function()
-            write_markdown(args.out, sections, args.runs, started)  # after each section: progress is kept
-    print(write_markdown(args.out, sections, args.runs, started))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    invocation_id = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    invocation = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "command": "nox -s bench -- " + " ".join(argv),
+                  "runs": args.runs, "quick": args.quick, "only": only, "machine": machine(),
+                  "versions": versions()}
+    functions = {"1": lambda: provisioning.measure(args.runs, log, config.environments), "2": bench.conversion,
+                 "3": bench.calibration, "4": bench.end_to_end, "5": bench.accuracy, "6": bench.npu}
+    document = read_document(json_path)
+    measured = {}
+    for number in sorted(only):
+        log("section %s: %s" % (number, render.TITLES[number]))
+        measured[number] = functions[number]()
+        invocation["minutes"] = (time.time() - started) / 60.0
+        document = render.merge(read_document(json_path), invocation_id, invocation, measured)
+        write_atomic(json_path, json.dumps(document, indent=1, sort_keys=True) + "\n")  # progress is kept
+        write_atomic(out, render.render(document))
+    log("wrote %s and %s in %.0f min" % (out, json_path, (time.time() - started) / 60.0))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

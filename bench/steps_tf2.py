@@ -1,9 +1,8 @@
 """In-environment helpers of the benchmarks (tf2). Each prints one JSON line.
 
-    python -m bench.steps_tf2 images OUT.npy --count 1000 --size 224        real images, augmented
+    python -m bench.steps_tf2 images OUT.npy --count 1000 --size 224 [--seed S]   real images, augmented
     python -m bench.steps_tf2 evaluate MODEL.tflite RUN                      int8 model vs RUN's references
     python -m bench.steps_tf2 latency MODEL.tflite [--runs 50]              median invoke latency
-    python -m bench.steps_tf2 accuracy RUN SOURCE                            demo: float vs int8 held-out accuracy
 """
 
 import argparse
@@ -55,21 +54,19 @@ def main(argv):
     images.add_argument("out")
     images.add_argument("--count", type=int, default=1000)
     images.add_argument("--size", type=int, default=224)
+    images.add_argument("--seed", type=int, default=0)
     evaluate = sub.add_parser("evaluate")
     evaluate.add_argument("tflite")
     evaluate.add_argument("run")
     latency = sub.add_parser("latency")
     latency.add_argument("tflite")
     latency.add_argument("--runs", type=int, default=50)
-    accuracy = sub.add_parser("accuracy")
-    accuracy.add_argument("run")
-    accuracy.add_argument("source")
     args = parser.parse_args(argv)
 
     from converters import runfolder
 
     if args.command == "images":
-        array = real_images(args.count, args.size)
+        array = real_images(args.count, args.size, args.seed)
         np.save(args.out, array)
         result = {"path": args.out, "shape": list(array.shape)}
     elif args.command == "evaluate":
@@ -83,7 +80,7 @@ def main(argv):
         outputs = [references[item["name"]] for item in manifest["model"]["outputs"]]
         measured = tflite_run.evaluate(args.tflite, inputs if len(inputs) > 1 else inputs[0], outputs)
         result = {key: measured.get(key) for key in ("status", "cosine", "top1_agreement", "max_abs_lsb", "sqnr_db")}
-    elif args.command == "latency":
+    else:  # latency
         from converters.tf2 import tflite_run
 
         interpreter = tflite_run.make_interpreter(args.tflite, threads=2)
@@ -99,23 +96,6 @@ def main(argv):
                 times.append(time.perf_counter() - started)
         result = {"median_ms": 1000.0 * float(np.median(times)), "runs": args.runs,
                   "size_bytes": os.path.getsize(args.tflite)}
-    else:  # accuracy of the demo model on its held-out images, float (tf-keras) and int8 (TFLite)
-        import tf_keras
-        from PIL import Image
-
-        from converters.tf2 import tflite_run
-
-        info = runfolder.read_json(os.path.join(args.source, "demo_face.json"))
-        held_out = info["held_out_indices"]
-        files = sorted(os.listdir(os.path.join(args.source, "calibration")))
-        pixels = np.stack([np.asarray(Image.open(os.path.join(args.source, "calibration", files[i])))
-                           for i in held_out]).astype(np.float32)[..., None] / 255.0
-        labels = np.array([0 if files[i].endswith("_non_face.png") else 1 for i in held_out])
-        model = tf_keras.models.load_model(os.path.join(args.run, "model.h5"), compile=False)
-        float_accuracy = float(np.mean(np.argmax(model.predict(pixels, verbose=0), axis=1) == labels))
-        outputs, _, _ = tflite_run.run(os.path.join(args.run, "model_int8.tflite"), pixels)
-        int8_accuracy = float(np.mean(np.argmax(outputs[0], axis=1) == labels))
-        result = {"held_out": len(held_out), "float_accuracy": float_accuracy, "int8_accuracy": int8_accuracy}
     print(json.dumps(result))
     return 0
 

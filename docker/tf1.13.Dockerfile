@@ -3,8 +3,8 @@
 # Build: nox -s docker_build -- tf1.13   (tag tfbridge:tf1.13-<lock sha256[:12]>)
 FROM python:3.7.16-slim-bullseye@sha256:aa949f5f10e9b28e1f9561fff73d1a359fa8517d4e543451a714d1a4ecc61c56
 ARG TFBRIDGE_ENV=tf1.13
-ARG LOCK_SHA256=8263cfe1831c63a7a897093dc78fc807bfe9b8116359cc723cbf35bc6036ad02
-LABEL org.opencontainers.image.title="tfbridge tf1.13" tfbridge.env="tf1.13" tfbridge.lock_sha256="8263cfe1831c63a7a897093dc78fc807bfe9b8116359cc723cbf35bc6036ad02"
+ARG LOCK_SHA256=f907098a6d908bcf32ff15d541bd2d3439303b68afd9fa52984c2360e5d4556d
+LABEL org.opencontainers.image.title="tfbridge tf1.13" tfbridge.env="tf1.13" tfbridge.lock_sha256="f907098a6d908bcf32ff15d541bd2d3439303b68afd9fa52984c2360e5d4556d"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY envs/locks/tf1.13.txt /tmp/lock.txt
 RUN python -m venv /opt/venv \

@@ -56,6 +56,7 @@ ENVIRONMENTS = collections.OrderedDict(
                 "h5py<3",  # h5py 3 reads strings as str, which keras 2.2.4 cannot load
                 "numpy<1.17",  # TF 1.13 fails to import with numpy >= 1.17 (np.object deprecation, ABI)
                 "protobuf<3.21",  # protobuf 4 (3.21+) breaks TF 1.x generated code
+                "scikit-learn",  # load_digits(): 1,797 real handwritten digits for legacy_tf1/digits.py
             )
             + _COMMON_TF1,
             role="origin of legacy models: keras 2.2.4 era (rcmalli keras-vggface)",

@@ -184,6 +184,7 @@ def test_unknown_origin_in_verify_is_a_paragraph_not_a_usage_dump(inputs, tmp_pa
     started = time.time()
     result = tfbridge("converters.verify", inputs / "cnn.h5", "--origin", "tf2", "--out", tmp_path / "run")
     assert_paragraph(result, "preflight failed", "--origin 'tf2'", "--origin 1.13 or --origin 1.15")
+    assert result.returncode == 2  # UsageError
     assert_no_step_ran(result, time.time() - started)
     assert not os.path.exists(str(tmp_path / "run"))
 
@@ -249,6 +250,7 @@ def test_op_without_int8_kernel_is_named_with_allow_float_ops_offered(inputs, tm
     result = tfbridge("converters.convert", inputs / "sin_op.h5", "--calib", "skimage",
                       "--preprocess", "unit", "--calib-samples", "8", "--no-layer-debug", "--out", out)
     assert_paragraph(result, "convert failed", "SIN", "--allow-float-ops")
+    assert result.returncode == 9  # ConversionError
     assert not os.path.exists(str(out / "model_int8.tflite"))
 
 
@@ -345,6 +347,7 @@ def test_failed_or_interrupted_convert_legacy_leaves_the_old_run_untouched(input
     # a job that fails (its calibration folder is empty) into the same --out
     failed = tfbridge("converters.pipeline", "--out", out, "--force", "--calib", inputs / "calib" / "empty")
     assert_paragraph(failed, "no image files")
+    assert failed.returncode == 8  # CalibrationDataError
     assert hashes(out) == before
     assert_no_leftovers(out)
 

@@ -170,7 +170,7 @@ def test_a_users_file_in_a_run_folder_survives_a_rerun_and_a_failed_rerun(inputs
     before = hashes(out)
     failed = tfbridge(module, inputs / "models" / model, "--out", out,
                       *with_calib(options + change, str(inputs / "empty_calib")))
-    assert failed.returncode >= 2, failed.stderr[-3000:]
+    assert failed.returncode == 8, failed.stderr[-3000:]  # CalibrationDataError
     assert "Traceback" not in failed.stderr
     paragraphs = [line for line in failed.stderr.splitlines() if line.startswith("tfbridge: ")]
     assert len(paragraphs) == 1, failed.stderr[-3000:]  # printed once

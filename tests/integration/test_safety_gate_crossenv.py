@@ -62,7 +62,7 @@ def custom_options(trap):
 
 
 def assert_refused(result, trap, out):
-    assert result.returncode >= 2, (result.returncode, result.stderr[-3000:])
+    assert result.returncode == 7, (result.returncode, result.stderr[-3000:])  # UntrustedModelError
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     paragraph = [line for line in result.stderr.splitlines() if line.startswith("tfbridge: ")][-1]
     assert "contains Lambda layer(s) %s;" % trap["path"] in paragraph, paragraph
@@ -92,12 +92,15 @@ def test_verify_processes_a_nested_trap_with_trust(traps, tmp_path, case):
     out = tmp_path / "run"
     result = tfbridge("converters.verify", trap["model"], "--origin", "1.13", "--out", out, "--trust-model",
                       *custom_options(trap))
-    # tf2 (Python 3.11) cannot load the Lambda's Python 3.7 bytecode: a failing load_error cell (exit 1)
-    assert result.returncode in (0, 1), result.stderr[-3000:]
+    # tf2 (Python 3.11) cannot load the Lambda's Python 3.7 bytecode: its Keras cells are load_errors with
+    # cause lambda_bytecode, tolerated because the frozen graph matches in tf2 (README "Verdicts"): exit 0
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.load(open(str(out / "report.json")))
     assert report["model"]["trusted"] is True
     assert report["model"]["lambda_layers"] == [trap["path"]]
     cells = dict((cell["env"], cell) for cell in report["parity"])
     assert cells["tf1.15"]["status"] == "match", cells["tf1.15"]
+    assert cells["tf2-graph"]["status"] == "match", cells["tf2-graph"]
+    assert cells["tf2"]["status"] == "load_error" and cells["tf2"].get("cause") == "lambda_bytecode", cells["tf2"]
     assert os.path.exists(trap["marker"]), "trusted, the stored code ran (the trap is real)"
     os.remove(trap["marker"])

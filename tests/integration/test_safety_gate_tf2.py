@@ -88,7 +88,7 @@ def test_convert_refuses_a_lambda_without_trust_model_and_converts_with_it(kind,
     path, marker = save_tf_keras_trap(tmp_path) if kind == "h5" else save_keras3_trap(tmp_path)
 
     refused = host_convert(path, str(tmp_path / "refused"), calib)
-    assert refused.returncode >= 2, refused.stdout[-2000:]
+    assert refused.returncode == 7, refused.stdout[-2000:]  # UntrustedModelError
     assert "touch" in refused.stdout and "Lambda" in refused.stdout, refused.stdout[-2000:]
     assert "--trust-model" in refused.stdout
     assert not marker.exists(), "the Lambda's code ran without --trust-model"

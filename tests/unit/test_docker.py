@@ -116,31 +116,3 @@ def test_missing_engine_is_one_paragraph_naming_the_engine(monkeypatch):
     assert "\n" not in message
     assert "engine (dockerd) is the missing piece" in message
     assert "unix:///nonexistent/docker.sock" in message and "--backend docker" in message
-
-
-def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
-    nox = os.path.join(os.path.dirname(sys.executable), "nox")
-    if not os.path.exists(nox):
-        pytest.skip("nox is not installed in this environment")
-    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock")
-    result = subprocess.run([nox, "-f", os.path.join(venvs.REPO_ROOT, "noxfile.py"), "-s", "docker_build"],
-                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=300)
-    assert result.returncode == docker.DockerUnavailable.exit_code, result.stdout  # not nox's generic 1
-    assert "Traceback" not in result.stdout
-    assert "engine (dockerd) is the missing piece" in result.stdout
-
-
-@pytest.mark.parametrize("module", ["converters.pipeline", "converters.verify"])
-def test_backend_docker_without_engine_names_the_engine(tmp_path, module):
-    model = tmp_path / "model.h5"
-    model.write_bytes(b"\x89HDF\r\n\x1a\n")  # never read: the backend is checked first
-    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", PYTHONPATH=venvs.REPO_ROOT)
-    result = subprocess.run([sys.executable, "-m", module, str(model), "--origin", "1.13", "--backend", "docker",
-                             "--calib", "skimage", "--out", str(tmp_path / "run")], env=environ, cwd=str(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
-    assert result.returncode == docker.DockerUnavailable.exit_code
-    assert "engine (dockerd) is the missing piece" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run").exists()
-    assert not [name for name in os.listdir(str(tmp_path)) if ".partial-" in name]

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -176,22 +175,3 @@ def test_a_failed_import_of_a_locked_package_is_an_environment_error_across_proc
     back = cli.read_step_error(error_file)
     assert isinstance(back, errors.EnvironmentBroken)
     assert (back.env, back.package, back.exit_code) == ("tf1.15", "keras", 12)
-
-
-@pytest.fixture
-def tiny_env(tiny_env):
-    """tests/unit/conftest.py's tiny environment, created."""
-    venvs.ensure(tiny_env, log=lambda *_: None)
-    return tiny_env
-
-
-def test_a_reused_environment_missing_a_locked_package_is_rebuilt_with_one_line(tiny_env):
-    site = health.site_packages(venvs.venv_dir(tiny_env))
-    shutil.rmtree(os.path.join(site, "iniconfig"))  # a half-deleted package: its dist-info is left
-    assert venvs.diagnose(tiny_env) == ("broken", ["iniconfig 2.0.0 is incomplete: iniconfig/__init__.py is missing"])
-    messages = []
-    venvs.ensure(tiny_env, log=messages.append)
-    assert messages[0].startswith(
-        "environment tiny: iniconfig 2.0.0 is incomplete: iniconfig/__init__.py is missing; rebuilding with")
-    assert venvs.status(tiny_env) == "ready"
-    assert subprocess.call([venvs.python_of(tiny_env), "-c", "import iniconfig"]) == 0

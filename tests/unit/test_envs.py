@@ -1,14 +1,13 @@
-"""The environment machinery, on the real interpreters and a real (tiny) environment."""
+"""The environment machinery on the real interpreters (no network, no nox: the tiny real environment and the
+nox sessions are in tests/integration/test_envs_crossenv.py)."""
 
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
-from envs import interpreters, locking, registry, testing, venvs
-from envs.errors import InstallFailed, InterpreterNotFound, LockMissing
+from envs import interpreters, registry, testing, venvs
+from envs.errors import InterpreterNotFound, LockMissing
 
 pytestmark = pytest.mark.unit
 
@@ -66,60 +65,14 @@ def test_missing_interpreter_is_one_paragraph_naming_version_places_and_remedies
         assert needle in message
 
 
-def _import_iniconfig(name):
-    return subprocess.call([venvs.python_of(name), "-c", "import iniconfig"])
-
-
-@pytest.mark.parametrize("installer", ["uv", "pip"])
-def test_environment_is_created_reused_and_rebuilt_when_its_lock_changes(tiny_env, monkeypatch, installer):
-    if installer == "uv" and shutil.which("uv") is None:
-        pytest.skip("uv not on PATH")
-    monkeypatch.setenv("TFBRIDGE_INSTALLER", installer)
-    messages = []
-    assert venvs.status(tiny_env) == "missing"
-    venvs.ensure(tiny_env, log=messages.append)
-    assert venvs.status(tiny_env) == "ready"
-    assert venvs.read_state(tiny_env)["installer"] == installer
-    assert _import_iniconfig(tiny_env) == 0
-    assert "creating with %s" % installer in messages[0]
-
-    messages.clear()
-    venvs.ensure(tiny_env, log=messages.append)
-    assert messages == ["environment tiny: ready (lock %s), reused" % venvs.lock_sha256(tiny_env)[:12]]
-
-    with open(venvs.lock_path(tiny_env), "a") as handle:
-        handle.write("# edited\n")
-    assert venvs.status(tiny_env) == "stale"
-    messages.clear()
-    venvs.ensure(tiny_env, log=messages.append)
-    assert "stale, creating" in messages[0]
-    assert venvs.status(tiny_env) == "ready"
-
-
-def test_interrupted_install_is_never_reused(tiny_env):
-    venvs.ensure(tiny_env, log=lambda *_: None)
-    os.remove(os.path.join(venvs.venv_dir(tiny_env), venvs.STATE_FILE))  # as if killed before the end
-    assert venvs.status(tiny_env) == "stale"
-    messages = []
-    venvs.ensure(tiny_env, log=messages.append)
-    assert "stale, creating" in messages[0]
-
-
-def test_failed_install_names_environment_and_log(tiny_env):
-    with open(venvs.lock_path(tiny_env), "w") as handle:  # a hash that no distribution has
-        handle.write("iniconfig==2.0.0 --hash=sha256:%s\n" % ("0" * 64))
-    with pytest.raises(InstallFailed) as caught:
-        venvs.ensure(tiny_env, log=lambda *_: None)
-    message = str(caught.value)
-    assert "environment tiny" in message and venvs.log_path(tiny_env) in message
-    assert os.path.exists(venvs.log_path(tiny_env))
-    assert venvs.status(tiny_env) == "stale"
-
-
-def test_missing_lock_says_how_to_make_it(tiny_env):
-    os.remove(venvs.lock_path(tiny_env))
+def test_missing_lock_says_how_to_make_it(tmp_path, monkeypatch):
+    # declared, never locked: the error comes before any interpreter, installer or network is touched
+    monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
+    tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
+    monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
     with pytest.raises(LockMissing, match="nox -s lock -- tiny"):
-        venvs.ensure(tiny_env, log=lambda *_: None)
+        venvs.ensure("tiny", log=lambda *_: None)
 
 
 def test_run_environ_puts_the_env_bin_first_and_the_repo_on_the_path():
@@ -134,33 +87,3 @@ def test_junit_counts(tmp_path):
     path.write_text('<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>')
     assert testing.junit_counts(str(path)) == {"passed": 3, "failed": 2, "skipped": 2}
     assert testing.junit_counts(str(tmp_path / "absent.xml")) == {"passed": 0, "failed": 0, "skipped": 0}
-
-
-def test_nox_tests_without_python37_fails_with_the_paragraph(tmp_path):
-    """The real command, with Python 3.7 made unfindable: one paragraph, no traceback, non-zero exit."""
-    nox = shutil.which("nox", path=os.path.dirname(sys.executable))
-    if nox is None:
-        pytest.skip("nox is not installed in this environment")
-    path_dirs = [os.path.dirname(sys.executable), "/usr/bin", "/bin"]
-    uv = shutil.which("uv")
-    if uv:
-        path_dirs.insert(1, os.path.dirname(uv))
-    # Keep what reaching the registry needs (certificates, proxies, uv's cache under HOME).
-    environ = {key: value for key, value in os.environ.items()
-               if key.startswith(("SSL_", "REQUESTS_", "PIP_", "UV_", "HTTP", "NO_PROXY"))
-               or key.lower().endswith("_proxy") or key == "HOME"}
-    environ.update({
-        "PATH": os.pathsep.join(path_dirs),
-        "PYENV_ROOT": "/nonexistent-pyenv",
-        "TFBRIDGE_HOME": str(tmp_path / "home"),
-        "TFBRIDGE_PYTHON_3_11": interpreters.find_python("3.11"),
-    })
-    result = subprocess.run(
-        [nox, "-f", os.path.join(venvs.REPO_ROOT, "noxfile.py"), "-s", "tests"],
-        env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600,
-    )
-    assert result.returncode == 3, result.stdout  # EnvError's status, not nox's generic 1
-    assert "Traceback" not in result.stdout
-    lines = [line for line in result.stdout.splitlines() if "No Python 3.7 interpreter was found" in line]
-    assert len(lines) == 1, result.stdout
-    assert "pyenv install 3.7.16" in lines[0] and "conda" in lines[0]
