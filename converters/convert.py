@@ -1,8 +1,10 @@
 """Host orchestrator of the int8 conversion: a TF 2.x model straight to int8, or a filled legacy run folder.
 
 For whom: users (``python -m converters.convert MODEL ...``, behind ``nox -s convert``) and the lead's
-``convert_legacy``, which calls ``convert_run(run_dir, options)`` once the re-save / parity steps have
-filled the run folder. Standard library only: it never imports TensorFlow or numpy; the work runs in
+``convert_legacy``, which converts the run folder the re-save step filled side by side with the parity
+cells (``run_conversion(..., convert=False)``, then ``Conversion.convert`` and ``Conversion.finish``; the
+report, which reads the parity cells, once both are done); ``convert_run(run_dir, options)`` does it all
+in one go. Standard library only: it never imports TensorFlow or numpy; the work runs in
 the ``tf2`` environment as two subprocesses (``converters.tf2.tflite_convert``, then ``converters.tf2.report``).
 
 Usage::
@@ -88,50 +90,112 @@ def _keep_failure(stage, run_dir):
     return failure
 
 
-def _convert_in_stage(run_dir, step_args, copied, log, runner, keep_failure=True):
+def _convert_in_stage(run_dir, step_args, copied, log, runner, keep_failure=True, parity=False):
     """Run the step into a staging folder, report, then publish or keep the failure (module docstring).
 
     ``keep_failure=False`` (convert_legacy, whose run folder is itself temporary): a failed attempt is
     not kept and the error names no folder; the caller says what became of its ``--out``.
     """
-    runner.prepare(ENV)  # no engine, no image: refused before anything is written
-    if not os.path.isdir(run_dir):
-        os.makedirs(run_dir)
-    if runfolder.read_marker(run_dir) is None:  # new, empty (check_out), or filled by the re-save step
-        runfolder.write_marker(run_dir, "convert")
-    stage = _stage(run_dir)
-    logs = os.path.join(stage, "logs")
+    conversion = Conversion(run_dir, step_args, copied, runner, keep_failure=keep_failure, parity=parity)
+    conversion.begin()
+    _convert_or_discard(conversion)
+    return conversion.finish()
+
+
+def _convert_or_discard(conversion):
     try:
-        runfolder.write_json(os.path.join(stage, SANDBOX_FILE), runner.sandbox)
-        for name in copied:
-            shutil.copy2(os.path.join(run_dir, name), os.path.join(stage, name))
+        conversion.convert()
+    except errors.TfbridgeError:
+        pass  # finish() reports it, keeps the attempt when asked, and raises it
+    except BaseException:  # interrupted: nothing to report
+        conversion.discard()
+        raise
+
+
+class Conversion(object):
+    """The conversion of a run folder in three parts: ``begin`` (the staging folder), ``convert`` (the
+    ``tflite_convert`` step) and ``finish`` (the report, then publish or keep the failure).
+    ``convert_legacy`` runs ``convert`` side by side with the parity cells (it needs only the re-save's
+    outputs) and ``finish`` once they are done: the report reads their ``parity_*.json``.
+
+    ``parity``: copy the run folder's ``parity_*.json`` into the stage (at ``finish``) for the report.
+    """
+
+    def __init__(self, run_dir, step_args, copied, runner, keep_failure=True, parity=False):
+        self.run_dir, self.step_args, self.copied = run_dir, step_args, list(copied)
+        self.runner, self.keep_failure, self.parity = runner, keep_failure, parity
+        self.stage = self.logs = self.failure = None
+
+    def begin(self):
+        self.runner.prepare(ENV)  # no engine, no image: refused before anything is written
+        if not os.path.isdir(self.run_dir):
+            os.makedirs(self.run_dir)
+        if runfolder.read_marker(self.run_dir) is None:  # new, empty (check_out), or filled by the re-save step
+            runfolder.write_marker(self.run_dir, "convert")
+        self.stage = _stage(self.run_dir)
+        self.logs = os.path.join(self.stage, "logs")
         try:
-            runner.step("tflite_convert", ENV, "converters.tf2.tflite_convert", step_args(stage), stream=True,
-                        logs=logs)
-        except errors.TfbridgeError as failure:
-            if os.path.exists(os.path.join(stage, "manifest.json")):
-                try:
-                    runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=logs)
-                except errors.TfbridgeError:
-                    pass  # the conversion error is the one to show
-            if keep_failure:
-                kept = _keep_failure(stage, run_dir)
-                if failure.kind == "npu":
-                    note = "The converted model and its report are in %s." % kept
-                else:
-                    note = "Nothing in %s was replaced; the failed attempt and its report are in %s." % (run_dir, kept)
-                failure.hint = ((failure.hint or "") + " " + note).strip()
+            runfolder.write_json(os.path.join(self.stage, SANDBOX_FILE), self.runner.sandbox)
+            for name in self.copied:
+                shutil.copy2(os.path.join(self.run_dir, name), os.path.join(self.stage, name))
+        except BaseException:
+            self.discard()
             raise
-        runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=logs)
-        compiled = sorted(n for n in os.listdir(stage) if n.startswith(runfolder.VELA_PREFIX))  # --npu-target
-        published = _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied] + compiled)
-        set_run_dir(run_dir)
-        shutil.rmtree(os.path.join(run_dir, FAILURE_DIR), ignore_errors=True)
-        runfolder.add_to_marker(run_dir, "convert", published)
-    finally:
-        if os.path.isdir(stage):
-            shutil.rmtree(stage, ignore_errors=True)
-    return os.path.join(run_dir, "report.json")
+
+    def convert(self, log=None):
+        """The conversion step; ``log``: where its step-table line goes (default the runner's own)."""
+        own = self.runner.log
+        if log is not None:
+            self.runner.log = log
+        try:
+            self.runner.step("tflite_convert", ENV, "converters.tf2.tflite_convert", self.step_args(self.stage),
+                             stream=True, logs=self.logs)
+        except errors.TfbridgeError as failure:
+            self.failure = failure
+            raise
+        finally:
+            self.runner.log = own
+
+    def finish(self):
+        """Report, then publish into the run folder (or keep the failed attempt and raise its error);
+        return report.json's path."""
+        runner, stage, run_dir = self.runner, self.stage, self.run_dir
+        try:
+            copied = list(self.copied)
+            if self.parity:
+                for path in sorted(glob.glob(os.path.join(run_dir, "parity_*.json"))):
+                    shutil.copy2(path, os.path.join(stage, os.path.basename(path)))
+                    copied.append(os.path.basename(path))
+            failure = self.failure
+            if failure is not None:
+                if self.keep_failure:
+                    if os.path.exists(os.path.join(stage, "manifest.json")):
+                        try:
+                            runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True,
+                                        logs=self.logs)
+                        except errors.TfbridgeError:
+                            pass  # the conversion error is the one to show
+                    kept = _keep_failure(stage, run_dir)
+                    if failure.kind == "npu":
+                        note = "The converted model and its report are in %s." % kept
+                    else:
+                        note = "Nothing in %s was replaced; the failed attempt and its report are in %s." % (
+                            run_dir, kept)
+                    failure.hint = ((failure.hint or "") + " " + note).strip()
+                raise failure
+            runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=self.logs)
+            compiled = sorted(n for n in os.listdir(stage) if n.startswith(runfolder.VELA_PREFIX))  # --npu-target
+            published = _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied] + compiled)
+            set_run_dir(run_dir)
+            shutil.rmtree(os.path.join(run_dir, FAILURE_DIR), ignore_errors=True)
+            runfolder.add_to_marker(run_dir, "convert", published)
+        finally:
+            self.discard()
+        return os.path.join(run_dir, "report.json")
+
+    def discard(self):
+        if self.stage and os.path.isdir(self.stage):
+            shutil.rmtree(self.stage, ignore_errors=True)
 
 
 def set_run_dir(run_dir):
@@ -170,6 +234,13 @@ def convert_run(run_dir, opts, log=None, keep_failure=True):
     Without ``calib`` the probe's own image source is used when the manifest names one.
     ``keep_failure``: keep a failed attempt in ``RUN/last_failure`` (see ``_convert_in_stage``).
     """
+    return run_conversion(run_dir, opts, log=log, keep_failure=keep_failure).finish()
+
+
+def run_conversion(run_dir, opts, log=None, keep_failure=True, convert=True):
+    """``convert_run`` up to its report: a ``Conversion`` begun (and, with ``convert``, converted: its error
+    is kept for ``finish``). ``convert_legacy`` begins it with ``convert=False`` and runs ``convert`` side
+    by side with the parity cells."""
     log = log or _stderr
     run_dir = os.path.abspath(run_dir)
     if not os.path.exists(os.path.join(run_dir, "manifest.json")):
@@ -180,9 +251,12 @@ def convert_run(run_dir, opts, log=None, keep_failure=True):
         if values.get(key) and values[key] != preflight.BUILTIN_SKIMAGE:
             values[key] = os.path.abspath(values[key])
     arguments = step_arguments(values)
-    copied = ["manifest.json"] + [os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "parity_*.json"))]
-    return _convert_in_stage(run_dir, lambda stage: [run_dir, "--out", stage] + arguments, copied, log,
-                             _runner(values, run_dir, log), keep_failure=keep_failure)
+    conversion = Conversion(run_dir, lambda stage: [run_dir, "--out", stage] + arguments, ["manifest.json"],
+                            _runner(values, run_dir, log), keep_failure=keep_failure, parity=True)
+    conversion.begin()
+    if convert:
+        _convert_or_discard(conversion)
+    return conversion
 
 
 def _stderr(message):

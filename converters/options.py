@@ -125,13 +125,17 @@ OPTIONS = (
     Option("model", "the model (see the command's description); convert_legacy without it runs the demo",
            positional=True, metavar="MODEL",
            doc="convert_legacy, verify_upgrade: a legacy Keras `.h5` (a full model saved by standalone keras "
-               "or tf.keras, or weights only with `--arch`); convert: a TF 2.x `.h5`, `.keras` file or "
+               "or tf.keras, or weights only with `--arch`), or a TF 1.x graph: a frozen GraphDef (`.pb`, "
+               "`.pbtxt`), a TF 1.x SavedModel folder, or a checkpoint (its `.meta`, its prefix or its folder; "
+               "frozen in its origin TF); see \"TF 1.x graphs\". convert: a TF 2.x `.h5`, `.keras` file or "
                "SavedModel folder. convert_legacy without MODEL runs the embedded demo."),
     Option("--origin", "TF version that saved MODEL: 1.13 or 1.15 (default: inferred from the file)",
            commands=LEGACY, metavar="1.13|1.15",
-           doc="the TensorFlow the file was made in. Default: inferred from the file's `keras_version` "
-               "(2.2.x → 1.13, 2.3.x → 1.15; tf.keras's `2.2.4-tf` is written by both and is taken as 1.13 — "
-               "the run says what it inferred)."),
+           doc="the TensorFlow the file was made in. Default: inferred from the file: a Keras `.h5`'s "
+               "`keras_version` (2.2.x → 1.13, 2.3.x → 1.15; tf.keras's `2.2.4-tf` is written by both and is "
+               "taken as 1.13), a SavedModel's or checkpoint's `meta_info_def.tensorflow_version`, a GraphDef's "
+               "`versions.producer` (≤ 27 → 1.13, ≤ 134 → 1.15, above: TF 2.x, refused). The run says what it "
+               "inferred; a file that records nothing needs `--origin`."),
     Option("--arch", "architecture of a weights-only file: CONFIG.json|CONFIG.yaml or module:function(k=literal)",
            commands=LEGACY, steps=(RESAVE,), metavar="CONFIG.json|CONFIG.yaml|module:function(...)",
            doc="the architecture of a weights-only file, e.g. "
@@ -145,6 +149,25 @@ OPTIONS = (
            doc="allow Lambda layers (and any other Python code stored in the file). Loading them runs that "
                "code, so they are refused without it (see \"What `--trust-model` allows\"); a legacy Lambda "
                "model is converted through the frozen graph (its Python 3.7 bytecode cannot load on 3.11)."),
+    Option("--inputs", "a graph's inputs: NAME[:SHAPE],... (SHAPE like 1x224x224x3 or ?x20x8)", commands=LEGACY,
+           steps=(RESAVE,), metavar="NAME[:SHAPE],...",
+           doc="the inputs of a TF 1.x graph: op/tensor names (or a SavedModel's signature keys), each with an "
+               "optional shape, e.g. `input:1x224x224x3` or `seq:?x20x8` (`?` for the batch). Default: the "
+               "SavedModel signature's inputs, else the placeholders the outputs depend on (training switches "
+               "such as `keras_learning_phase` / `is_training` and placeholders with defaults left out: they are "
+               "fixed to inference). Needed when the graph has several candidate placeholders, or an input has "
+               "a dynamic dimension other than the batch."),
+    Option("--outputs", "a graph's outputs: NAME,...", commands=LEGACY, steps=(RESAVE,), metavar="NAME,...",
+           doc="the outputs of a TF 1.x graph: op/tensor names or signature keys. Default: the SavedModel "
+               "signature's outputs, else the graph's sink nodes that are not training, summary, save, init or "
+               "variable-update ops (with `--inputs`: those computable from the inputs given)."),
+    Option("--tags", "the SavedModel MetaGraph's tags (default serve)", commands=LEGACY, steps=(RESAVE,),
+           metavar="TAG[,TAG...]",
+           doc="the tag set of the TF 1.x SavedModel's MetaGraph to load (default `serve`)"),
+    Option("--signature", "the SavedModel signature (default serving_default, else the only one)",
+           commands=LEGACY, steps=(RESAVE,), metavar="NAME",
+           doc="the signature of the TF 1.x SavedModel whose inputs and outputs are the model's (default "
+               "`serving_default`, else its only signature)"),
     Option("--calib", "representative data: image folder, image, .npy/.npz, or 'skimage' (demo photos)",
            steps=(RESAVE, TFLITE), metavar="PATH",
            doc="representative data: an image folder (recursive; jpg, png, bmp; resized to the model's input, "
@@ -230,10 +253,13 @@ OPTIONS = (
                "and no `tf2-keras3-migrated` parity cell"),
     Option("--jobs", "processes that work at once (default: the number of cores)", steps=(TFLITE,), type=int,
            metavar="N",
-           doc="how many processes work at once (default: the number of cores). The parity cells (TF 1.15, "
-               "TF 2.x with tf-keras, Keras 3, the migrated Keras 3 model) run side by side, N at a time; the int8 "
-               "conversion calibrates its samples in up to N processes (shards merged exactly: the int8 file is "
-               "the same byte for byte), fewer when the samples are few or the memory is short; 1 = one at a time."),
+           doc="how many processes work at once (default: the number of cores). The parity cells (TF 1.15; "
+               "TF 2.x with tf-keras, the frozen graph, Keras 3 and the migrated Keras 3 model, which share one "
+               "process) and, in convert_legacy, the int8 conversion run side by side, N at a time; the int8 "
+               "conversion calibrates on N threads (TFLite's interpreter with every tensor kept, at least 2 threads: "
+               "the same statistics as TFLite's calibrator, checked on the first sample) or, where that route does not "
+               "apply, TFLite's calibrator in up to N processes (shards merged exactly); either way the int8 file is "
+               "the same byte for byte; 1 = one process at a time."),
     Option("--out", "run folder (default runs/<model-stem>)", metavar="DIR",
            doc="the run folder (default `runs/<model-stem>`). A new or empty folder, or a run folder tfbridge "
                "made; files you put in a run folder are kept when it is replaced."),

@@ -16,9 +16,15 @@ on scikit-image's LFW faces (``python -m legacy_tf1 make-demo``), then goes thro
 ``train/`` (the model saw only these), ``calibration/`` (calibration samples and the probe, split by
 tfbridge) and ``eval/`` (held-out, labelled: the demo runs ``--eval`` on it).
 
-With ``--eval``, the float model's accuracy in its origin TF is measured right after the re-save and
-parity stage (``python -m legacy_tf1 evaluate``, step ``eval-<origin>``), then the tf2 conversion step
+With ``--eval``, the float model's accuracy in its origin TF is measured right after the re-save (``python -m legacy_tf1 evaluate``, step ``eval-<origin>``), then the tf2 conversion step
 measures the tf2 float and the int8 model on the same data (``converters.tf2.evaluate``).
+
+Order of the work: the preflight read and the re-save, then, side by side within ``--jobs``
+(``verify.run_side_by_side``), the parity cells (the tf2 ones in one process: ``verify.together``) and the
+int8 conversion (it needs only the re-save's outputs; with ``--eval``, after the origin's ``eval-<origin>``
+step), started first as it is the longest; then the verdict on the cells (``verify.finish_verify``: the
+divergence searches, the policy) and the report, which reads both. ``steps.json``'s ``steps`` lists every
+step with its start and end.
 
 Skipping unchanged work: each run folder records, in ``steps.json``, a key per stage: ``verify`` (the
 model's sha256, the architecture and custom-objects files, the probe options and data, the code of
@@ -46,7 +52,7 @@ import sys
 import tempfile
 import time
 
-from converters import cli, convert, errors, options, preflight, runfolder, verify
+from converters import cli, convert, errors, options, preflight, runfolder, steps, verify
 from envs import venvs
 
 STEPS_FILE = "steps.json"
@@ -90,7 +96,7 @@ def stage_keys(args):
     code = code_fingerprint()
     calib = args.calib  # a path is hashed by content; "skimage" (built-in photos) stands for itself
     verify_inputs = {
-        "model": sha256_of(args.model), "arch": args.arch, "origin": args.origin,
+        "model": model_key(args.model), "arch": args.arch, "origin": args.origin,
         "arch_file": sha256_of(args.arch) if args.arch and os.path.isfile(args.arch) else None,
         "custom_objects": sha256_of(args.custom_objects), "trust_model": bool(args.trust_model),
         "input_range": args.input_range, "probe_samples": args.probe_samples, "seed": args.seed,
@@ -98,6 +104,8 @@ def stage_keys(args):
         "probe": _data_key(getattr(args, "probe", None)),
         "preprocess": args.preprocess, "code": code,
         "no_keras3": bool(getattr(args, "no_keras3", False)),
+        # a TF 1.x graph's signature options (converters/options.py)
+        "graph": [getattr(args, key, None) for key in ("inputs", "outputs", "tags", "signature")],
     }
     verify_key = _hash_json(verify_inputs)
     convert_inputs = {"verify": verify_key}
@@ -107,6 +115,17 @@ def stage_keys(args):
     convert_inputs["eval"] = _data_key(getattr(args, "eval", None))
     convert_inputs["eval_classes"] = _data_key(getattr(args, "eval_classes", None))
     return verify_key, _hash_json(convert_inputs)
+
+
+def model_key(path):
+    """The model by content: a file, a SavedModel folder, or a checkpoint's .meta / .index / .data-* files
+    (given as its prefix, which is no file: ``converters.preflight.model_files``)."""
+    if path and preflight.checkpoint_meta(path) and preflight.model_kind(path) == "checkpoint":
+        digest = hashlib.sha256()
+        for name in preflight.model_files(path):
+            digest.update(os.path.basename(name).encode("utf-8") + b"\0" + sha256_of(name).encode("ascii"))
+        return digest.hexdigest()
+    return sha256_of(path)
 
 
 def _data_key(path):
@@ -195,21 +214,52 @@ def convert_legacy(args, log):
     timings = {}
     try:
         started = time.time()
-        if not args.force and recorded.get("verify") == verify_key and _copy_verify_outputs(out, temporary):
+        stage_start = time.time()
+        reuse = not args.force and recorded.get("verify") == verify_key and _copy_verify_outputs(out, temporary)
+        if reuse:
             log("convert_legacy: model, probe and code unchanged: reusing the re-save and parity results")
             skipped.append("verify")
+            verifying, runner, chains = None, steps.StepRunner(temporary, log=log, debug=bool(args.debug)), []
         else:
-            report = verify.verify_into(verify.Options(log=log, **dict(vars(args), out=out)), temporary, log)
+            opts = verify.Options(log=log, **dict(vars(args), out=out))
+            verifying = verify.begin_verify(opts, temporary, log)
+            runner, chains = verifying.runner, list(verifying.chains)
+        timings["resave"] = round(time.time() - stage_start, 2)
+        # The conversion needs only the re-save's outputs: it runs side by side with the parity cells (one
+        # more chain, started first: it is the longest), and the report, which reads the cells, after both.
+        # A failed attempt is kept (in the partial folder's last_failure/) only when that folder is kept.
+        conversion = convert.run_conversion(temporary, args, log=log, keep_failure=bool(args.debug), convert=False)
+        convert_steps = []
+
+        def convert_chain(chain_runner):
+            if getattr(args, "eval", None):
+                convert_steps.extend(evaluate_origin(args, temporary, chain_runner.log, runner.prepared))
+            conversion.convert(log=chain_runner.log)
+
+        chains.append([convert_chain])
+        stage_start = time.time()
+        try:
+            verify.run_side_by_side(runner, chains, verify.jobs_of(args), first=[len(chains) - 1])
+        except errors.TfbridgeError as failure:
+            if failure is not conversion.failure:  # a parity chain failed first (in chain order): as before
+                conversion.discard()
+                raise
+        except BaseException:
+            conversion.discard()
+            raise
+        timings["side_by_side"] = round(time.time() - stage_start, 2)
+        stage_start = time.time()
+        if verifying is not None:
+            report = verify.finish_verify(verifying, opts)
             runfolder.write_json(os.path.join(temporary, VERIFY_REPORT), report)
-        timings["verify"] = round(time.time() - started, 2)
-        started = time.time()
-        if getattr(args, "eval", None):
-            evaluate_origin(args, temporary, log)
-        # a failed attempt is kept (in the partial folder's last_failure/) only when that folder is kept
-        convert.convert_run(temporary, args, log=log, keep_failure=bool(args.debug))
-        timings["convert_stage"] = round(time.time() - started, 2)
+        conversion.finish()  # the report (the parity cells' verdicts included), or the conversion's error
+        timings["report"] = round(time.time() - stage_start, 2)
+        timings["total"] = round(time.time() - started, 2)
+        # every step with its start and end (epoch seconds): which ran side by side
+        ran = (list(verifying.runner.timings) if verifying is not None else []) + convert_steps + \
+            conversion.runner.timings
         runfolder.write_json(os.path.join(temporary, STEPS_FILE),
-                             {"verify": verify_key, "convert": convert_key, "seconds": timings})
+                             {"verify": verify_key, "convert": convert_key, "seconds": timings, "steps": ran})
         runfolder.publish_run(temporary, out, "convert_legacy")
         succeeded = True
         convert.set_run_dir(out)
@@ -231,11 +281,10 @@ def convert_legacy(args, log):
     return _finish(out, skipped=skipped)
 
 
-def evaluate_origin(args, run_dir, log):
+def evaluate_origin(args, run_dir, log, prepared=()):
     """The float model's accuracy on ``--eval`` in its origin TF (step ``eval-<origin>``): writes
-    ``eval_<origin>.json`` / ``.npz`` into ``run_dir`` for the tf2 step to pair with (module docstring)."""
-    from converters import steps
-
+    ``eval_<origin>.json`` / ``.npz`` into ``run_dir`` for the tf2 step to pair with (module docstring).
+    Returns the step's timings."""
     origin = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))["origin"]["env"]
     arguments = ["evaluate", run_dir, "--eval", args.eval, "--label", origin]
     if getattr(args, "eval_classes", None):
@@ -244,7 +293,9 @@ def evaluate_origin(args, run_dir, log):
         arguments += ["--preprocess", args.preprocess]
     runner = steps.StepRunner(run_dir, log=log, debug=bool(args.debug),
                               user_paths=steps.user_paths(args.preprocess, args.arch))
+    runner.prepared = set(prepared)  # environments made ready already (by the main thread)
     runner.step("eval-%s" % origin, origin, "legacy_tf1", arguments)
+    return runner.timings
 
 
 def _left_as_it_was(out):

@@ -58,24 +58,35 @@ KIND_WORDS = {
     "keras": "a Keras 3 .keras file",
     "saved_model": "a SavedModel folder",
     "frozen_graph": "a TensorFlow GraphDef (.pb/.pbtxt)",
-    "checkpoint": "a TensorFlow checkpoint",
+    "checkpoint": "a TensorFlow checkpoint (.meta + data files)",
+    "saved_model_file": "a SavedModel's saved_model.pb (give its folder)",
     "tflite": "a TFLite model",
     "folder": "a folder that is not a SavedModel (no saved_model.pb in it)",
     "unknown": "not a model file tfbridge can read",
 }
 ACCEPTED_KINDS = {
-    declared.CONVERT_LEGACY: ("h5",),
-    declared.VERIFY_UPGRADE: ("h5",),
+    declared.CONVERT_LEGACY: ("h5", "frozen_graph", "saved_model", "checkpoint"),
+    declared.VERIFY_UPGRADE: ("h5", "frozen_graph", "saved_model", "checkpoint"),
     declared.CONVERT: ("h5", "keras", "saved_model"),
 }
 
 
 def model_kind(path):
-    """What ``path`` is, by content where the format has a signature: one of ``KIND_WORDS``."""
+    """What ``path`` is, by content where the format has a signature: one of ``KIND_WORDS``.
+
+    A ``.pb`` is a ``frozen_graph`` only when its bytes walk as a GraphDef protobuf (``_graph_def_like``; a
+    SavedModel's own ``saved_model.pb`` is ``saved_model_file``); a ``.pbtxt`` when its text has GraphDef
+    nodes; a checkpoint is its ``.meta`` (a MetaGraphDef protobuf), its prefix (``model.ckpt`` with
+    ``model.ckpt.meta`` beside it) or a folder holding a ``checkpoint`` file or one ``.meta``.
+    """
     if os.path.isdir(path):
         if any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
             return "saved_model"
+        if checkpoint_meta(path):
+            return "checkpoint"
         return "folder"
+    if not os.path.exists(path) and checkpoint_meta(path):
+        return "checkpoint"
     head = _head(path, 8)
     if _is_hdf5(path):
         return "h5"
@@ -90,11 +101,179 @@ def model_kind(path):
     if head[4:8] == b"TFL3":
         return "tflite"
     lower = path.lower()
-    if lower.endswith((".pb", ".pbtxt")):
-        return "frozen_graph"
-    if lower.endswith((".meta", ".index")) or ".data-" in os.path.basename(lower):
-        return "checkpoint"
+    if lower.endswith(".pbtxt"):
+        return "frozen_graph" if _graph_text_like(path) else "unknown"
+    if lower.endswith(".pb"):
+        shape = protobuf_shape(path)
+        if shape == "graph_def":
+            return "frozen_graph"
+        if shape == "saved_model":
+            return "saved_model_file"
+        return "unknown"
+    if lower.endswith(".meta"):
+        return "checkpoint" if protobuf_shape(path) == "meta_graph" else "unknown"
+    if lower.endswith(".index") or ".data-" in os.path.basename(lower):
+        return "checkpoint" if checkpoint_meta(path) else "unknown"
     return "unknown"
+
+
+def checkpoint_meta(path):
+    """The ``.meta`` file of a TF checkpoint given as its ``.meta``, its prefix, one of its data files or its
+    folder (the ``checkpoint`` file's latest, else the only ``.meta``), or None."""
+    if os.path.isdir(path):
+        state = os.path.join(path, "checkpoint")
+        if os.path.isfile(state):
+            try:
+                with open(state) as handle:
+                    for line in handle:
+                        if line.startswith("model_checkpoint_path:"):
+                            name = line.split(":", 1)[1].strip().strip('"')
+                            meta = os.path.join(path, name) + ".meta" if not os.path.isabs(name) else name + ".meta"
+                            if os.path.isfile(meta):
+                                return meta
+            except (OSError, UnicodeDecodeError):
+                pass
+        metas = sorted(name for name in os.listdir(path) if name.endswith(".meta"))
+        return os.path.join(path, metas[-1]) if len(metas) == 1 else None
+    if path.endswith(".meta"):
+        return path if os.path.isfile(path) else None
+    base = os.path.basename(path)
+    if base.endswith(".index"):
+        path = path[:-len(".index")]
+    elif ".data-" in base:
+        path = path[:path.rindex(".data-")]
+    return path + ".meta" if os.path.isfile(path + ".meta") else None
+
+
+def model_files(path):
+    """The files that make up a model (for hashing): the file, a folder's files, or a checkpoint's
+    ``.meta``, ``.index`` and ``.data-*`` files."""
+    kind = model_kind(path) if os.path.exists(path) or checkpoint_meta(path) else "unknown"
+    if kind == "checkpoint":
+        meta = checkpoint_meta(path)
+        prefix = meta[:-len(".meta")]
+        folder = os.path.dirname(meta) or "."
+        stem = os.path.basename(prefix)
+        return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                      if name == stem or name.startswith(stem + ".index") or name.startswith(stem + ".data-")
+                      or name == stem + ".meta")
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(os.path.join(root, name) for name in sorted(files))
+        return found
+    return [path]
+
+
+# GraphDef: node=1, library=2, version=3 (varint), versions=4; NodeDef: name=1, op=2 (strings).
+_GRAPH_DEF_FIELDS = {1: 2, 2: 2, 3: 0, 4: 2}
+_SAVED_MODEL_FIELDS = {1: 0, 2: 2}
+_META_GRAPH_FIELDS = dict((number, 2) for number in range(1, 8))
+
+
+def _varint(data, position):
+    result = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+def _fields(data, start=0, end=None, limit=None):
+    """The top-level ``(field number, wire type, value start, value end)`` of a protobuf message in
+    ``data[start:end]``; ``ValueError`` when the bytes are not a well-formed message."""
+    end = len(data) if end is None else end
+    position = start
+    count = 0
+    while position < end:
+        key, position = _varint(data, position)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _, after = _varint(data, position)
+        elif wire == 1:
+            after = position + 8
+        elif wire == 2:
+            length, position = _varint(data, position)
+            after = position + length
+        elif wire == 5:
+            after = position + 4
+        else:
+            raise ValueError("wire type %d" % wire)
+        if after > end:
+            raise ValueError("field %d runs past the end" % number)
+        yield number, wire, position, after
+        position = after
+        count += 1
+        if limit and count >= limit:
+            return
+
+
+def protobuf_shape(path):
+    """``graph_def``, ``saved_model``, ``meta_graph`` or None: which TensorFlow message the file's bytes walk
+    as (every top-level field of the expected number and wire type, and for a GraphDef, a first node with a
+    name and an op). The standard library only: the real parse happens in the environment."""
+    import mmap
+
+    try:
+        with open(path, "rb") as handle:
+            if os.path.getsize(path) == 0:
+                return None
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                return _shape_of(data)
+            finally:
+                data.close()
+    except (OSError, ValueError):
+        return None
+
+
+def _shape_of(data):
+    try:
+        fields = list(_fields(data))
+    except ValueError:
+        return None
+    if not fields:
+        return None
+    numbers = [(number, wire) for number, wire, _, _ in fields]
+    if all(_SAVED_MODEL_FIELDS.get(number) == wire for number, wire in numbers) and (2, 2) in numbers \
+            and data[0] == 0x08:
+        return "saved_model"
+    if all(_GRAPH_DEF_FIELDS.get(number) == wire for number, wire in numbers):
+        nodes = [(start, end) for number, _, start, end in fields if number == 1]
+        if nodes:
+            try:
+                inner = dict((number, (start, end)) for number, _, start, end in _fields(data, *nodes[0]))
+            except ValueError:
+                inner = {}
+            if 1 in inner and 2 in inner:
+                try:
+                    for start, end in (inner[1], inner[2]):
+                        bytes(data[start:end]).decode("utf-8")
+                    return "graph_def"
+                except UnicodeDecodeError:
+                    pass
+    if all(_META_GRAPH_FIELDS.get(number) == wire for number, wire in numbers) and any(
+            number == 2 for number, _ in numbers):
+        return "meta_graph"
+    return None
+
+
+def _graph_text_like(path):
+    """A GraphDef in protobuf text format: ``node {`` blocks with ``op:`` lines in its first 64 KiB."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(1 << 16).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(re.search(r"(^|\n)\s*node\s*\{", text)) and bool(re.search(r"\bop\s*:\s*\"", text))
 
 
 def _head(path, size):
@@ -123,7 +302,7 @@ def _is_hdf5(path):
 
 def check_model(command, path):
     """The model's kind, or the paragraph saying why this command cannot take it."""
-    if not path or not os.path.exists(path):
+    if not path or not (os.path.exists(path) or checkpoint_meta(path)):
         raise InputFileError("model file %s does not exist." % path, step="preflight",
                              hint="Check the path. %s" % _accepts(command))
     kind = model_kind(path)
@@ -134,14 +313,101 @@ def check_model(command, path):
                 "damaged, or not HDF5)." % path, step="preflight",
                 hint="Give a Keras .h5 file saved with model.save() or model.save_weights(); re-copy or re-save "
                      "it from the original code.")
+        if kind == "unknown" and path.lower().endswith((".pb", ".pbtxt", ".meta")):
+            what = {".pb": "a TensorFlow GraphDef (its bytes do not read as a GraphDef protobuf: truncated, "
+                           "damaged, or another format)",
+                    ".pbtxt": "a TensorFlow GraphDef in text format (no `node { ... op: ... }` blocks)",
+                    ".meta": "a TensorFlow checkpoint graph (its bytes do not read as a MetaGraphDef)"}[
+                os.path.splitext(path.lower())[1]]
+            raise InputFileError("%s is not %s." % (path, what), step="preflight",
+                                 hint="Give a frozen TF 1.x GraphDef (.pb written with graph_def.SerializeToString() "
+                                      "or .pbtxt with tf.train.write_graph), a SavedModel folder, a checkpoint "
+                                      "(.meta + data files), or a Keras .h5.")
         hint = _accepts(command)
-        if command in (declared.CONVERT_LEGACY, declared.VERIFY_UPGRADE) and kind in ("keras", "saved_model"):
+        if command in (declared.CONVERT_LEGACY, declared.VERIFY_UPGRADE) and kind == "keras":
             hint += " A TF 2.x model is not legacy: convert it directly with `nox -s convert -- MODEL`."
-        elif command == declared.CONVERT and kind == "h5":
-            hint += " A legacy (TF 1.x) .h5 goes through `nox -s convert_legacy -- MODEL`."
+        elif command == declared.CONVERT and kind in ("h5", "frozen_graph", "checkpoint"):
+            hint += " A legacy (TF 1.x) model goes through `nox -s convert_legacy -- MODEL`."
+        elif kind == "saved_model_file":
+            hint = "Give the SavedModel's folder (the one holding saved_model.pb and variables/), not the file."
         raise InputFileError("%s is %s, which %s does not take." % (path, KIND_WORDS[kind], command),
                              step="preflight", hint=hint)
     return kind
+
+
+GRAPH_KINDS = ("frozen_graph", "saved_model", "checkpoint")
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.\-/]*(:[0-9]+)?$")
+
+
+def parse_tensor_list(text, what="--inputs", shapes=True):
+    """``--inputs NAME[:SHAPE],...`` / ``--outputs NAME,...`` into ``[(name, shape or None)]``.
+
+    NAME is an op or tensor name of the graph (``input``, ``scope/x``, ``split:1``) or a signature key;
+    SHAPE is dimensions joined by ``x``, ``?`` for a dynamic one: ``1x224x224x3``, ``?x20x8``. A part after
+    the last ``:`` that holds an ``x`` or ``?`` is a shape; digits alone are a tensor index.
+    """
+    hint = ("Give %s as NAME[:SHAPE],... e.g. %s input:1x224x224x3 or %s image:?x64x64x3,meta:?x4 (a SHAPE is "
+            "dimensions joined by x, ? for the batch)." % (what, what, what)) if shapes else \
+        "Give %s as NAME,... e.g. %s scores,boxes." % (what, what)
+    items = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            raise UsageError("%s %r has an empty name." % (what, text), step="preflight", hint=hint)
+        name, shape = part, None
+        if ":" in part:
+            head, tail = part.rsplit(":", 1)
+            if tail and ("x" in tail.lower() or "?" in tail):
+                if not shapes:
+                    raise UsageError("%s %r: %s takes names, not shapes." % (what, text, what), step="preflight",
+                                     hint=hint)
+                name, shape = head, _parse_shape(tail, part, what, hint)
+            elif not tail.isdigit():
+                raise UsageError("%s %r: %r is neither a shape (1x224x224x3, ?x20x8) nor a tensor index."
+                                 % (what, text, tail), step="preflight", hint=hint)
+        if not _TENSOR_NAME.match(name):
+            raise UsageError("%s %r: %r is not a tensor name." % (what, text, name), step="preflight", hint=hint)
+        if name in [n for n, _ in items]:
+            raise UsageError("%s %r names %s twice." % (what, text, name), step="preflight", hint=hint)
+        items.append((name, shape))
+    return items
+
+
+def _parse_shape(text, part, what, hint):
+    dims = []
+    for piece in text.lower().split("x"):
+        piece = piece.strip()
+        if piece in ("?", "-1", "none"):
+            dims.append(None)
+        elif piece.isdigit() and int(piece) > 0:
+            dims.append(int(piece))
+        else:
+            raise UsageError("%s %r: shape %r has a dimension %r that is neither a positive number nor ?."
+                             % (what, part, text, piece), step="preflight", hint=hint)
+    if any(d is None for d in dims[1:]):
+        raise UsageError("%s %r: only the first (batch) dimension may be ? in shape %r." % (what, part, text),
+                         step="preflight", hint=hint)
+    return dims
+
+
+def check_graph_options(values, kind):
+    """``--inputs``, ``--outputs`` (syntax), ``--tags`` and ``--signature`` (a SavedModel's only): a Keras
+    file has named inputs already, so they are refused for one."""
+    graph_only = [("--inputs", "inputs"), ("--outputs", "outputs"), ("--tags", "tags"), ("--signature", "signature")]
+    given = [flag for flag, key in graph_only if values.get(key)]
+    if kind not in GRAPH_KINDS and given:
+        raise UsageError("%s only apply to a TF 1.x graph (GraphDef, SavedModel, checkpoint); %s is %s."
+                         % (", ".join(given), values.get("model"), KIND_WORDS.get(kind, kind)), step="preflight",
+                         hint="Leave them out: a Keras model names its inputs and outputs itself.")
+    saved_only = [flag for flag, key in graph_only[2:] if values.get(key)]
+    if saved_only and kind != "saved_model":
+        raise UsageError("%s only apply to a SavedModel folder; %s is %s." % (
+            ", ".join(saved_only), values.get("model"), KIND_WORDS.get(kind, kind)), step="preflight",
+            hint="Leave them out, or give the SavedModel folder.")
+    if values.get("inputs"):
+        parse_tensor_list(values["inputs"], "--inputs")
+    if values.get("outputs"):
+        parse_tensor_list(values["outputs"], "--outputs", shapes=False)
 
 
 def _accepts(command):
@@ -543,6 +809,8 @@ def check(command, values, demo=False):
     if not demo:
         found["model_kind"] = check_model(command, model)
         values["model"] = os.path.abspath(model)
+        if command in declared.LEGACY:
+            check_graph_options(values, found["model_kind"])
     calib = values.get("calib")
     probe = values.get("probe")
     if probe:

@@ -17,7 +17,7 @@ step could not import a package its environment's lock pins, or the host's check
 broken (``StepRunner._classify``): a damaged environment is never reported as a verdict about the model. ``stream=True`` also copies the output to our
 stderr as it comes, less TensorFlow's C++ start-up chatter, and without the step's own closing error
 paragraph (the orchestrator prints that paragraph once, as its own). ``timings`` lists
-``{"step", "env", "seconds", "exit"}``. KeyboardInterrupt (SIGINT, or SIGTERM via converters.cli) stops
+``{"step", "env", "seconds", "exit", "started", "ended"}`` (the last two: epoch seconds). KeyboardInterrupt (SIGINT, or SIGTERM via converters.cli) stops
 the step's process before it propagates.
 """
 
@@ -39,6 +39,7 @@ NOISE = re.compile(
 
 _SANDBOX_NOTED = []  # the "no network sandbox" note is said once per process
 _RUNNING = set()  # the step processes running now, in any thread (stop_running)
+_STOPPED = []  # stop_running was called: this process is being interrupted
 
 
 def _stop(process):
@@ -53,6 +54,7 @@ def _stop(process):
 def stop_running():
     """Stop every step process still running. For a SIGINT/SIGTERM that arrived in the main thread while
     other threads wait for their steps (``converters.verify.run_side_by_side``)."""
+    _STOPPED.append(True)  # and start no other (a chain's fallback, converters.verify.together)
     for process in list(_RUNNING):
         if process.poll() is None:
             _stop(process)
@@ -92,6 +94,8 @@ class StepRunner(object):
     def step(self, name, env, module, args, stream=False, logs=None):
         """Run one step; return its output (stdout; stdout and stderr when ``stream``). Raises the step's
         typed error when it fails."""
+        if _STOPPED:
+            raise errors.Interrupted("interrupted before step %s started." % name, step=name)
         self.prepare(env)
         self._note_sandbox()
         logs = logs or os.path.join(self.run_dir, "logs")
@@ -118,8 +122,11 @@ class StepRunner(object):
                 raise
             finally:
                 _RUNNING.discard(process)
-        seconds = round(time.time() - started, 2)
-        self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode})
+        ended = time.time()
+        seconds = round(ended - started, 2)
+        # started / ended: wall-clock epoch seconds, to see which steps overlapped (steps run side by side)
+        self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode,
+                             "started": round(started, 2), "ended": round(ended, 2)})
         self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, "ok" if process.returncode == 0 else
                                              "exit %d" % process.returncode))
         if process.returncode != 0:

@@ -19,9 +19,22 @@ the model migrated to Keras 3, see ``converters.tf2.migrate``; skipped with ``--
 environment), whose layer is looked up in the table of known upgrade hazards (``converters.shared.hazards``:
 the cell's ``hazards``).
 
+The cells run side by side, ``--jobs`` at a time (``run_side_by_side``); the tf2 ones (tf-keras, the graph,
+Keras 3, the migration and its cell) in one process, so that TensorFlow is imported once (``together``):
+what that process does not finish runs again a process per step, as each would alone.
+
 Cell ``tf2-graph`` runs the re-save's frozen graph (``model.pb``) in tf2 through ``tf.compat.v1`` (no
-Keras, no Python code of the model): the route the int8 converter takes. Its mismatch gets no
-divergence search (a graph has nodes, not Keras layers): the cell's ``divergence_note`` says so.
+Keras, no Python code of the model): the route the int8 converter takes. On its mismatch the first
+divergent *node* is searched: every node's tensor of ``model.pb`` in the origin environment and in tf2,
+compared in topological order (``first_divergent_node``).
+
+A TF 1.x graph (a frozen GraphDef ``.pb``/``.pbtxt``, a TF1 SavedModel folder, a checkpoint) goes the same
+way with graph cells only: its preflight read is ``inspect_graph`` (``python -m legacy_tf1 inspect-graph`` in
+tf1.15: the origin from ``meta_info_def.tensorflow_version`` or ``versions.producer``, the inputs and
+outputs, what will be fixed to inference), the re-save (``legacy_tf1.graphs``) writes ``model.pb`` (no
+``model.h5``), and the cells are the graph run in tf1.15 (when the origin is tf1.13) and in tf2
+(``tf2-graph``), each with the first-divergent-node search. The Keras cells (tf2 with tf-keras, Keras 3, the
+migrated ``model.keras``) do not exist for a graph: the report's ``skipped_cells`` says so.
 
 Exit status and tolerances (one policy, ``POLICY``; also report.json's ``policy`` and README "Verdicts and
 tolerances"): 0 when every cell matches or its failure is tolerated; 1 when any cell is ``mismatch`` or
@@ -100,9 +113,19 @@ class Options(object):
         return dict((option.dest, getattr(self, option.dest)) for option in declared.OPTIONS)
 
 
-def cells_for(origin_env, keras3=True):
+GRAPH_FLAVOUR = "graph"  # converters.shared.parity.GRAPH
+SKIPPED_FOR_GRAPHS = {"cells": ["tf2", "tf2-keras3", MIGRATED_LABEL],
+                      "why": "a TF 1.x graph has no Keras model (no model.h5): the Keras cells and the Keras 3 "
+                             "migration do not apply; the graph itself runs in every environment"}
+
+
+def cells_for(origin_env, keras3=True, graph=False):
     """The parity cells to check for a model from ``origin_env``: (label, env, keras flavour).
-    ``keras3``: also the cell of the migrated Keras 3 model (``model.keras``; off with ``--no-keras3``)."""
+    ``keras3``: also the cell of the migrated Keras 3 model (``model.keras``; off with ``--no-keras3``).
+    ``graph``: a TF 1.x graph source: the graph in tf1.15 (origin tf1.13) and in tf2 only."""
+    if graph:
+        cells = [("tf1.15", "tf1.15", GRAPH_FLAVOUR)] if origin_env == "tf1.13" else []
+        return cells + [(GRAPH_LABEL, "tf2", GRAPH_FLAVOUR)]
     cells = []
     if origin_env == "tf1.13":
         cells.append(("tf1.15", "tf1.15", "auto"))
@@ -115,7 +138,11 @@ def cells_for(origin_env, keras3=True):
 
 
 def default_out(model):
-    return os.path.join("runs", os.path.splitext(os.path.basename(model))[0])
+    name = os.path.basename(os.path.normpath(model))
+    for suffix in (".meta", ".pbtxt", ".pb", ".h5", ".hdf5", ".index"):
+        if name.endswith(suffix):
+            return os.path.join("runs", name[:-len(suffix)])
+    return os.path.join("runs", os.path.splitext(name)[0] if "." in name and not name.startswith(".") else name)
 
 
 check_origin = preflight.check_origin
@@ -154,8 +181,10 @@ def inspect_model(opts, runner):
     the Lambda gate (``converters.safety``, every nesting of the stored config), a weights-only file
     without ``--arch``, and the origin (``--origin``, else inferred from ``keras_version``).
 
-    Returns ``(origin env, how it was chosen, the inspection dict)``.
+    Returns ``(origin env, how it was chosen, the inspection dict)``. A TF 1.x graph: ``inspect_graph``.
     """
+    if preflight.model_kind(opts.model) in preflight.GRAPH_KINDS:
+        return inspect_graph(opts, runner)
     try:
         output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", ["inspect", opts.model])
     except errors.TfbridgeError as error:  # the file's own errors (damaged, not HDF5) belong to preflight
@@ -180,6 +209,43 @@ def inspect_model(opts, runner):
     if not info.get("inferred_origin"):
         raise errors.UsageError("cannot infer the origin TF version: %s." % info.get("origin_reason"),
                                 step="preflight", hint="Give --origin 1.13 or --origin 1.15.")
+    return info["inferred_origin"], info.get("origin_reason"), info
+
+
+def inspect_graph(opts, runner):
+    """The preflight read of a TF 1.x graph: ``python -m legacy_tf1 inspect-graph`` in tf1.15 parses the
+    GraphDef / SavedModel / ``.meta`` (protobuf, no session, nothing run), infers the origin and finds the
+    inputs and outputs (``legacy_tf1.graphs.inspect``: its ``UsageError`` paragraphs name the candidate inputs
+    or the missing tensor). A file made by TF 2.x is refused here; one that records no version needs
+    ``--origin``. Returns ``(origin env, how it was chosen, the inspection dict)``."""
+    args = ["inspect-graph", opts.model]
+    for key in ("tags", "signature", "inputs", "outputs"):
+        if getattr(opts, key, None):
+            args += ["--" + key, str(getattr(opts, key))]
+    try:
+        output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", args)
+    except errors.TfbridgeError as error:
+        error.step = "preflight"
+        raise
+    try:
+        info = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
+    if info.get("made_by_tf2"):
+        raise errors.ModelLoadError(
+            "%s was made by TensorFlow 2.x (%s): it is not a legacy TF 1.x graph." % (opts.model, info["origin_reason"]),
+            step="preflight",
+            hint="Convert it directly with `nox -s convert -- MODEL` (a TF 2.x SavedModel folder; for a TF 2.x "
+                 "frozen graph, export a SavedModel from the code that made it).")
+    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
+    if opts.origin:
+        return check_origin(opts.origin), "given with --origin", info
+    if not info.get("inferred_origin"):
+        raise errors.UsageError(
+            "cannot infer the origin TF version of %s: %s." % (opts.model, info.get("origin_reason")),
+            step="preflight",
+            hint="Give --origin 1.13 or --origin 1.15: the TensorFlow that made the graph (a graph frozen with "
+                 "convert_variables_to_constants keeps no version; its SavedModel or checkpoint would).")
     return info["inferred_origin"], info.get("origin_reason"), info
 
 
@@ -230,47 +296,134 @@ def runner_for(options, run_dir, log):
                             user_paths=steps.user_paths(options.preprocess, options.arch))
 
 
+class VerifyRun(object):
+    """A verify run between its two halves (``begin_verify`` / ``finish_verify``): what the re-save found
+    and the parity chains still to run, so that ``convert_legacy`` can run them side by side with the
+    conversion in one scheduler (``run_side_by_side``)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
 def _verify_into(options, run_dir, log):
+    run = begin_verify(options, run_dir, log)
+    run_side_by_side(run.runner, run.chains, jobs_of(options))
+    return finish_verify(run, options)
+
+
+def begin_verify(options, run_dir, log):
+    """The preflight read and the re-save into ``run_dir``; returns a ``VerifyRun`` whose ``chains`` (the
+    parity cells, see ``run_side_by_side``) are still to run, then ``finish_verify``."""
     runner = runner_for(options, run_dir, log)
     log("tfbridge verify_upgrade: %s" % options.model)
-    origin_env, origin_reason, _ = inspect_model(options, runner)
+    origin_env, origin_reason, inspected = inspect_model(options, runner)
+    graph = inspected.get("kind") in preflight.GRAPH_KINDS
     log("  origin: %s (%s)" % (origin_env, origin_reason))
+    if graph:
+        log("  %s: inputs %s; outputs %s%s" % (
+            inspected["kind"], ", ".join("%s %s" % (i["name"], i["shape"]) for i in inspected.get("inputs") or []),
+            ", ".join(o["name"] for o in inspected.get("outputs") or []),
+            "; fixed to inference: %s" % ", ".join(f["node"] for f in inspected["fixed"]) if inspected.get("fixed")
+            else ""))
     args = (["resave", os.path.abspath(options.model), "--out", run_dir, "--origin-env", origin_env]
             + declared.step_argv(options.values(), declared.RESAVE))
     runner.step("resave", origin_env, "legacy_tf1", args)
-    keras3 = not getattr(options, "no_keras3", False)
+    keras3 = not getattr(options, "no_keras3", False) and not graph  # a graph has no Keras model to migrate
     manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
 
     # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
     # side by side, --jobs at a time (default: the cores), each step a process of its own.
     chains = []
-    for label, env, flavour in cells_for(origin_env, keras3):
+    for label, env, flavour in cells_for(origin_env, keras3, graph):
         chain = [("parity-%s" % label, env, "converters.shared.parity",
                   [run_dir, "--label", label, "--keras", flavour])]
         if label == MIGRATED_LABEL:  # model.keras: the re-saved model migrated to Keras 3 (converters/tf2/migrate.py)
             chain.insert(0, ("migrate", "tf2", "converters.tf2.migrate", [run_dir]))
         chains.append(chain)
-    run_side_by_side(runner, chains, jobs_of(options))
+    for chain in chains:  # made ready here, in the main thread (the merged chain below is a callable)
+        for _name, env, _module, _args in chain:
+            runner.prepare(env)
+    chains = together(run_dir, chains)
+    return VerifyRun(runner=runner, run_dir=run_dir, chains=chains, origin_env=origin_env,
+                     origin_reason=origin_reason, graph=graph, keras3=keras3, manifest=manifest)
 
+
+TOGETHER_ENV = "tf2"  # the environment whose cells run in one process (``together``)
+TOGETHER_STEP = "parity-tf2-cells"
+
+
+def together(run_dir, chains):
+    """The chains of parity cells with the tf2 ones (2 or more) merged into one chain that runs them in one
+    process, importing TensorFlow once (``python -m converters.tf2.cells``: each cell still
+    writes its own parity_<label>.json). What that process did not finish (a cell that raised, or the
+    process died: a crash, a signal) runs as before, a process per step, so one bad cell cannot take the
+    others' verdict, and its failure is reported as it would be alone."""
+    mine = [chain for chain in chains if all(not callable(item) and item[1] == TOGETHER_ENV for item in chain)]
+    if len(mine) < 2:
+        return chains
+    items = []
+    for chain in mine:
+        for name, _env, module, args in chain:
+            items.append("migrate" if module == "converters.tf2.migrate" else "%s:%s" % (args[2], args[4]))
+
+    def run_together(runner):
+        for name in _outputs_of(mine):  # what tells the host that a cell or the migration is done
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
+        try:
+            runner.step(TOGETHER_STEP, TOGETHER_ENV, "converters.tf2.cells", [run_dir] + items)
+        except errors.TfbridgeError:
+            pass  # what it did not finish runs below, a process per step, and fails there as it would alone
+        for chain in mine:
+            for index, item in enumerate(chain):
+                if not os.path.exists(os.path.join(run_dir, _output_of(item))):
+                    for step in chain[index:]:
+                        runner.step(*step)
+                    break
+
+    return [chain for chain in chains if chain not in mine] + [[run_together]]
+
+
+def _output_of(step):
+    """The file a parity chain's step writes last: the sign it finished."""
+    _name, _env, module, args = step
+    return MIGRATION if module == "converters.tf2.migrate" else runfolder.parity_name(args[2])
+
+
+def _outputs_of(chains):
+    return [_output_of(step) for chain in chains for step in chain]
+
+
+def finish_verify(run, options):
+    """After the parity chains ran: the first-divergent-layer/node searches of mismatching cells, the
+    verdict policy (``tolerate``, written into each parity_<label>.json too); returns the report dict."""
+    runner, run_dir, origin_env, graph, keras3 = run.runner, run.run_dir, run.origin_env, run.graph, run.keras3
+    origin_reason, manifest = run.origin_reason, run.manifest
     cells = []
-    origin_activations = False
-    for label, env, flavour in cells_for(origin_env, keras3):
+    origin_activations = set()
+    for label, env, flavour in cells_for(origin_env, keras3, graph):
         cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
-        if cell.get("status") == "mismatch" and flavour != "graph":  # a graph: divergence_note says why not
-            if not origin_activations:
-                runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
-                            ["activations", run_dir, "--label", origin_env])
-                origin_activations = True
+        if cell.get("status") == "mismatch":
+            # Keras cells: layer by layer (Keras in the origin); graph cells: node by node (model.pb in the origin)
+            origin_label = origin_env if flavour != GRAPH_FLAVOUR else origin_env + "-graph"
+            if origin_label not in origin_activations:
+                if flavour == GRAPH_FLAVOUR:
+                    runner.step("activations-%s" % origin_label, origin_env, "converters.shared.parity",
+                                ["activations", run_dir, "--label", origin_label, "--keras", GRAPH_FLAVOUR])
+                else:
+                    runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
+                                ["activations", run_dir, "--label", origin_env])
+                origin_activations.add(origin_label)
             runner.step("activations-%s" % label, env, "converters.shared.parity",
                         ["activations", run_dir, "--label", label, "--keras", flavour])
             runner.step("divergence-%s" % label, env, "converters.shared.parity",
-                        ["divergence", run_dir, "--label", label, "--origin-label", origin_env])
+                        ["divergence", run_dir, "--label", label, "--origin-label", origin_label])
             cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
             _drop_activations(run_dir, label, options.debug)
         cells.append(cell)
 
-    if origin_activations:
-        _drop_activations(run_dir, origin_env, options.debug)
+    for origin_label in origin_activations:
+        _drop_activations(run_dir, origin_label, options.debug)
     tolerate(cells)
     for cell in cells:  # the verdict on each cell goes into its file too (the int8 report reads those)
         runfolder.write_json(os.path.join(run_dir, runfolder.parity_name(cell["env"])), cell)
@@ -289,6 +442,8 @@ def _verify_into(options, run_dir, log):
         "sandbox": runner.sandbox,
         "policy": POLICY,
         "migration": _migration_summary(run_dir) if keras3 else None,
+        "skipped_cells": [SKIPPED_FOR_GRAPHS] if graph else [],
+        "transforms": (manifest["model"].get("transforms") or []) if graph else [],
     }
 
 
@@ -338,25 +493,35 @@ def jobs_of(opts):
     return max(1, int(jobs) if jobs else (os.cpu_count() or 1))
 
 
-def run_side_by_side(runner, chains, jobs):
-    """Run chains of steps (each a list of ``(name, env, module, args)`` run in order) ``jobs`` at a time.
+def run_side_by_side(runner, chains, jobs, first=()):
+    """Run chains of steps ``jobs`` at a time. A chain is a list run in order; each item is a step
+    ``(name, env, module, args)``, or a callable taking the chain's step runner (``convert_legacy``'s
+    conversion: its own steps, its own runners, logging through the runner it is given).
 
-    Each step is a process of its own, so threads only wait here. What the steps print is shown in the
-    order of ``chains`` once all are done, so the step table reads the same whatever finished first, and
-    ``runner.timings`` lists them in that order. The first failure (in ``chains`` order) is raised after
-    the others have finished, as it would be one after another.
+    Each step is a process of its own, so threads only wait here. ``first``: indices of chains to start
+    before the others (the longest one, so that it starts as soon as a slot is free); the others start in
+    ``chains`` order. What the steps print is shown in the order of ``chains`` once all are done, so the
+    step table reads the same whatever finished first, and ``runner.timings`` lists them in that order.
+    The first failure (in ``chains`` order) is raised after the others have finished, as it would be one
+    after another.
     """
     import concurrent.futures
 
+    order = [index for index in first if 0 <= index < len(chains)]
+    order += [index for index in range(len(chains)) if index not in order]
     for chain in chains:  # environments are made ready (or their absence reported) before anything runs
-        for _name, env, _module, _args in chain:
-            runner.prepare(env)
+        for item in chain:
+            if not callable(item):
+                runner.prepare(item[1])
     if jobs <= 1 or len(chains) <= 1:
-        for chain in chains:
-            for name, env, module, args in chain:
-                runner.step(name, env, module, args)
+        for index in order:
+            for item in chains[index]:
+                if callable(item):
+                    item(runner)
+                else:
+                    runner.step(*item)
         return
-    runner.log("  %d parity cells side by side, %d at a time (--jobs)" % (len(chains), jobs))
+    runner.log("  %d chains of steps side by side, %d at a time (--jobs)" % (len(chains), jobs))
 
     def run_chain(chain):
         lines = []
@@ -364,15 +529,19 @@ def run_side_by_side(runner, chains, jobs):
                                  user_paths=runner.user_paths)
         child.prepared = set(runner.prepared)
         try:
-            for name, env, module, args in chain:
-                child.step(name, env, module, args)
+            for item in chain:
+                if callable(item):
+                    item(child)
+                else:
+                    child.step(*item)
         except errors.TfbridgeError as error:
             return lines, child.timings, error
         return lines, child.timings, None
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
     try:
-        results = list(pool.map(run_chain, chains))
+        futures = dict((index, pool.submit(run_chain, chains[index])) for index in order)
+        results = [futures[index].result() for index in range(len(chains))]
     except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli, arrives in this thread only:
         steps.stop_running()  # stop the steps the other threads wait for, then report the interrupt
         raise
@@ -413,7 +582,8 @@ def run_step(name, env, module, args, log, run_dir):
 def _public_cell(cell):
     keep = ("env", "runtime", "keras", "status", "max_abs", "max_rel", "cosine", "top1_agreement", "error",
             "error_class", "hint", "first_divergent_layer", "divergence", "hazards", "hazard_note", "tolerated",
-            "warnings", "per_output", "tolerances", "timings", "cause", "explanation", "divergence_note")
+            "warnings", "per_output", "tolerances", "timings", "cause", "explanation", "divergence_note",
+            "first_divergent_node", "nodes_compared")
     return dict((key, cell[key]) for key in keep if key in cell)
 
 
@@ -428,10 +598,13 @@ def _number(value, digits=3):
 def matrix_rows(report):
     rows = [("env", "runtime", "status", "max_abs", "cosine", "top1", "note")]
     origin = report["origin"]
-    rows.append((origin["env"], "tensorflow %s + %s %s" % (origin.get("tensorflow"), origin.get("keras_flavour"),
-                                                        origin.get("keras")), "origin", "0", "1", "-", "reference"))
+    runtime = ("tensorflow %s (graph)" % origin.get("tensorflow") if origin.get("keras_flavour") == "graph" else
+               "tensorflow %s + %s %s" % (origin.get("tensorflow"), origin.get("keras_flavour"), origin.get("keras")))
+    rows.append((origin["env"], runtime, "origin", "0", "1", "-", "reference"))
     for cell in report["parity"]:
-        if cell.get("first_divergent_layer"):
+        if cell.get("first_divergent_node"):
+            note = "first divergent node: %s" % cell["first_divergent_node"]
+        elif cell.get("first_divergent_layer"):
             note = "first divergent layer: %s" % cell["first_divergent_layer"]
             if cell.get("hazards"):
                 note += " (known hazard: %s)" % ", ".join(hazard["id"] for hazard in cell["hazards"])
@@ -443,7 +616,7 @@ def matrix_rows(report):
         elif cell.get("error"):
             note = cell["error"][:100] + (" (tolerated)" if cell.get("tolerated") else "")
         elif cell.get("divergence_note"):
-            note = "no divergence search for a graph"
+            note = cell["divergence_note"][:100]
         else:
             note = ""
         if cell.get("tolerated") and cell.get("status") == "mismatch":
@@ -470,6 +643,7 @@ def markdown(report):
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     for row in rows[1:]:
         lines.append("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |")
+    lines += graph_lines(report)
     lines += hazard_lines(report)
     lines += ["", "Tolerances: max_abs <= atol + rtol * max|ref| (atol 1e-4, rtol 1e-3), cosine >= 0.9999, "
               "top-1 agreement 100 % outside near-ties (see converters/shared/metrics.py).",
@@ -477,6 +651,23 @@ def markdown(report):
     for timing in report["timings"]:
         lines.append("| %s | %s | %s |" % (timing["step"], timing["env"], timing["seconds"]))
     return "\n".join(lines) + "\n"
+
+
+def graph_lines(report):
+    """A TF 1.x graph source in words (markdown): its inputs and outputs, what was fixed to inference
+    (``transforms``), and the Keras cells that do not apply."""
+    model = report.get("model") or {}
+    if not model.get("source_kind") or model.get("source_kind") == "h5":
+        return []
+    lines = ["", "Graph source: %s; inputs %s; outputs %s." % (
+        model["source_kind"], ", ".join("`%s` %s" % (i["name"], i.get("shape")) for i in model.get("inputs") or []),
+        ", ".join("`%s` %s" % (o["name"], o.get("shape")) for o in model.get("outputs") or []))]
+    transforms = model.get("transforms") or report.get("transforms") or []
+    lines += ["", "Fixed to inference before conversion (model.pb; checked against the source graph in the origin):"]
+    lines += ["- %s" % t["what"] for t in transforms] or ["- nothing: the graph was an inference graph already"]
+    for skipped in report.get("skipped_cells") or []:
+        lines += ["", "Not run: %s (%s)." % (", ".join(skipped["cells"]), skipped["why"])]
+    return lines
 
 
 def hazard_lines(report):

@@ -8,7 +8,7 @@ import sys
 from converters import options
 from converters.errors import UsageError
 
-COMMANDS = ("inspect", "resave", "activations", "evaluate", "zoo", "make-demo")
+COMMANDS = ("inspect", "inspect-graph", "resave", "activations", "evaluate", "zoo", "make-demo", "digits")
 
 
 def _shape(text):
@@ -46,16 +46,30 @@ def run(argv):
             known = compat.layer_class_names("keras") | compat.layer_class_names("tf.keras")
         print(json.dumps(inspection.inspect_file(args.model, known), sort_keys=True))
         return 0
+    if command == "inspect-graph":
+        parser.add_argument("model", help="a TF 1.x GraphDef (.pb/.pbtxt), SavedModel folder or checkpoint")
+        for name in ("--tags", "--signature", "--inputs", "--outputs"):
+            parser.add_argument(name, default=None)
+        args = parser.parse_args(argv)
+        from legacy_tf1 import graphs
+
+        # the host's preflight read of a graph (converters.verify.inspect_graph): origin, inputs, outputs
+        print(json.dumps(graphs.inspect(args.model, args.tags, args.signature, args.inputs, args.outputs),
+                         sort_keys=True))
+        return 0
     if command == "resave":
-        parser.add_argument("model", help="legacy Keras .h5 (full model, or weights with --arch)")
+        parser.add_argument("model", help="legacy Keras .h5 (full model, or weights with --arch), or a TF 1.x graph")
         parser.add_argument("--out", required=True, help="run folder")
         parser.add_argument("--origin-env", default=None, help="label of the references (default $TFBRIDGE_ENV)")
         options.add_step_options(parser, options.RESAVE)  # --calib, --probe-samples, ...: converters/options.py
         args = parser.parse_args(argv)
+        from converters import preflight
         from legacy_tf1 import resave
 
         if args.probe_samples is not None and args.probe_samples < 1:
             raise UsageError("--probe-samples must be at least 1.", step="resave")
+        if preflight.model_kind(args.model) in preflight.GRAPH_KINDS:  # a TF 1.x graph: legacy_tf1.graphs
+            return _resave_graph(args)
         manifest = resave.resave(
             args.model, args.out, args.origin_env or _env_name(), arch=args.arch,
             custom_objects=args.custom_objects, trust_model=args.trust_model, samples=args.probe_samples,
@@ -119,4 +133,27 @@ def run(argv):
 
         print(json.dumps(demo.make_demo(args.out, args.seed, args.epochs), sort_keys=True))
         return 0
+    if command == "digits":  # legacy_tf1/digits.py: a CNN trained on scikit-learn's digits (BENCHMARKS.md)
+        from legacy_tf1 import digits
+
+        parser.add_argument("out", help="folder for model.h5, calib.npy, eval.npz, digits.json")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--epochs", type=int, default=digits.EPOCHS)
+        args = parser.parse_args(argv)
+        print(json.dumps(digits.make_digits(args.out, args.seed, args.epochs), sort_keys=True))
+        return 0
     raise UsageError("unknown command %r" % command)  # pragma: no cover - COMMANDS checked above
+
+
+def _resave_graph(args):
+    from legacy_tf1 import graphs, resave
+
+    manifest = graphs.resave_graph(
+        args.model, args.out, args.origin_env or _env_name(), inputs=args.inputs, outputs=args.outputs,
+        tags=args.tags, signature=args.signature, samples=args.probe_samples, seed=args.seed,
+        input_range=resave.parse_range(args.input_range) if args.input_range else None, calib=args.calib,
+        preprocess=args.preprocess, probe_source=args.probe)
+    sys.stdout.write("re-saved %s (%s, %d nodes; %s) -> %s\n" % (
+        args.model, manifest["model"]["source_kind"], manifest["model"]["frozen_graph"]["nodes"],
+        "; ".join(t["what"] for t in manifest["model"]["transforms"]) or "no transform", args.out))
+    return 0

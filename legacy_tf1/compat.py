@@ -103,6 +103,42 @@ def freeze_graph(flavour, output_op_names):
     return frozen
 
 
+def save_h5(model, flavour, path):
+    """``model.save(path, include_optimizer=False)``, with every weight read from the session in one run.
+
+    Why: Keras (2.2.4 / 2.3.1 and tf.keras of TF 1.13 / 1.15) reads the weights layer by layer, one
+    ``session.run`` each, and a TF 1.x session builds and prunes a new executor for every new set of
+    fetches: on ResNet50, 106 runs took 6.5 of the save's 6.9 s. Here they are read once and the saver's
+    ``batch_get_value`` is served from that read while it runs (found by identity in the modules that
+    hold it, put back afterwards); the values, and so the file, are the same. Feature-detected: a
+    backend without ``batch_get_value`` saves as Keras does.
+    """
+    read = getattr(backend(flavour), "batch_get_value", None)
+    weights = list(model.weights)
+    if read is None or not weights:
+        model.save(path, include_optimizer=False)
+        return
+    values = dict(zip([id(w) for w in weights], read(weights)))
+
+    def batch_get_value(ops):
+        if all(id(op) in values for op in ops):
+            return [values[id(op)] for op in ops]
+        return read(ops)
+
+    import sys
+
+    # vars(), not getattr(): a lazily loaded module (TF's LazyLoader) must not be imported by the lookup
+    holders = [m for m in list(sys.modules.values()) if (getattr(m, "__dict__", None) or {}).get(
+        "batch_get_value") is read]
+    try:
+        for module in holders:
+            module.batch_get_value = batch_get_value
+        model.save(path, include_optimizer=False)
+    finally:
+        for module in holders:
+            module.batch_get_value = read
+
+
 def custom_object_scope(flavour, custom_objects):
     return keras_module(flavour).utils.CustomObjectScope(custom_objects or {})
 

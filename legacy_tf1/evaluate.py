@@ -3,7 +3,9 @@
 For whom: ``convert_legacy`` with ``--eval`` (``converters.pipeline`` runs ``python -m legacy_tf1 evaluate
 RUN --eval PATH [--eval-classes FILE] [--preprocess NAME]`` in the origin environment after the re-save
 and before the int8 conversion); Python 3.7, TF 1.13 / 1.15. Loads the run folder's ``model.h5`` with the
-Keras that saved it (``converters.shared.parity``'s loader: the same Lambda gate and custom objects),
+Keras that saved it (``converters.shared.parity``'s loader: the same Lambda gate and custom objects), or,
+for a TF 1.x graph source (no ``model.h5``), its frozen graph ``model.pb`` in a session (runtime
+"tensorflow X (frozen graph)", no Keras imported),
 reads the data in batches with the code the tf2 step uses (``converters.shared.labelled``), and writes:
 
 - ``eval_<env>.json``: samples, classes, top-1 (top-5 with more than 5 classes) in percent, the runtime;
@@ -31,8 +33,10 @@ def evaluate(run, eval_path, classes_file=None, preprocess=None, label="tf1", ba
 
     started = time.time()
     manifest = parity._read_manifest(run)
-    flavour = keras_compat.resolve("auto", manifest["model"].get("keras_flavour"))
-    keras_compat.prepare(flavour)
+    graph_source = parity.is_graph_source(manifest)
+    flavour = None if graph_source else keras_compat.resolve("auto", manifest["model"].get("keras_flavour"))
+    if flavour:
+        keras_compat.prepare(flavour)
     preprocess = preprocess or (manifest.get("probe") or {}).get("preprocess") or "raw"
     inputs = manifest["model"]["inputs"]
     data = labelled.LabelledData(eval_path, [i["shape"] for i in inputs], [i["name"] for i in inputs], preprocess,
@@ -52,7 +56,8 @@ def evaluate(run, eval_path, classes_file=None, preprocess=None, label="tf1", ba
         except ValueError as exc:
             raise CalibrationDataError("--eval %s does not fit the model: %s." % (eval_path, exc), step="eval")
     summary = tally.summary()
-    summary.update({"env": label, "runtime": keras_compat.runtime(flavour), "source": data.path, "kind": data.kind,
+    summary.update({"env": label, "runtime": _graph_runtime() if graph_source else keras_compat.runtime(flavour),
+                    "source": data.path, "kind": data.kind,
                     "class_names": data.class_names, "preprocess": preprocess, "unit": "percent",
                     "seconds": round(time.time() - started, 2)})
     summary_name, predictions_name = "eval_%s.json" % label, "eval_%s.npz" % label
@@ -60,3 +65,10 @@ def evaluate(run, eval_path, classes_file=None, preprocess=None, label="tf1", ba
                            {"top1": np.concatenate(predictions).astype(np.int32)})
     runfolder.write_json(os.path.join(run, summary_name), summary)
     return summary
+
+
+def _graph_runtime():
+    """What ran for a TF 1.x graph source (no Keras): its frozen graph in a session of this TF."""
+    import tensorflow as tf
+
+    return "tensorflow %s (frozen graph)" % tf.__version__

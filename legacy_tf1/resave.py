@@ -155,7 +155,7 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     t0 = time.time()
     resaved = os.path.join(out, runfolder.MODEL_H5)
     with runfolder.atomic_path(resaved) as temporary:
-        model.save(temporary, include_optimizer=False)
+        compat.save_h5(model, flavour, temporary)  # all weights in one session run (issue 13)
     timings["save_s"] = round(time.time() - t0, 3)
 
     t0 = time.time()

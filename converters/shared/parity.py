@@ -6,6 +6,9 @@ For whom: ``converters.verify`` runs it inside tf1.15 and tf2 (Python 3.7 compat
     python -m converters.shared.parity activations RUN --label LABEL --out FILE [--keras ...] [--samples N]
     python -m converters.shared.parity divergence RUN --label LABEL [--origin-label ENV]
 
+Several tf2 cells run in one process with ``python -m converters.tf2.cells`` (tf2 only: it also runs the
+Keras 3 migration), each through ``parity_cell`` as here.
+
 ``RUN`` is a run folder made by ``python -m legacy_tf1 resave``. The first command loads ``RUN/model.h5``
 with the chosen Keras (``auto``: the flavour that saved it in TF 1.x, tf_keras in TF 2.x; Keras 3 is
 label "tf2-keras3" run in its own process), runs ``probe.npz``, writes ``reference_<LABEL>.npz`` and
@@ -16,8 +19,12 @@ label "tf2-keras3" run in its own process), runs ``probe.npz``, writes ``referen
 
 ``--keras graph`` (label ``tf2-graph``) runs the frozen graph ``RUN/model.pb`` instead, in a ``tf.compat.v1``
 session with the names of the manifest's ``model.frozen_graph`` (no Keras, no Python code of the model: the
-route the int8 converter takes); runtime "tensorflow X (frozen graph)", the same keys, and a
-``divergence_note`` on a mismatch: ``activations`` / ``divergence`` work on Keras layers, not graph nodes.
+route the int8 converter takes); runtime "tensorflow X (frozen graph)", the same keys. It is also every
+cell of a TF 1.x graph source (``manifest.model.source_kind``: a GraphDef, SavedModel or checkpoint, which has
+no ``model.h5``): ``tf1.15`` and ``tf2-graph``. On a graph cell's mismatch, ``activations --keras graph`` writes
+the output of every node of ``model.pb`` (float tensors, in topological order, ``__order__`` holding that
+order) in the origin and in the cell's environment, and ``divergence`` names the first node whose tensor
+differs: ``first_divergent_node`` (and ``divergence``, the last comparisons), like ``first_divergent_layer``.
 
 A model that does not load here is a ``load_error`` cell (error class, first line, a hint), not a crash:
 "this model does not load in Keras 3" is an answer, not a failure of the tool. When the cause is the
@@ -138,7 +145,63 @@ def _custom_objects(run, manifest):
     return keras_compat.load_custom_objects(os.path.join(run, name)) if name else {}
 
 
+def is_graph_source(manifest):
+    """A run folder of a TF 1.x graph (GraphDef, SavedModel, checkpoint): model.pb only, no model.h5."""
+    return bool(manifest["model"].get("source_kind")) and manifest["model"].get("source_kind") != "h5"
+
+
+class GraphModel(object):
+    """``model.pb`` with the ``predict`` / ``predict_on_batch`` of a Keras model (for ``legacy_tf1.evaluate``
+    of a graph source, which has no ``model.h5``): a ``tf.compat.v1`` session over the frozen graph."""
+
+    def __init__(self, run, manifest):
+        import tensorflow as tf
+
+        self.manifest = manifest
+        self.graph = _import_frozen(run, manifest)
+        info = manifest["model"]["frozen_graph"]
+        self.inputs = [self.graph.get_tensor_by_name(name + ":0") for name in info["input_arrays"]]
+        self.outputs = [self.graph.get_tensor_by_name(name + ":0") for name in info["output_arrays"]]
+        self.batch = info.get("batch") or GRAPH_BATCH
+        self.session = tf.compat.v1.Session(graph=self.graph)
+
+    def predict(self, feeds, batch_size=None, verbose=0):
+        import numpy as np
+
+        feeds = feeds if isinstance(feeds, (list, tuple)) else [feeds]
+        parts = [[] for _ in self.outputs]
+        for start in range(0, len(feeds[0]), self.batch):
+            values = self.session.run(self.outputs, dict((tensor, feed[start:start + self.batch])
+                                                         for tensor, feed in zip(self.inputs, feeds)))
+            for collected, value in zip(parts, values):
+                collected.append(np.asarray(value, dtype=np.float32))
+        results = [np.concatenate(part, axis=0) for part in parts]
+        return results if len(results) > 1 else results[0]
+
+    predict_on_batch = predict
+
+
+def _import_frozen(run, manifest):
+    import tensorflow as tf
+
+    graph_info = manifest["model"].get("frozen_graph")
+    if not graph_info:
+        raise ModelLoadError("the re-save step wrote no frozen graph (%s)."
+                             % (manifest["model"].get("frozen_graph_error") or "freezing was not attempted"),
+                             step="parity", hint="The converter then takes model.h5 (cell tf2); see the "
+                                                 "re-save log for why freezing failed.")
+    graph_def = tf.compat.v1.GraphDef()
+    with open(os.path.join(run, graph_info.get("path") or runfolder.MODEL_PB), "rb") as handle:
+        graph_def.ParseFromString(handle.read())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    return graph
+
+
 def _load(run, manifest, flavour, label=None):
+    if is_graph_source(manifest):
+        return GraphModel(run, manifest)
     if label == MIGRATED_LABEL:
         return _load_migrated(run, manifest)
     path = os.path.join(run, runfolder.MODEL_H5)
@@ -246,36 +309,12 @@ def parity_cell(run, label, flavour="auto"):
 def _graph_outputs(run, manifest):
     """Run ``probe.npz`` through the frozen graph (``RUN/model.pb``, names in the manifest's
     ``model.frozen_graph``) in a ``tf.compat.v1`` session: ``{output name: array}``. Raises on load failure."""
-    import numpy as np
-    import tensorflow as tf
-
-    graph_info = manifest["model"].get("frozen_graph")
-    if not graph_info:
-        raise ModelLoadError("the re-save step wrote no frozen graph (%s)."
-                             % (manifest["model"].get("frozen_graph_error") or "freezing was not attempted"),
-                             step="parity", hint="The converter then takes model.h5 (cell tf2); see the "
-                                                 "re-save log for why freezing failed.")
-    compat = tf.compat.v1
-    graph_def = compat.GraphDef()
-    with open(os.path.join(run, graph_info.get("path") or runfolder.MODEL_PB), "rb") as handle:
-        graph_def.ParseFromString(handle.read())
-    graph = tf.Graph()
-    with graph.as_default():
-        compat.import_graph_def(graph_def, name="")
-    inputs = [graph.get_tensor_by_name(name + ":0") for name in graph_info["input_arrays"]]
-    outputs = [graph.get_tensor_by_name(name + ":0") for name in graph_info["output_arrays"]]
+    model = GraphModel(run, manifest)
     probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
-    feeds = [probe[spec["name"]] for spec in manifest["model"]["inputs"]]
-    total = len(feeds[0])
-    results = [[] for _ in outputs]
-    with compat.Session(graph=graph) as session:
-        for start in range(0, total, GRAPH_BATCH):
-            values = session.run(outputs, dict((tensor, feed[start:start + GRAPH_BATCH])
-                                               for tensor, feed in zip(inputs, feeds)))
-            for collected, value in zip(results, values):
-                collected.append(np.asarray(value, dtype=np.float32))
+    values = model.predict([probe[spec["name"]] for spec in manifest["model"]["inputs"]])
+    values = values if isinstance(values, list) else [values]
     names = [spec["name"] for spec in manifest["model"]["outputs"]]
-    return dict((name, np.concatenate(parts, axis=0)) for name, parts in zip(names, results))
+    return dict(zip(names, values))
 
 
 def graph_cell(run, label, manifest=None):
@@ -320,7 +359,7 @@ def graph_cell(run, label, manifest=None):
                 per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
     if summary["warnings"]:
         cell["warnings"] = summary["warnings"]
-    if cell["status"] == "match":
+    if cell["status"] == "match" or is_graph_source(manifest):  # a graph source: the node search runs
         cell.pop("divergence_note")
     runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
     return cell
@@ -392,6 +431,83 @@ def first_divergence(origin_values, candidate_values, layer_order):
     return None, compared
 
 
+ORDER_KEY = "__order__"
+
+
+def graph_activations(run, out, samples=ACTIVATION_SAMPLES):
+    """The output of every node of ``RUN/model.pb`` on the first ``samples`` probe inputs: float tensors
+    keyed by tensor name, in topological order (``__order__``). Works in every environment (tf.compat.v1)."""
+    import numpy as np
+
+    manifest = _read_manifest(run)
+    model = GraphModel(run, manifest)
+    probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
+    feeds = [probe[spec["name"]][:samples] for spec in manifest["model"]["inputs"]]
+    inputs = set(tensor.name for tensor in model.inputs)
+    tensors = []
+    for op in topological_ops(model.graph):
+        if op.type in ("Const", "Placeholder", "NoOp"):
+            continue
+        for tensor in op.outputs:
+            if tensor.dtype.is_floating and tensor.name not in inputs:
+                tensors.append(tensor)
+    values = {}
+    step = min(model.batch, samples) if model.batch else samples
+    for start in range(0, len(feeds[0]), step):
+        fetched = model.session.run(tensors, dict((t, f[start:start + step]) for t, f in zip(model.inputs, feeds)))
+        for tensor, value in zip(tensors, fetched):
+            values.setdefault(tensor.name, []).append(np.asarray(value, dtype=np.float32))
+    arrays = dict((name, np.concatenate(parts, axis=0) if parts[0].ndim else parts[0])
+                  for name, parts in values.items())
+    arrays[ORDER_KEY] = np.array([tensor.name for tensor in tensors])
+    runfolder.write_arrays(out, arrays)
+    return [tensor.name for tensor in tensors]
+
+
+def topological_ops(graph):
+    """The ops of ``graph`` in topological order (the GraphDef's order breaking ties)."""
+    import heapq
+
+    ops = graph.get_operations()
+    index = dict((op.name, k) for k, op in enumerate(ops))
+    pending = dict((op.name, set(t.op.name for t in op.inputs) | set(c.name for c in op.control_inputs))
+                   for op in ops)
+    users = {}
+    for name, sources in pending.items():
+        for source in sources:
+            users.setdefault(source, []).append(name)
+    ready = [(index[name], name) for name, sources in pending.items() if not sources]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for user in users.get(name, []):
+            pending[user].discard(name)
+            if not pending[user]:
+                heapq.heappush(ready, (index[user], user))
+    placed = set(order)
+    order += [op.name for op in ops if op.name not in placed]
+    return [graph.get_operation_by_name(name) for name in order]
+
+
+def first_divergent_node(origin_values, candidate_values):
+    """``(first node whose tensor differs or None, comparisons)``, in the origin's topological order."""
+    from converters.shared import metrics
+
+    order = [str(name) for name in origin_values[ORDER_KEY]]
+    compared = []
+    for name in order:
+        if name not in candidate_values or name not in origin_values:
+            continue
+        result = metrics.compare(origin_values[name], candidate_values[name], name=name)
+        compared.append({"node": name, "verdict": result["verdict"], "max_abs": result["max_abs"],
+                         "cosine": result["cosine"], "reasons": result["reasons"]})
+        if result["verdict"] != "match":
+            return name.split(":")[0], compared
+    return None, compared
+
+
 def divergence(run, label, origin_label=None):
     manifest = _read_manifest(run)
     origin_label = origin_label or manifest["origin"]["env"]
@@ -403,9 +519,20 @@ def divergence(run, label, origin_label=None):
                                       "`python -m legacy_tf1 activations` (origin) first.")
     origin_values = runfolder.read_arrays(paths[0])
     candidate_values = runfolder.read_arrays(paths[1])
-    layer, compared = first_divergence(origin_values, candidate_values, manifest.get("layers") or [])
     cell_path = os.path.join(run, runfolder.parity_name(label))
     cell = runfolder.read_json(cell_path) if os.path.isfile(cell_path) else {"env": label}
+    if ORDER_KEY in origin_values:  # a graph: nodes of model.pb, not Keras layers
+        node, compared = first_divergent_node(origin_values, candidate_values)
+        cell["first_divergent_node"] = node
+        cell["divergence"] = compared[-5:]
+        cell["nodes_compared"] = len(compared)
+        cell.pop("divergence_note", None)
+        if node is None:
+            cell["divergence_note"] = ("every node of model.pb matches the origin's on %d probe samples; the "
+                                       "difference is in the outputs only" % ACTIVATION_SAMPLES)
+        runfolder.write_json(cell_path, cell)
+        return node
+    layer, compared = first_divergence(origin_values, candidate_values, manifest.get("layers") or [])
     cell["first_divergent_layer"] = layer
     cell["divergence"] = compared[-5:]
     if layer:
@@ -454,7 +581,8 @@ def run(argv):
         parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS + (GRAPH,),
                             help="the Keras that loads model.h5, or graph: model.pb in a tf.compat.v1 session")
     elif command == "activations":
-        parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS)
+        parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS + (GRAPH,),
+                            help="the Keras that loads model.h5, or graph: every node of model.pb")
     if command == "activations":
         parser.add_argument("--out", help="output .npz (default RUN/activations_LABEL.npz)")
         parser.add_argument("--samples", type=int, default=ACTIVATION_SAMPLES)
@@ -465,6 +593,10 @@ def run(argv):
         raise UsageError("run folder %s does not exist." % args.run, step=command)
     if command == "activations":
         out = args.out or os.path.join(args.run, activations_name(args.label))
+        if args.keras == GRAPH:
+            names = graph_activations(args.run, out, args.samples)
+            print("%d node outputs -> %s" % (len(names), out))
+            return 0
         names = activations(args.run, args.label, out, args.keras, args.samples)
         print("%d layer outputs -> %s" % (len(names), out))
         return 0

@@ -14,7 +14,9 @@ Reuse: given the conversion's calibrated model (``calibrated_model``: the float 
 calibration recorded over every calibration sample, kept by ``converters.tf2.calibrate``), the debugger
 instruments exactly the model that was written, and neither converts the graph again nor calibrates
 again: it makes the instrumented model with the same ``mlir_quantize`` call TensorFlow's debugger makes
-from a converter (``enable_numeric_verify=True``, float I/O) and runs the debug samples through it.
+from a converter (``enable_numeric_verify=True``, float I/O) and runs the debug samples through it. The
+debug samples are the conversion's first calibration samples, kept by the calibration hook as they
+passed (``converters.tf2.calibrate``, ``keep_samples``), not read and preprocessed a second time.
 Without it (a converter whose calibration stage could not be replaced) it falls back to TensorFlow's own
 route: the converter converts and calibrates once more, on the debug samples only.
 

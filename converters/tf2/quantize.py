@@ -102,13 +102,14 @@ def ops_named_in(message):
     return found
 
 
-def _convert_once(source, representative_dataset, options):
+def _convert_once(source, representative_dataset, options, keep_samples=0):
     """One conversion; returns (content, calibration hook or None). Calibration runs on every core
-    (``converters.tf2.calibrate``): the int8 file is byte-identical to TensorFlow's one-core calibration."""
+    (``converters.tf2.calibrate``): the int8 file is byte-identical to TensorFlow's one-core calibration.
+    ``keep_samples``: how many of the first calibration samples the hook keeps (for the layer debugger)."""
     from converters.tf2 import calibrate
 
     converter = configure(source.build(), representative_dataset, options)
-    hook = calibrate.install(converter, options.jobs)
+    hook = calibrate.install(converter, options.jobs, keep_samples=keep_samples)
     return converter.convert(), hook
 
 
@@ -121,7 +122,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     input/output dtypes, weight granularity, ``npu`` readiness, ``calibration_run`` (shards and the
     seconds of graph conversion, calibration and quantization). ``artifacts``: a dict that receives
     ``calibrated_model`` (the float model with the calibration's min/max, for the per-layer debugger,
-    ``converters.tf2.quant_debug``), when given. Raises
+    ``converters.tf2.quant_debug``) and ``calibration_samples`` (the first ``artifacts["keep_samples"]``
+    calibration samples, each a list of arrays, one per input), when given. Raises
     ``ConversionError`` when every route fails (the message names ops that could not be int8) or when the
     written file has float ops without ``allow_float_ops``; a refused file never replaces ``output_path``.
     """
@@ -143,7 +145,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
                 continue
         started = time.perf_counter()
         try:
-            content, hook = _convert_once(candidate, representative_dataset, options)
+            content, hook = _convert_once(candidate, representative_dataset, options,
+                                          keep_samples=(artifacts or {}).get("keep_samples", 0))
         except Exception as exc:  # noqa: BLE001 - converter errors come as many types
             seconds = time.perf_counter() - started
             message = str(exc)
@@ -211,6 +214,7 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         result["calibration_run"] = calibration
         if artifacts is not None:
             artifacts["calibrated_model"] = hook.calibrated_model
+            artifacts["calibration_samples"] = hook.samples
     float_content = hook.float_tflite() if (float_output_path and hook is not None) else None
     if float_content is not None:
         # the float model the int8 conversion made before calibrating: the same graph as a separate

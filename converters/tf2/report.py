@@ -106,7 +106,9 @@ def collect(run_dir):
         "run_dir": os.path.abspath(run_dir),
         "model": {"path": model.get("path"), "sha256": model.get("sha256"), "inputs": model.get("inputs") or [],
                   "outputs": model.get("outputs") or [], "parameters": model.get("parameters"),
-                  "route": model.get("route"), "frozen_graph": bool(model.get("frozen_graph"))},
+                  "route": model.get("route"), "frozen_graph": bool(model.get("frozen_graph")),
+                  # a TF 1.x graph source (legacy_tf1.graphs): its kind and what was fixed to inference
+                  "source_kind": model.get("source_kind"), "transforms": model.get("transforms") or []},
         "origin": manifest.get("origin") or {},
         "probe": _probe_summary(manifest.get("probe") or {}),
         "data": data,
@@ -348,13 +350,17 @@ def render_markdown(report):
     lines = ["# tfbridge report: %s" % model_name, "", "Generated %s." % report["generated"], ""]
     for title, value, detail, _ in summary(report):
         lines.append("- **%s**: %s%s" % (title, value, (" (%s)" % detail) if detail else ""))
+    if report["model"].get("source_kind") not in (None, "h5"):  # a TF 1.x graph: what was fixed to inference
+        lines += ["", "## Graph source", "", "%s; fixed to inference before conversion:" % report["model"]["source_kind"]]
+        lines += ["- %s" % t.get("what") for t in report["model"].get("transforms") or []] or ["- nothing"]
     lines += ["", "## Data", ""] + data_lines(report.get("data"))
     lines += ["", "## Parity across TensorFlow versions", ""]
     if report["parity"]:
         lines += ["| env | runtime | status | max abs | cosine | top-1 | note |", "|---|---|---|---|---|---|---|"]
         for p in report["parity"]:
             note = p.get("explanation") or p.get("error") or p.get("hint") or (
-                "first divergent layer: %s" % p["first_divergent_layer"] if p.get("first_divergent_layer") else "")
+                "first divergent layer: %s" % p["first_divergent_layer"] if p.get("first_divergent_layer") else
+                "first divergent node: %s" % p["first_divergent_node"] if p.get("first_divergent_node") else "")
             if p.get("tolerated"):
                 note = "%s (tolerated)" % note
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (

@@ -65,7 +65,7 @@ def run_step(argv):
                                          jobs=getattr(args, "jobs", None))  # issue 13: calibration shards
     timings = {}
     with sources.scratch_dir() as workdir:
-        started = time.perf_counter()
+        started = window = time.perf_counter()  # window: model on disk -> int8 file written (bench/run.py)
         source = sources.load_source(args.model if args.model else run_dir, workdir, trust_model=args.trust_model)
         timings["load"] = round(time.perf_counter() - started, 2)
         if args.model:
@@ -102,7 +102,8 @@ def run_step(argv):
         started = time.perf_counter()
         tflite_path = os.path.join(out_dir, runfolder.TFLITE)
         try:
-            artifacts = {}  # issue 13: the calibrated model, reused by the per-layer debugger
+            # issue 13: the calibrated model and the first calibration samples, reused by the layer debugger
+            artifacts = {"keep_samples": 0 if args.no_layer_debug else quant_debug.DEFAULT_DEBUG_SAMPLES}
             result, used = quantize.convert(source, tflite_path, representative_dataset, options,
                                             float_output_path=os.path.join(out_dir, "model_float.tflite"),
                                             artifacts=artifacts)
@@ -114,6 +115,7 @@ def run_step(argv):
             raise
         data = data_section(calib, prepared)
         timings["convert"] = round(time.perf_counter() - started, 2)
+        timings["model_to_int8"] = round(time.perf_counter() - window, 2)
         timings["convert_int8"] = result["seconds"]
         if "float_seconds" in result:
             timings["convert_float"] = result["float_seconds"]
@@ -133,12 +135,16 @@ def run_step(argv):
         if args.no_layer_debug:
             layers = {"layers": [], "skipped": True}
         else:
-            debug_data = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False)
             calibrated = artifacts.get("calibrated_model")  # issue 13: no second conversion/calibration
-            converter = None if calibrated else quantize.debug_converter(used, debug_data.representative_dataset(),
-                                                                         options)
-            layers = quant_debug.debug_layers(converter, debug_data.representative_dataset(),
-                                              calibrated_model=calibrated, per_tensor=options.per_tensor)
+            kept = artifacts.get("calibration_samples")  # ... nor a second reading of the samples
+            if calibrated and kept:
+                debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731
+                converter = None
+            else:
+                debug_dataset = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False).representative_dataset()
+                converter = None if calibrated else quantize.debug_converter(used, debug_dataset, options)
+            layers = quant_debug.debug_layers(converter, debug_dataset, calibrated_model=calibrated,
+                                              per_tensor=options.per_tensor)
             timings["layer_debug"] = layers.get("seconds")
         runfolder.write_json(os.path.join(out_dir, "layers.json"), layers)
         if args.eval:

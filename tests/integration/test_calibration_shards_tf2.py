@@ -80,7 +80,8 @@ def _sharded(tf_bits, model, samples, jobs, monkeypatch):
     # the model is tiny: without this the planner rightly decides that a process start does not pay
     monkeypatch.setattr(calibrate, "WORKER_START_SECONDS", 0.0)
     converter = _converter(tf, model, samples)
-    hook = calibrate.install(converter, jobs=jobs)
+    # the calibrator's own route, in shards (the fast route has its own test: test_fast_calibration_tf2.py)
+    hook = calibrate.install(converter, jobs=jobs, route="calibrator")
     assert hook is not None, "TF 2.21's converter has a _quantize stage to replace"
     return converter.convert(), hook
 
@@ -103,7 +104,7 @@ def test_shards_see_different_ranges(tf_bits, model, samples, monkeypatch):
     from tensorflow.lite.python.optimize import calibrator
 
     converter = _converter(tf, model, samples)
-    hook = calibrate.install(converter, jobs=1)
+    hook = calibrate.install(converter, jobs=1, route="calibrator")
     converter.convert()
     model_content = calibrator.add_intermediate_tensors(hook.float_model)
     full = calibrate.tensor_ranges(hook.calibrated_model)
@@ -163,11 +164,11 @@ def test_step_reuses_float_model_and_calibration(tf_bits, model, samples, tmp_pa
 
     monkeypatch.setattr(calibrate, "WORKER_START_SECONDS", 0.0)
     source = sources.from_keras_model(model)
-    artifacts = {}
+    artifacts = {"keep_samples": 4}
     result, _ = quantize.convert(source, str(tmp_path / "m.tflite"), lambda: ([s] for s in samples),
                                  quantize.ConversionOptions(jobs=2), float_output_path=str(tmp_path / "f.tflite"),
                                  artifacts=artifacts)
-    assert result["float_reused"] and result["calibration_run"]["shards"] == 2
+    assert result["float_reused"] and result["calibration_run"]["route"] in ("interpreter", "calibrator")
     separate = source.build().convert()
     outputs = []
     for content in (open(tmp_path / "f.tflite", "rb").read(), separate):
@@ -177,6 +178,11 @@ def test_step_reuses_float_model_and_calibration(tf_bits, model, samples, tmp_pa
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
     np.testing.assert_array_equal(outputs[0], outputs[1])
-    layers = quant_debug.debug_layers(None, lambda: ([s] for s in samples[:4]),
+    # the debugger's samples are the first calibration samples, kept as they passed (not read again)
+    kept = artifacts["calibration_samples"]
+    assert len(kept) == 4
+    for sample, expected in zip(kept, samples[:4]):
+        np.testing.assert_array_equal(sample[0], expected)
+    layers = quant_debug.debug_layers(None, lambda: (list(sample) for sample in kept),
                                       calibrated_model=artifacts["calibrated_model"])
     assert layers.get("reused_calibration") and layers["layers"], layers

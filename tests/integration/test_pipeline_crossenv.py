@@ -55,6 +55,22 @@ def test_demo_runs_end_to_end_to_a_fully_int8_model(demo):
     assert not [name for name in os.listdir(str(cwd / "runs")) if ".partial-" in name]
 
 
+def test_conversion_runs_side_by_side_with_the_parity_cells(demo):
+    # issue 13: the conversion needs only the re-save's outputs, so it does not wait for the parity cells
+    # (steps.json lists every step with its start and end); the report, which reads the cells, comes after
+    cwd, result = demo
+    ran = json.loads((cwd / "runs" / "demo_face" / "steps.json").read_text())["steps"]
+    by_name = {step["step"]: step for step in ran}
+    cells = [step for step in ran if step["step"].startswith("parity-")]
+    assert len(cells) >= 2, [step["step"] for step in ran]  # tf1.15, and the tf2 cells in one process
+    assert by_name["tflite_convert"]["started"] < max(cell["ended"] for cell in cells)
+    assert by_name["tflite_convert"]["started"] >= by_name["resave"]["ended"]
+    assert by_name["report"]["started"] >= max(cell["ended"] for cell in cells + [by_name["tflite_convert"]])
+    table = [line.split()[0] for line in result.stderr.splitlines()
+             if line.startswith("  parity-") or line.startswith("  tflite_convert ")]
+    assert table[-1] == "tflite_convert" and len(table) == len(cells) + 1  # the table's order is fixed
+
+
 def test_demo_calibrates_probes_and_evaluates_on_disjoint_images(demo):
     import hashlib
 

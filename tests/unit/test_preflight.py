@@ -51,7 +51,7 @@ def test_model_kind_by_content(tmp_path):
         archive.writestr("config.json", "{}")
     (tmp_path / "sm").mkdir()
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"x")
-    (tmp_path / "g.pb").write_bytes(b"\x0a\x01x")
+    (tmp_path / "g.pb").write_bytes(b"\x0a\x07\x0a\x01x\x12\x02Op")  # a GraphDef: one node named x, op Op
     (tmp_path / "m.tflite").write_bytes(b"\x18\0\0\0TFL3" + b"\0" * 8)
     (tmp_path / "empty").mkdir()
     (tmp_path / "text.h5").write_bytes(b"hello")
@@ -64,9 +64,15 @@ def test_model_kind_by_content(tmp_path):
 def test_each_command_names_the_kind_it_got_and_what_to_do(tmp_path, h5):
     (tmp_path / "sm").mkdir()
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"x")
+    import zipfile
+
+    with zipfile.ZipFile(str(tmp_path / "m.keras"), "w") as archive:
+        archive.writestr("config.json", "{}")
     with pytest.raises(InputFileError) as caught:  # used to be "does not exist"
-        preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "sm"))
-    assert "is a SavedModel folder" in caught.value.message and "nox -s convert" in caught.value.hint
+        preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "m.keras"))
+    assert "is a Keras 3 .keras file" in caught.value.message and "nox -s convert" in caught.value.hint
+    # a SavedModel folder may be TF 1.x: the legacy commands take it (a TF 2.x one is refused by its inspection)
+    assert preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "sm")) == "saved_model"
     with pytest.raises(InputFileError, match="does not exist"):
         preflight.check_model(options.VERIFY_UPGRADE, str(tmp_path / "missing.h5"))
     (tmp_path / "broken.h5").write_bytes(b"not hdf5 at all")
