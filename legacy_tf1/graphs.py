@@ -605,29 +605,13 @@ def fix_placeholders(graph_def, fixed):
 
 
 def _topological(graph_def):
-    """The nodes of ``graph_def`` in an order where every input comes first (GraphDef order as tie-break)."""
-    index = dict((node.name, k) for k, node in enumerate(graph_def.node))
-    pending = dict((node.name, set(_op_name(i) for i in node.input if _op_name(i) in index)) for node in graph_def.node)
-    users = {}
-    for name, sources in pending.items():
-        for source in sources:
-            users.setdefault(source, []).append(name)
-    import heapq
+    """The nodes of ``graph_def`` in an order where every input comes first (GraphDef order as tie-break;
+    nodes on a cycle, TF 1.x loops, as written)."""
+    from converters.shared.graph_order import topological
 
-    ready = [(index[name], name) for name, sources in pending.items() if not sources]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, name = heapq.heappop(ready)
-        order.append(name)
-        for user in users.get(name, []):
-            pending[user].discard(name)
-            if not pending[user]:
-                heapq.heappush(ready, (index[user], user))
-    placed = set(order)
-    order.extend(node.name for node in graph_def.node if node.name not in placed)  # cycles (loops): as written
     by_name = dict((node.name, node) for node in graph_def.node)
-    return [by_name[name] for name in order]
+    names = [node.name for node in graph_def.node]
+    return [by_name[name] for name in topological(names, lambda name: [_op_name(i) for i in by_name[name].input])]
 
 
 def topological_names(graph_def):

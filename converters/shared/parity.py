@@ -466,29 +466,11 @@ def graph_activations(run, out, samples=ACTIVATION_SAMPLES):
 
 def topological_ops(graph):
     """The ops of ``graph`` in topological order (the GraphDef's order breaking ties)."""
-    import heapq
+    from converters.shared.graph_order import topological
 
     ops = graph.get_operations()
-    index = dict((op.name, k) for k, op in enumerate(ops))
-    pending = dict((op.name, set(t.op.name for t in op.inputs) | set(c.name for c in op.control_inputs))
-                   for op in ops)
-    users = {}
-    for name, sources in pending.items():
-        for source in sources:
-            users.setdefault(source, []).append(name)
-    ready = [(index[name], name) for name, sources in pending.items() if not sources]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, name = heapq.heappop(ready)
-        order.append(name)
-        for user in users.get(name, []):
-            pending[user].discard(name)
-            if not pending[user]:
-                heapq.heappush(ready, (index[user], user))
-    placed = set(order)
-    order += [op.name for op in ops if op.name not in placed]
-    return [graph.get_operation_by_name(name) for name in order]
+    inputs = dict((op.name, [t.op.name for t in op.inputs] + [c.name for c in op.control_inputs]) for op in ops)
+    return [graph.get_operation_by_name(name) for name in topological([op.name for op in ops], inputs.get)]
 
 
 def first_divergent_node(origin_values, candidate_values):
