@@ -73,16 +73,34 @@ def site_packages(venv):
 
 
 def installed_distributions(site):
-    """``{normalised name: (version, dist-info path)}`` from the ``*.dist-info`` folder names (wheel
-    installers write ``{escaped name}-{version}.dist-info``; nothing is read)."""
+    """``{normalised name: (version, metadata folder)}`` from the folder names: ``*.dist-info`` (wheel
+    installers write ``{escaped name}-{version}.dist-info``) and ``*.egg-info`` (pip without ``wheel`` builds
+    an sdist such as TF 1.x's gast 0.2.2 with ``setup.py install``: ``{name}-{version}-py3.7.egg-info``);
+    nothing is read. A dist-info wins over an egg-info of the same name."""
     found = {}
-    for entry in os.listdir(site):
-        if not entry.endswith(".dist-info"):
+    for entry in sorted(os.listdir(site), key=lambda entry: entry.endswith(".dist-info")):
+        if entry.endswith(".dist-info"):
+            name, _, version = entry[:-len(".dist-info")].partition("-")
+        elif entry.endswith(".egg-info"):
+            name, _, rest = entry[:-len(".egg-info")].partition("-")
+            version = rest.split("-py")[0]
+        else:
             continue
-        name, _, version = entry[:-len(".dist-info")].partition("-")
         if name and version:
             found[normalize(name)] = (version, os.path.join(site, entry))
     return found
+
+
+def _read_installed_files(egg_info):
+    """An egg-info's ``installed-files.txt`` as RECORD-like rows ``(path from site-packages, "", "")`` (it
+    lists files relative to the egg-info folder, with no size nor hash), or None if it has none."""
+    try:
+        with open(os.path.join(egg_info, "installed-files.txt")) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        return None
+    site = os.path.dirname(egg_info)
+    return [(os.path.relpath(os.path.normpath(os.path.join(egg_info, line)), site), "", "") for line in lines]
 
 
 def _same_version(installed, pinned):
@@ -132,6 +150,13 @@ def problems(venv, lock_file):
         have, dist_info = installed[key]
         if not _same_version(have, version):
             found.append("%s is %s, the lock pins %s" % (name, have, version))
+            continue
+        if dist_info.endswith(".egg-info"):  # a legacy install: its files exist, no size or hash to check
+            rows = _read_installed_files(dist_info) or []
+            lost = [path for path, _, _ in rows if not path.endswith(".pyc") and not os.path.exists(
+                os.path.join(site, path))]
+            if lost:
+                found.append("%s is incomplete: %s is missing" % (display, lost[0]))
             continue
         rows = _read_record(dist_info)
         if rows is None:

@@ -127,6 +127,28 @@ def test_a_file_two_distributions_list_must_match_one_of_them(venv):
     assert "tensorflow/_ops.so has 7 bytes, its RECORD says 100 or 120" in problem
 
 
+def test_a_legacy_egg_info_install_counts_and_its_lost_files_are_found(venv):
+    # pip without the wheel package installs an sdist (TF 1.x's gast 0.2.2) with setup.py install: an
+    # egg-info with installed-files.txt (paths relative to it, no size, no hash) instead of a dist-info
+    root, site, lock = venv
+    with open(lock, "a") as handle:
+        handle.write("gast==0.2.2 \\\n    --hash=sha256:%s\n" % ("4" * 64))
+    egg_info = os.path.join(site, "gast-0.2.2-py3.7.egg-info")
+    os.makedirs(os.path.join(site, "gast"))
+    os.makedirs(egg_info)
+    for name in ("__init__.py", "gast.py"):
+        with open(os.path.join(site, "gast", name), "w") as handle:
+            handle.write("# gast\n")
+    with open(os.path.join(egg_info, "installed-files.txt"), "w") as handle:
+        handle.write("../gast/__init__.py\n../gast/gast.py\n../gast/__pycache__/gast.cpython-37.pyc\nPKG-INFO\n")
+    with open(os.path.join(egg_info, "PKG-INFO"), "w") as handle:
+        handle.write("Name: gast\nVersion: 0.2.2\n")
+    assert health.installed_distributions(site)["gast"] == ("0.2.2", egg_info)
+    assert health.problems(root, lock) == []  # a .pyc not yet written is not a loss
+    os.remove(os.path.join(site, "gast", "gast.py"))
+    assert health.problems(root, lock) == ["gast 0.2.2 is incomplete: gast/gast.py is missing"]
+
+
 def test_an_unpinned_package_is_not_checked_and_no_site_packages_is_a_problem(venv, tmp_path):
     root, site, lock = venv
     shutil.rmtree(os.path.join(site, "pip"))
