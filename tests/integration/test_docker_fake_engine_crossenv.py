@@ -187,9 +187,15 @@ def test_convert_legacy_through_the_docker_backend_ends_with_an_int8_model(legac
         steps.append((command[at].split(":")[1].rsplit("-", 1)[0], command[at + 1],
                       command[at + 2] if len(command) > at + 2 else None))
     assert ("tf1.13", "legacy_tf1", "resave") in steps
-    # tf-keras, Keras 3 on the file as it is, and the migrated Keras 3 model (model.keras)
-    assert [s[:2] for s in steps].count(("tf2", "converters.shared.parity")) == 3
-    assert ("tf2", "converters.tf2.migrate") in [s[:2] for s in steps]
+    # tf-keras, the frozen graph, Keras 3 on the file as it is, the migration and the migrated Keras 3 model
+    # (model.keras): one tf2 process (converters.tf2.cells), each cell still its own parity_<label>.json
+    cells = [command[[i for i, item in enumerate(command) if item.startswith("tfbridge:tf2")][0] + 1:]
+             for command in commands if "converters.tf2.cells" in command]
+    assert len(cells) == 1, commands
+    assert [item for item in cells[0] if ":" in item or item == "migrate"] == [
+        "tf2:tf_keras", "tf2-graph:graph", "tf2-keras3:keras3", "migrate", "tf2-keras3-migrated:keras3"]
+    for label in ("tf2", "tf2-graph", "tf2-keras3", "tf2-keras3-migrated"):
+        assert (out / ("parity_%s.json" % label)).exists()
     assert ("tf1.15", "converters.shared.parity") in [s[:2] for s in steps]
     assert ("tf2", "converters.tf2.tflite_convert") in [s[:2] for s in steps]
     assert ("tf2", "converters.tf2.report") in [s[:2] for s in steps]
