@@ -251,7 +251,9 @@ def render_provisioning(data):
 def render_conversion(data):
     lines = ["%s calibration samples (%s), %s preprocessing, int8 I/O, the same samples on every side. Sides: "
              "**tfbridge** (its conversion step `converters.tf2.tflite_convert` on the run folder of `verify_upgrade`; "
-             "route: the frozen graph `model.pb` re-saved in tf1.13, calibration sharded over the cores); "
+             "route: the frozen graph `model.pb` re-saved in tf1.13; calibration by the route `tflite.json` "
+             "`calibration_run` names: the interpreter recording TFLite's calibrator statistics on the cores, or "
+             "the calibrator itself in shards); "
              "**by hand, keras** (`bench/recipe_tf2.py --route keras`: tf-keras loads `model.h5`, "
              "`TFLiteConverter.from_keras_model`: the article's recipe); **by hand, same route** (`--route "
              "frozen_graph`: `tf.compat.v1.lite.TFLiteConverter.from_frozen_graph` on tfbridge's own `model.pb`, "
