@@ -185,15 +185,7 @@ def inspect_model(opts, runner):
     """
     if preflight.model_kind(opts.model) in preflight.GRAPH_KINDS:
         return inspect_graph(opts, runner)
-    try:
-        output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", ["inspect", opts.model])
-    except errors.TfbridgeError as error:  # the file's own errors (damaged, not HDF5) belong to preflight
-        error.step = "preflight"
-        raise
-    try:
-        info = json.loads(output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
+    info = _preflight_read(opts, runner, ["inspect", opts.model])
     _refuse_newer_keras(opts, info)
     preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if info.get("unsafe") and not opts.trust_model:
@@ -212,6 +204,20 @@ def inspect_model(opts, runner):
     return info["inferred_origin"], info.get("origin_reason"), info
 
 
+def _preflight_read(opts, runner, args):
+    """The JSON the preflight read (``python -m legacy_tf1 ARGS`` in tf1.15) prints last; the file's own
+    errors (damaged, not HDF5, not a GraphDef) belong to step preflight."""
+    try:
+        output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", args)
+    except errors.TfbridgeError as error:
+        error.step = "preflight"
+        raise
+    try:
+        return json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
+
+
 def inspect_graph(opts, runner):
     """The preflight read of a TF 1.x graph: ``python -m legacy_tf1 inspect-graph`` in tf1.15 parses the
     GraphDef / SavedModel / ``.meta`` (protobuf, no session, nothing run), infers the origin and finds the
@@ -222,15 +228,7 @@ def inspect_graph(opts, runner):
     for key in ("tags", "signature", "inputs", "outputs"):
         if getattr(opts, key, None):
             args += ["--" + key, str(getattr(opts, key))]
-    try:
-        output = runner.step("preflight", INSPECT_ENV, "legacy_tf1", args)
-    except errors.TfbridgeError as error:
-        error.step = "preflight"
-        raise
-    try:
-        info = json.loads(output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise errors.EnvironmentStepError("the preflight read of %s printed no JSON." % opts.model, step="preflight")
+    info = _preflight_read(opts, runner, args)
     if info.get("made_by_tf2"):
         raise errors.ModelLoadError(
             "%s was made by TensorFlow 2.x (%s): it is not a legacy TF 1.x graph." % (opts.model, info["origin_reason"]),

@@ -242,10 +242,16 @@ class CalibrationSource(object):
                  min_calib=MIN_SPLIT_CALIB, batch_first=None):
         self.path = path
         self.shape = sample_shape(input_shape, batch_first)
-        if len(self.shape) != 3:
-            self._image_ok = False
-        else:
-            self._image_ok = True
+        self._image_ok = len(self.shape) == 3
+        self._settings(preprocess, samples, seed, progress, description, reserve_probe, exclude)
+        self._array = None
+        self._files = None
+        self._pictures = None
+        self._open(path, input_name)
+        self._select(samples, seed, min_calib)
+
+    def _settings(self, preprocess, samples, seed, progress, description, reserve_probe, exclude):
+        """What every source keeps of its arguments, and the bookkeeping of its last pass."""
         self.preprocess = preprocess
         self.seed = seed
         self.progress = progress
@@ -258,11 +264,6 @@ class CalibrationSource(object):
         self._exclude_samples = set(k[1] for k in self._exclude if k[1])
         self.excluded = []  # indices skipped because they equal a probe sample (last pass)
         self.yielded_keys = []  # (source key, sample key) of every sample yielded (last pass)
-        self._array = None
-        self._files = None
-        self._pictures = None
-        self._open(path, input_name)
-        self._select(samples, seed, min_calib)
 
     def _select(self, samples, seed, min_calib):
         total = self.available
@@ -455,7 +456,6 @@ def is_image_shape(shape):
     preprocessing presets) can feed."""
     return len(shape) == 3 and shape[-1] in (1, 3)
 
-
 class MultiSource(CalibrationSource):
     """Samples for a model of several inputs (``inputs``: [(name, shape)], batch first): each sample is a
     list of float32 arrays ``(1, ...)`` in the model's input order.
@@ -486,18 +486,7 @@ class MultiSource(CalibrationSource):
                          hint="Give the same number of samples for every input, in the same order.")
         self.path = path if not isinstance(path, dict) else ",".join("%s=%s" % (n, paths[n]) for n in self.names)
         self.shape = None
-        self.preprocess = preprocess
-        self.seed = seed
-        self.progress = progress
-        self.description = description
-        self.skipped = []
-        self.requested = samples
-        self.reserve_probe = int(reserve_probe or 0)
-        self._exclude = list(exclude or [])
-        self._exclude_sources = set(k[0] for k in self._exclude if k[0])
-        self._exclude_samples = set(k[1] for k in self._exclude if k[1])
-        self.excluded = []
-        self.yielded_keys = []
+        self._settings(preprocess, samples, seed, progress, description, reserve_probe, exclude)
         self._array = self._files = self._pictures = None
         self.kind = "multi"
         self.available = self.parts[0].available
