@@ -174,9 +174,14 @@ class Bench(object):
     def by_hand(self, run, route, tag, evaluate=False):
         out = os.path.join(self.work, "by_hand_%s.tflite" % tag)
         result = self.in_env("tf2", "bench.recipe_tf2", [run, out, "--route", route, "--calib", self.calib(),
-                                                         "--preprocess", self.config.preprocess])
+                                                         "--preprocess", self.config.preprocess,
+                                                         "--samples", str(self.config.samples)])
+        if result["json"]["samples"] != self.config.samples:  # like with like: tfbridge calibrates on these
+            raise RuntimeError("the by-hand recipe calibrated on %s samples, not %d" % (
+                result["json"]["samples"], self.config.samples))
         sample = {"window_s": result["json"]["window_s"], "wall_s": result["seconds"],
-                  "peak_rss_mb": result["peak_rss_mb"], "sha256": result["json"]["sha256"], "route": route}
+                  "peak_rss_mb": result["peak_rss_mb"], "sha256": result["json"]["sha256"], "route": route,
+                  "samples": result["json"]["samples"]}
         if evaluate:  # its int8 model against the origin's references on the run's probe (not timed)
             sample["cosine"] = self.in_env("tf2", "bench.steps_tf2", ["evaluate", out, run])["json"].get("cosine")
         return sample

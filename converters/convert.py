@@ -136,8 +136,6 @@ class Conversion(object):
         self.logs = os.path.join(self.stage, "logs")
         try:
             runfolder.write_json(os.path.join(self.stage, SANDBOX_FILE), self.runner.sandbox)
-            for name in self.copied:
-                shutil.copy2(os.path.join(self.run_dir, name), os.path.join(self.stage, name))
         except BaseException:
             self.discard()
             raise
@@ -161,7 +159,10 @@ class Conversion(object):
         return report.json's path."""
         runner, stage, run_dir = self.runner, self.stage, self.run_dir
         try:
-            copied = list(self.copied)
+            # copied now, not when begun: the re-save may have been writing them beside the conversion
+            copied = [name for name in self.copied if os.path.exists(os.path.join(run_dir, name))]
+            for name in copied:
+                shutil.copy2(os.path.join(run_dir, name), os.path.join(stage, name))
             if self.parity:
                 for path in sorted(glob.glob(os.path.join(run_dir, "parity_*.json"))):
                     shutil.copy2(path, os.path.join(stage, os.path.basename(path)))
@@ -243,7 +244,8 @@ def run_conversion(run_dir, opts, log=None, keep_failure=True, convert=True):
     by side with the parity cells."""
     log = log or _stderr
     run_dir = os.path.abspath(run_dir)
-    if not os.path.exists(os.path.join(run_dir, "manifest.json")):
+    # convert_legacy (convert=False): the re-save may still be writing it; its step waits (runfolder.await_file)
+    if convert and not os.path.exists(os.path.join(run_dir, "manifest.json")):
         raise errors.InputFileError("%s has no manifest.json." % run_dir, step="convert",
                                     hint="Run the re-save step (convert_legacy) into this folder first.")
     values = options.values_of(opts)

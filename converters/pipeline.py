@@ -19,12 +19,14 @@ tfbridge) and ``eval/`` (held-out, labelled: the demo runs ``--eval`` on it).
 With ``--eval``, the float model's accuracy in its origin TF is measured right after the re-save (``python -m legacy_tf1 evaluate``, step ``eval-<origin>``), then the tf2 conversion step
 measures the tf2 float and the int8 model on the same data (``converters.tf2.evaluate``).
 
-Order of the work: the preflight read and the re-save, then, side by side within ``--jobs``
-(``verify.run_side_by_side``), the parity cells (the tf2 ones in one process: ``verify.together``) and the
-int8 conversion (it needs only the re-save's outputs; with ``--eval``, after the origin's ``eval-<origin>``
-step), started first as it is the longest; then the verdict on the cells (``verify.finish_verify``: the
-divergence searches, the policy) and the report, which reads both. ``steps.json``'s ``steps`` lists every
-step with its start and end.
+Order of the work: the preflight read; then, side by side within ``--jobs`` (``verify.run_side_by_side``),
+the re-save, the int8 conversion (it needs only the re-save's model, not its references until it checks
+the int8 model; with ``--eval``, after the whole re-save and the origin's ``eval-<origin>`` step) and the
+parity cells (the tf2 ones in one process: ``verify.together``). While the re-save runs, one more step than
+``--jobs`` runs: the steps started beside it import TensorFlow, then wait for its files
+(``runfolder.await_file``); a failed re-save stops them at once. Then the verdict on the cells
+(``verify.finish_verify``: the divergence searches, the policy) and the report, which reads both.
+``steps.json``'s ``steps`` lists every step with its start and end.
 
 Skipping unchanged work: each run folder records, in ``steps.json``, a key per stage: ``verify`` (the
 model's sha256, the architecture and custom-objects files, the probe options and data, the code of
@@ -224,22 +226,34 @@ def convert_legacy(args, log):
             opts = verify.Options(log=log, **dict(vars(args), out=out))
             verifying = verify.begin_verify(opts, temporary, log)
             runner, chains = verifying.runner, list(verifying.chains)
-        timings["resave"] = round(time.time() - stage_start, 2)
-        # The conversion needs only the re-save's outputs: it runs side by side with the parity cells (one
-        # more chain, started first: it is the longest), and the report, which reads the cells, after both.
+        timings["preflight"] = round(time.time() - stage_start, 2)
+        # The conversion needs only the re-save's model: it runs side by side with the re-save's references and
+        # the parity cells (started right after the re-save: it is the longest), and the report, which reads
+        # the cells, after all of them. The steps that start beside the re-save import TensorFlow, then wait
+        # for its model (runfolder.await_file).
         # A failed attempt is kept (in the partial folder's last_failure/) only when that folder is kept.
         conversion = convert.run_conversion(temporary, args, log=log, keep_failure=bool(args.debug), convert=False)
+        conversion.runner.extra_env.update(runner.extra_env)  # it may start beside the re-save and wait for it
+        resave = chains[0][0] if verifying is not None else None
         convert_steps = []
 
         def convert_chain(chain_runner):
             if getattr(args, "eval", None):
+                if resave is not None:  # the origin's evaluation loads model.h5: after the whole re-save
+                    resave.done.wait()
+                    if resave.failed:
+                        raise errors.Interrupted("not started: the re-save failed.", step="eval")
                 convert_steps.extend(evaluate_origin(args, temporary, chain_runner.log, runner.prepared))
             conversion.convert(log=chain_runner.log)
 
         chains.append([convert_chain])
         stage_start = time.time()
         try:
-            verify.run_side_by_side(runner, chains, verify.jobs_of(args), first=[len(chains) - 1])
+            # the re-save, the conversion (the longest chain), the parity cells (longest first); the others
+            # start beside the re-save and wait for its model (beside=1: one more chain at once meanwhile)
+            first = [0, len(chains) - 1] + list(verifying.first[1:]) if verifying is not None else [len(chains) - 1]
+            verify.run_side_by_side(runner, chains, verify.jobs_of(args), first=first,
+                                    beside=1 if verifying is not None else 0)
         except errors.TfbridgeError as failure:
             if failure is not conversion.failure:  # a parity chain failed first (in chain order): as before
                 conversion.discard()

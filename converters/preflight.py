@@ -800,6 +800,9 @@ def check(command, values, demo=False):
         if values.get(name) is not None and int(values[name]) < 1:
             raise UsageError("--%s must be at least 1 (got %s)." % (name.replace("_", "-"), values[name]),
                              step="preflight")
+    if values.get("parity_samples") is not None and int(values["parity_samples"]) < 0:
+        raise UsageError("--parity-samples must be 0 (the whole probe) or more (got %s)." % values["parity_samples"],
+                         step="preflight")
     if values.get("custom_objects"):
         check_custom_objects(values["custom_objects"])
         values["custom_objects"] = os.path.abspath(values["custom_objects"])

@@ -44,6 +44,42 @@ def parity_name(env_label):
     return "parity_%s.json" % env_label
 
 
+# Steps that start beside the re-save (``converters.verify.run_side_by_side``: their TensorFlow import
+# overlaps it) wait for its files: the host sets AWAIT_ENV in their environment, and writes RESAVE_FAILED
+# into the run folder when the re-save fails, so that they stop at once. Every file of a run folder is
+# written atomically (``atomic_path``): a name that exists is complete.
+AWAIT_ENV = "TFBRIDGE_AWAIT_RESAVE"
+RESAVE_FAILED = ".resave-failed"
+AWAIT_POLL_SECONDS = 0.05
+
+
+def await_file(run_dir, name, before=None):
+    """``run_dir/name``, once it exists, for a step the host started beside the re-save (``AWAIT_ENV`` set;
+    otherwise at once, exist or not). ``before``: called once before waiting (e.g. importing TensorFlow,
+    which is what the wait is for). Raises ``Interrupted`` when the re-save failed (``RESAVE_FAILED``) or
+    after ``AWAIT_ENV`` seconds."""
+    import time
+
+    from converters.errors import Interrupted
+
+    path = os.path.join(run_dir, name)
+    limit = os.environ.get(AWAIT_ENV)
+    if not limit or os.path.exists(path):
+        return path
+    if before is not None:
+        before()
+    deadline = time.time() + float(limit)
+    while not os.path.exists(path):
+        if os.path.exists(os.path.join(run_dir, RESAVE_FAILED)):
+            raise Interrupted("stopped before its work: the re-save it waited for failed (its error is the one "
+                              "reported).", step="await")
+        if time.time() > deadline:
+            raise Interrupted("%s did not appear within %s s of waiting for the re-save." % (name, limit),
+                              step="await")
+        time.sleep(AWAIT_POLL_SECONDS)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.

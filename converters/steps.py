@@ -79,6 +79,8 @@ class StepRunner(object):
         self.user_paths = list(user_paths)
         self.timings = []
         self.prepared = set()
+        self.extra_env = {}  # set in every step's environment (e.g. runfolder.AWAIT_ENV)
+        self.nice = 0  # added to the niceness of every step (os.nice): steps that only fill idle cores
 
     @property
     def sandbox(self):
@@ -91,9 +93,9 @@ class StepRunner(object):
             self.backend.prepare(env, log=self.log)
             self.prepared.add(env)
 
-    def step(self, name, env, module, args, stream=False, logs=None):
+    def step(self, name, env, module, args, stream=False, logs=None, nice=None):
         """Run one step; return its output (stdout; stdout and stderr when ``stream``). Raises the step's
-        typed error when it fails."""
+        typed error when it fails. ``nice``: added to its niceness (default the runner's ``nice``)."""
         if _STOPPED:
             raise errors.Interrupted("interrupted before step %s started." % name, step=name)
         self.prepare(env)
@@ -107,13 +109,15 @@ class StepRunner(object):
             os.remove(error_file)
         args = [str(arg) for arg in args] + (["--debug"] if self.debug and "--debug" not in args else [])
         argv, environ = self.backend.command(env, module, args, backends.mounts_for(args),
-                                             extra_env={"TFBRIDGE_ERROR_FILE": error_file},
+                                             extra_env=dict(self.extra_env, TFBRIDGE_ERROR_FILE=error_file),
                                              user_paths=self.user_paths)
         started = time.time()
         with open(log_path, "wb", buffering=0) as log_file:
             log_file.write(("$ %s\n" % " ".join(argv)).encode("utf-8"))
+            nice = self.nice if nice is None else nice
             process = subprocess.Popen(argv, cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT if stream else log_file)
+                                       stderr=subprocess.STDOUT if stream else log_file,
+                                       preexec_fn=(lambda: os.nice(nice)) if nice else None)
             _RUNNING.add(process)
             try:
                 output = _pump(process, log_file, _Shown(error_file) if stream else None)

@@ -70,6 +70,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 from converters import cli, errors, preflight, runfolder, safety, steps
@@ -289,9 +290,25 @@ def verify(options):
 
 
 def runner_for(options, run_dir, log):
-    """The step runner of a run with these options (user import paths for module:function options)."""
-    return steps.StepRunner(run_dir, log=log, debug=options.debug,
-                            user_paths=steps.user_paths(options.preprocess, options.arch))
+    """The step runner of a run with these options (user import paths for module:function options). Its
+    steps may start beside the re-save and wait for its files (``runfolder.await_file``, ``AWAIT_SECONDS``)."""
+    runner = steps.StepRunner(run_dir, log=log, debug=options.debug,
+                              user_paths=steps.user_paths(options.preprocess, options.arch))
+    runner.extra_env[runfolder.AWAIT_ENV] = str(AWAIT_SECONDS)
+    runner.nice = PARITY_NICE
+    return runner
+
+
+# The short parity chains (tf1.15; a cell run in a process of its own) run at a lower priority than the
+# re-save (which every other step waits for), the tf2 cells in one process and, in convert_legacy, the
+# conversion (the long chains): on a busy machine they take the cores those leave idle, and the whole run
+# ends sooner (ResNet50 on 2 cores, whole convert_legacy: 45.8 s -> 42.2 s); alone, a step at niceness 5
+# runs as fast as at 0.
+PARITY_NICE = 5
+
+# How long a step started beside the re-save waits for its files before it gives up (the re-save of a big
+# model takes minutes; a failed re-save stops the waiting steps at once: ``resave_item``).
+AWAIT_SECONDS = 3 * 3600
 
 
 class VerifyRun(object):
@@ -305,13 +322,35 @@ class VerifyRun(object):
 
 def _verify_into(options, run_dir, log):
     run = begin_verify(options, run_dir, log)
-    run_side_by_side(run.runner, run.chains, jobs_of(options))
+    run_side_by_side(run.runner, run.chains, jobs_of(options), first=run.first, beside=1)
     return finish_verify(run, options)
 
 
+def resave_item(run_dir, args, origin_env):
+    """The re-save as the first item of a chain (``run_side_by_side``): the steps of the other chains start
+    beside it and wait for its files; if it fails, ``RESAVE_FAILED`` stops them at once."""
+
+    def resave(runner):
+        try:
+            runner.step("resave", origin_env, "legacy_tf1", args, nice=0)
+        except BaseException:
+            resave.failed = True
+            runfolder.write_text(os.path.join(run_dir, runfolder.RESAVE_FAILED), "the re-save failed\n")
+            raise
+        finally:
+            resave.done.set()
+
+    resave.step_name = "resave"
+    resave.done = threading.Event()  # for a host-side wait (convert_legacy --eval: the origin's evaluation)
+    resave.failed = False
+    return resave
+
+
 def begin_verify(options, run_dir, log):
-    """The preflight read and the re-save into ``run_dir``; returns a ``VerifyRun`` whose ``chains`` (the
-    parity cells, see ``run_side_by_side``) are still to run, then ``finish_verify``."""
+    """The preflight read into ``run_dir``; returns a ``VerifyRun`` whose ``chains`` are still to run
+    (``run_side_by_side``, ``beside=1``), then ``finish_verify``. The first chain is the re-save; the others
+    (the parity cells) start beside it and wait for its model (``runfolder.await_file``), so that their
+    TensorFlow import overlaps it."""
     runner = runner_for(options, run_dir, log)
     log("tfbridge verify_upgrade: %s" % options.model)
     origin_env, origin_reason, inspected = inspect_model(options, runner)
@@ -325,32 +364,34 @@ def begin_verify(options, run_dir, log):
             else ""))
     args = (["resave", os.path.abspath(options.model), "--out", run_dir, "--origin-env", origin_env]
             + declared.step_argv(options.values(), declared.RESAVE))
-    runner.step("resave", origin_env, "legacy_tf1", args)
+    runner.prepare(origin_env)
     keras3 = not getattr(options, "no_keras3", False) and not graph  # a graph has no Keras model to migrate
-    manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
 
     # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
     # side by side, --jobs at a time (default: the cores), each step a process of its own.
+    samples = str(int(getattr(options, "parity_samples", None) or 0))  # --parity-samples (0: the whole probe)
     chains = []
     for label, env, flavour in cells_for(origin_env, keras3, graph):
         chain = [("parity-%s" % label, env, "converters.shared.parity",
-                  [run_dir, "--label", label, "--keras", flavour])]
+                  [run_dir, "--label", label, "--keras", flavour, "--samples", samples])]
         if label == MIGRATED_LABEL:  # model.keras: the re-saved model migrated to Keras 3 (converters/tf2/migrate.py)
             chain.insert(0, ("migrate", "tf2", "converters.tf2.migrate", [run_dir]))
         chains.append(chain)
     for chain in chains:  # made ready here, in the main thread (the merged chain below is a callable)
         for _name, env, _module, _args in chain:
             runner.prepare(env)
-    chains = together(run_dir, chains)
+    chains = [[resave_item(run_dir, args, origin_env)]] + together(run_dir, chains, samples)
+    # the re-save first, then the longest parity chain (the tf2 cells in one process), then the others
+    first = [0] + [i for i, chain in enumerate(chains) if getattr(chain[0], "step_name", None) == TOGETHER_STEP]
     return VerifyRun(runner=runner, run_dir=run_dir, chains=chains, origin_env=origin_env,
-                     origin_reason=origin_reason, graph=graph, keras3=keras3, manifest=manifest)
+                     origin_reason=origin_reason, graph=graph, keras3=keras3, first=first)
 
 
 TOGETHER_ENV = "tf2"  # the environment whose cells run in one process (``together``)
 TOGETHER_STEP = "parity-tf2-cells"
 
 
-def together(run_dir, chains):
+def together(run_dir, chains, samples="0"):
     """The chains of parity cells with the tf2 ones (2 or more) merged into one chain that runs them in one
     process, importing TensorFlow once (``python -m converters.tf2.cells``: each cell still
     writes its own parity_<label>.json). What that process did not finish (a cell that raised, or the
@@ -369,9 +410,12 @@ def together(run_dir, chains):
             if os.path.exists(os.path.join(run_dir, name)):
                 os.remove(os.path.join(run_dir, name))
         try:
-            runner.step(TOGETHER_STEP, TOGETHER_ENV, "converters.tf2.cells", [run_dir] + items)
+            runner.step(TOGETHER_STEP, TOGETHER_ENV, "converters.tf2.cells",
+                        [run_dir] + items + ["--samples", samples], nice=0)  # the longest parity chain
         except errors.TfbridgeError:
-            pass  # what it did not finish runs below, a process per step, and fails there as it would alone
+            if os.path.exists(os.path.join(run_dir, runfolder.RESAVE_FAILED)):
+                raise  # stopped because the re-save failed: nothing to run again
+            # what it did not finish runs below, a process per step, and fails there as it would alone
         for chain in mine:
             for index, item in enumerate(chain):
                 if not os.path.exists(os.path.join(run_dir, _output_of(item))):
@@ -379,6 +423,7 @@ def together(run_dir, chains):
                         runner.step(*step)
                     break
 
+    run_together.step_name = TOGETHER_STEP
     return [chain for chain in chains if chain not in mine] + [[run_together]]
 
 
@@ -396,7 +441,8 @@ def finish_verify(run, options):
     """After the parity chains ran: the first-divergent-layer/node searches of mismatching cells, the
     verdict policy (``tolerate``, written into each parity_<label>.json too); returns the report dict."""
     runner, run_dir, origin_env, graph, keras3 = run.runner, run.run_dir, run.origin_env, run.graph, run.keras3
-    origin_reason, manifest = run.origin_reason, run.manifest
+    origin_reason = run.origin_reason
+    manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
     cells = []
     origin_activations = set()
     for label, env, flavour in cells_for(origin_env, keras3, graph):
@@ -491,10 +537,13 @@ def jobs_of(opts):
     return max(1, int(jobs) if jobs else (os.cpu_count() or 1))
 
 
-def run_side_by_side(runner, chains, jobs, first=()):
+def run_side_by_side(runner, chains, jobs, first=(), beside=0):
     """Run chains of steps ``jobs`` at a time. A chain is a list run in order; each item is a step
     ``(name, env, module, args)``, or a callable taking the chain's step runner (``convert_legacy``'s
     conversion: its own steps, its own runners, logging through the runner it is given).
+
+    ``beside``: that many more chains run at once, for a first chain whose followers start beside it and
+    mostly wait for its files (the re-save, ``resave_item``: meanwhile they import TensorFlow).
 
     Each step is a process of its own, so threads only wait here. ``first``: indices of chains to start
     before the others (the longest one, so that it starts as soon as a slot is free); the others start in
@@ -526,6 +575,8 @@ def run_side_by_side(runner, chains, jobs, first=()):
         child = steps.StepRunner(runner.run_dir, log=lines.append, debug=runner.debug, backend=runner.backend,
                                  user_paths=runner.user_paths)
         child.prepared = set(runner.prepared)
+        child.extra_env = dict(runner.extra_env)
+        child.nice = runner.nice
         try:
             for item in chain:
                 if callable(item):
@@ -536,7 +587,7 @@ def run_side_by_side(runner, chains, jobs, first=()):
             return lines, child.timings, error
         return lines, child.timings, None
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs + beside)
     try:
         futures = dict((index, pool.submit(run_chain, chains[index])) for index in order)
         results = [futures[index].result() for index in range(len(chains))]
@@ -581,7 +632,7 @@ def _public_cell(cell):
     keep = ("env", "runtime", "keras", "status", "max_abs", "max_rel", "cosine", "top1_agreement", "error",
             "error_class", "hint", "first_divergent_layer", "divergence", "hazards", "hazard_note", "tolerated",
             "warnings", "per_output", "tolerances", "timings", "cause", "explanation", "divergence_note",
-            "first_divergent_node", "nodes_compared")
+            "first_divergent_node", "nodes_compared", "samples")
     return dict((key, cell[key]) for key in keep if key in cell)
 
 
@@ -637,6 +688,9 @@ def markdown(report):
              "- model: `%s` (sha256 `%s`)" % (report["model"]["path"], report["model"]["sha256"][:16]),
              "- origin: %s (%s)" % (report["origin"]["env"], report.get("origin_reason")),
              "- probe: %s" % json.dumps(report.get("probe"), sort_keys=True),
+             "- compared in each environment: the probe's first %s samples (`--parity-samples`)"
+             % (" / ".join(str(c) for c in sorted(set(c["samples"] for c in report["parity"] if c.get("samples"))))
+                or "-"),
              "- verdict: **%s**" % report["verdict"], "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     for row in rows[1:]:

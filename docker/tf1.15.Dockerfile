@@ -9,12 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY envs/locks/tf1.15.txt /tmp/lock.txt
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps --ignore-requires-python -r /tmp/lock.txt \
+ && (/opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib || true) \
  && rm /tmp/lock.txt
 RUN useradd --create-home --uid 1000 tfbridge
 COPY envs /opt/tfbridge/envs
 COPY converters /opt/tfbridge/converters
 COPY legacy_tf1 /opt/tfbridge/legacy_tf1
-ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/tfbridge TFBRIDGE_ENV=tf1.15 TF_CPP_MIN_LOG_LEVEL=2
+ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/tfbridge TFBRIDGE_ENV=tf1.15 TF_CPP_MIN_LOG_LEVEL=2 MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296
 USER tfbridge
 WORKDIR /home/tfbridge
 ENTRYPOINT ["python", "-m"]

@@ -82,14 +82,17 @@ def render_dockerfile(env_name):
         "RUN python -m venv %s \\" % VENV_DIR,
         " && %s/bin/python -m pip install --no-cache-dir --require-hashes --no-deps "
         "--ignore-requires-python -r /tmp/lock.txt \\" % VENV_DIR,
+        # bytecode once, at build (envs/venvs.py compile_bytecode: PYTHONDONTWRITEBYTECODE stops the cache)
+        " && (%s/bin/python -m compileall -q -j 0 %s/lib || true) \\" % (VENV_DIR, VENV_DIR),
         " && rm /tmp/lock.txt",
         "RUN useradd --create-home --uid %d %s" % (UID, USER),
     ]
     for package in PROJECT_PACKAGES:
         lines.append("COPY %s %s/%s" % (package, PROJECT_DIR, package))
     lines += [
-        "ENV PATH=%s/bin:$PATH VIRTUAL_ENV=%s PYTHONPATH=%s TFBRIDGE_ENV=%s TF_CPP_MIN_LOG_LEVEL=2"
-        % (VENV_DIR, VENV_DIR, PROJECT_DIR, env_name),
+        "ENV PATH=%s/bin:$PATH VIRTUAL_ENV=%s PYTHONPATH=%s TFBRIDGE_ENV=%s TF_CPP_MIN_LOG_LEVEL=2 %s"
+        % (VENV_DIR, VENV_DIR, PROJECT_DIR, env_name,
+           " ".join("%s=%s" % item for item in sorted(venvs.MALLOC_ENV.items()))),  # as envs/venvs.py run_environ
         "USER %s" % USER,
         "WORKDIR /home/%s" % USER,
         'ENTRYPOINT ["python", "-m"]',

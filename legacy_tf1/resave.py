@@ -6,9 +6,11 @@ the run folder, each file atomically (``converters.runfolder``):
 - ``model.h5``           the model re-saved by the origin Keras, without optimizer state
 - ``model.pb``           its frozen inference graph (for ``from_frozen_graph`` in tf2), when freezing works
 - ``probe.npz``          the probe inputs, keyed by model input name
-- ``reference_<env>.npz`` the origin's outputs on the probe, keyed by model output name
+- ``manifest.json``      written once the model files and the probe are: the steps that started beside
+                         the re-save (``converters.runfolder.await_file``) begin their work when it appears
+- ``reference_<env>.npz`` the origin's outputs on the probe, keyed by model output name, written last (the
+                         manifest is then written again, with the time the probe took)
 - ``custom_objects.py``  a copy of ``--custom-objects``, so the run folder is self-contained
-- ``manifest.json``      written last: its presence means the step completed
 
 Probe: ``--probe-samples`` (default 100, ``converters.options``) inputs. From data when there is some:
 ``--probe PATH`` (a separate source), else ``--calib PATH``, whose seeded permutation gives calibration its
@@ -177,8 +179,13 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
         freeze_error = None
     timings["freeze_s"] = round(time.time() - t0, 3)
 
-    t0 = time.time()
     runfolder.write_arrays(os.path.join(out, runfolder.PROBE), probe)
+    manifest = _manifest(model_path, model, flavour, info, resaved, inputs, outputs, arch, copied, trust_model,
+                         frozen, freeze_error, origin_env, probe_info, timings)
+    # the model is ready: the steps that need only it (the conversion, the cells' loading) start on it now
+    runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
+
+    t0 = time.time()
     feed = [probe[spec["name"]] for spec in inputs]
     predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, max(1, len(feed[0]))))
     if not isinstance(predictions, list):
@@ -186,7 +193,12 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     references = dict((spec["name"], np.asarray(p, dtype=np.float32)) for spec, p in zip(outputs, predictions))
     runfolder.write_arrays(os.path.join(out, runfolder.reference_name(origin_env)), references)
     timings["probe_s"] = round(time.time() - t0, 3)
+    runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
+    return manifest
 
+
+def _manifest(model_path, model, flavour, info, resaved, inputs, outputs, arch, copied, trust_model, frozen,
+              freeze_error, origin_env, probe_info, timings):
     origin = {"env": origin_env}
     origin.update(compat.fingerprint(flavour))
     layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
@@ -215,6 +227,5 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
         "layers": layers,
         "timings": timings,
     }
-    runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
     return manifest
 

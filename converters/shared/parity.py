@@ -255,13 +255,35 @@ def _predict(model, manifest, probe, samples=None):
     return dict((name, np.asarray(value, dtype=np.float32)) for name, value in zip(names, outputs))
 
 
-def parity_cell(run, label, flavour="auto"):
-    """Load, run the probe, compare with the origin's references; write and return the cell."""
-    from converters.shared import metrics
+def warm_up(flavour):
+    """Import TensorFlow (its Keras switch set first) while the re-save still runs (``runfolder.await_file``):
+    the import is the part of a cell that needs nothing of the re-save."""
+    if flavour != GRAPH:
+        keras_compat.prepare(keras_compat.resolve(flavour, None))
+    import tensorflow  # noqa: F401 - imported for its import time only
 
+
+def _first(arrays, samples):
+    """The first ``samples`` rows of each array (all of them when ``samples`` is None or 0)."""
+    return dict((name, value[:samples] if samples else value) for name, value in arrays.items())
+
+
+def _origin_references(run, origin, samples):
+    """The origin's reference outputs on the probe's first ``samples`` samples (``--parity-samples``),
+    waited for when this step started beside the re-save (``runfolder.await_file``)."""
+    path = runfolder.await_file(run, runfolder.reference_name(origin))
+    return _first(runfolder.read_arrays(path), samples)
+
+
+def parity_cell(run, label, flavour="auto", samples=None, compare=True):
+    """Load, run the probe's first ``samples`` samples (all when None or 0: ``--parity-samples``), compare
+    with the origin's references; write and return the cell. ``compare=False``: return, once the outputs
+    are written, a callable that compares and writes the cell (a cell started beside the re-save then does
+    its own work before it waits for the origin's references, ``converters.tf2.cells``); a load error is
+    returned as a cell at once."""
     manifest = _read_manifest(run)
     if flavour == GRAPH:
-        return graph_cell(run, label, manifest)
+        return graph_cell(run, label, manifest, samples, compare)
     flavour = keras_compat.resolve(flavour, manifest["model"].get("keras_flavour"))
     keras_compat.prepare(flavour)
     origin = manifest["origin"]["env"]
@@ -292,36 +314,58 @@ def parity_cell(run, label, flavour="auto"):
     timings["load_s"] = round(time.time() - started, 3)
     t0 = time.time()
     probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
-    outputs = _predict(model, manifest, probe)
+    outputs = _predict(model, manifest, probe, samples or None)
+    del model
     runfolder.write_arrays(os.path.join(run, runfolder.reference_name(label)), outputs)
-    references = runfolder.read_arrays(os.path.join(run, runfolder.reference_name(origin)))
-    summary = metrics.compare_outputs(references, outputs)
     timings["predict_s"] = round(time.time() - t0, 3)
+    cell["timings"] = timings
+
+    def finish():
+        return _compare(run, cell, outputs, samples)
+
+    return finish() if compare else finish
+
+
+def _compare(run, cell, outputs, samples):
+    """Compare a cell's outputs with the origin's references (waited for, ``_origin_references``); write
+    ``parity_<label>.json`` and return the cell."""
+    from converters.shared import metrics
+
+    started = time.time()
+    references = _origin_references(run, cell["origin"], samples)
+    summary = metrics.compare_outputs(references, outputs)
+    cell["timings"]["compare_s"] = round(time.time() - started, 3)  # with the wait for the references
     cell.update(status=summary["verdict"], max_abs=summary["max_abs"], max_rel=summary["max_rel"],
                 cosine=summary["cosine"], top1_agreement=summary["top1_agreement"],
-                per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
+                per_output=summary["per_output"], tolerances=summary["tolerances"], samples=_count(outputs))
     if summary["warnings"]:
         cell["warnings"] = summary["warnings"]
-    runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
+    if cell.get("keras") == GRAPH and (cell["status"] == "match" or is_graph_source(_read_manifest(run))):
+        cell.pop("divergence_note", None)  # a graph source: the node search runs
+    runfolder.write_json(os.path.join(run, runfolder.parity_name(cell["label"])), cell)
     return cell
 
 
-def _graph_outputs(run, manifest):
+def _count(outputs):
+    """How many probe samples a cell compared."""
+    return int(len(next(iter(outputs.values())))) if outputs else 0
+
+
+def _graph_outputs(run, manifest, samples=None):
     """Run ``probe.npz`` through the frozen graph (``RUN/model.pb``, names in the manifest's
     ``model.frozen_graph``) in a ``tf.compat.v1`` session: ``{output name: array}``. Raises on load failure."""
     model = GraphModel(run, manifest)
-    probe = runfolder.read_arrays(os.path.join(run, runfolder.PROBE))
+    probe = _first(runfolder.read_arrays(os.path.join(run, runfolder.PROBE)), samples)
     values = model.predict([probe[spec["name"]] for spec in manifest["model"]["inputs"]])
     values = values if isinstance(values, list) else [values]
     names = [spec["name"] for spec in manifest["model"]["outputs"]]
     return dict(zip(names, values))
 
 
-def graph_cell(run, label, manifest=None):
+def graph_cell(run, label, manifest=None, samples=None, compare=True):
     """The cell of the frozen graph (``--keras graph``): the same keys as a Keras cell; ``keras: "graph"``,
-    runtime "tensorflow X (frozen graph)". A graph that does not import or run here is a ``load_error``."""
-    from converters.shared import metrics
-
+    runtime "tensorflow X (frozen graph)". A graph that does not import or run here is a ``load_error``.
+    ``compare``: as ``parity_cell``'s."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     manifest = manifest or _read_manifest(run)
     origin = manifest["origin"]["env"]
@@ -334,7 +378,7 @@ def graph_cell(run, label, manifest=None):
         import tensorflow as tf
 
         cell["runtime"] = "tensorflow %s (frozen graph)" % tf.__version__
-        outputs = _graph_outputs(run, manifest)
+        outputs = _graph_outputs(run, manifest, samples)
     except EnvironmentBroken:
         raise
     except Exception as exc:  # noqa: BLE001 - a graph that does not run here is an honest cell
@@ -352,17 +396,12 @@ def graph_cell(run, label, manifest=None):
         return cell
     timings["predict_s"] = round(time.time() - started, 3)
     runfolder.write_arrays(os.path.join(run, runfolder.reference_name(label)), outputs)
-    references = runfolder.read_arrays(os.path.join(run, runfolder.reference_name(origin)))
-    summary = metrics.compare_outputs(references, outputs)
-    cell.update(status=summary["verdict"], max_abs=summary["max_abs"], max_rel=summary["max_rel"],
-                cosine=summary["cosine"], top1_agreement=summary["top1_agreement"],
-                per_output=summary["per_output"], tolerances=summary["tolerances"], timings=timings)
-    if summary["warnings"]:
-        cell["warnings"] = summary["warnings"]
-    if cell["status"] == "match" or is_graph_source(manifest):  # a graph source: the node search runs
-        cell.pop("divergence_note")
-    runfolder.write_json(os.path.join(run, runfolder.parity_name(label)), cell)
-    return cell
+    cell["timings"] = timings
+
+    def finish():
+        return _compare(run, cell, outputs, samples)
+
+    return finish() if compare else finish
 
 
 def layer_activations(keras, model, inputs, layer_names=None):
@@ -562,6 +601,8 @@ def run(argv):
     if command == "parity":
         parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS + (GRAPH,),
                             help="the Keras that loads model.h5, or graph: model.pb in a tf.compat.v1 session")
+        parser.add_argument("--samples", type=int, default=0,
+                            help="the probe's first N samples (--parity-samples; 0: all)")
     elif command == "activations":
         parser.add_argument("--keras", default="auto", choices=keras_compat.FLAVOURS + (GRAPH,),
                             help="the Keras that loads model.h5, or graph: every node of model.pb")
@@ -586,7 +627,8 @@ def run(argv):
         layer = divergence(args.run, args.label, args.origin_label)
         print("first divergent layer: %s" % layer)
         return 0
-    cell = parity_cell(args.run, args.label, args.keras)
+    runfolder.await_file(args.run, runfolder.MANIFEST, before=lambda: warm_up(args.keras))
+    cell = parity_cell(args.run, args.label, args.keras, args.samples)
     print("%s: %s (max_abs %s)" % (args.label, cell["status"], cell["max_abs"]))
     return 0
 

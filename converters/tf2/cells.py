@@ -15,7 +15,7 @@ import gc
 import os
 import sys
 
-from converters import cli
+from converters import cli, runfolder
 from converters.errors import UsageError
 from converters.shared import keras_compat
 from converters.shared.parity import MIGRATED_LABEL, parity_cell, summarize_error
@@ -23,20 +23,24 @@ from converters.shared.parity import MIGRATED_LABEL, parity_cell, summarize_erro
 MIGRATE = "migrate"  # the ``cells`` item that runs converters.tf2.migrate (writes model.keras, migration.json)
 
 
-def run_cells(run, items, debug=False):
+def run_cells(run, items, debug=False, samples=None):
     """Several cells of this environment in one process, one TensorFlow import (``cells`` command), in
     order. ``items``: ``LABEL:FLAVOUR`` (a parity cell, as ``parity_cell``) or ``migrate`` (the Keras 3
     migration, ``converters.tf2.migrate``, before the migrated model's cell). Each cell writes its own
     ``parity_<LABEL>.json`` as in a process of its own. A cell that raises (anything but the load failure
     that is its ``load_error``) is left unfinished: no file, a line here, and the host runs it in a process
     of its own (``converters.verify``), as it would without this command; the migrated cell is skipped
-    when the migration raised. Returns ``{label: "done"|"left"}``."""
+    when the migration raised. The cells compare their outputs with the origin's references after every
+    cell has run (``parity_cell(compare=False)``), so that a process started beside the re-save does all its
+    own work before it waits for them. Returns ``{label: "done"|"left"}``."""
     flavours = [item.partition(":")[2] for item in items]
     if MIGRATE in items or "tf_keras" in flavours or "auto" in flavours:
         keras_compat.prepare("tf_keras")  # before TensorFlow is imported (tf.keras = tf_keras)
     if debug:
         os.environ["TFBRIDGE_DEBUG"] = "1"
+    runfolder.await_file(run, runfolder.MANIFEST, before=_import_tensorflow)  # started beside the re-save
     outcome = {}
+    pending = []  # (label, compare): cells whose outputs are written, compared once every cell has run
     for item in items:
         label, _, flavour = item.partition(":")
         if label == MIGRATED_LABEL and outcome.get(MIGRATE) == "left":
@@ -49,7 +53,11 @@ def run_cells(run, items, debug=False):
                 record = migrate.migrate(run)
                 print("migrate: %s" % record["status"])
             else:
-                cell = parity_cell(run, label, flavour or "auto")
+                # compared after the others have run: the origin's references may still be on their way
+                cell = parity_cell(run, label, flavour or "auto", samples, compare=False)
+                if callable(cell):
+                    pending.append((label, cell))
+                    continue
                 print("%s: %s (max_abs %s)" % (label, cell["status"], cell["max_abs"]))
             outcome[label] = "done"
         except Exception as exc:  # noqa: BLE001 - left for a process of its own, which reports it as ever
@@ -67,7 +75,20 @@ def run_cells(run, items, debug=False):
                     except Exception:  # noqa: BLE001 - freeing memory only
                         pass
             gc.collect()
+    for label, compare in pending:
+        try:
+            cell = compare()
+            print("%s: %s (max_abs %s)" % (label, cell["status"], cell["max_abs"]))
+            outcome[label] = "done"
+        except Exception as exc:  # noqa: BLE001 - left for a process of its own, as above
+            outcome[label] = "left"
+            print("%s: not finished in this process (%s: %s); it runs again in a process of its own"
+                  % (label, type(exc).__name__, summarize_error(exc, 200)))
     return outcome
+
+
+def _import_tensorflow():
+    import tensorflow  # noqa: F401 - imported for its import time only, while the re-save runs
 
 
 def run(argv):
@@ -75,10 +96,11 @@ def run(argv):
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("run", help="run folder made by legacy_tf1 resave")
     parser.add_argument("items", nargs="+", help="LABEL:FLAVOUR (a parity cell) or migrate, run in order")
+    parser.add_argument("--samples", type=int, default=0, help="the probe's first N samples (--parity-samples; 0: all)")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.run):
         raise UsageError("run folder %s does not exist." % args.run, step="parity")
-    run_cells(args.run, args.items, debug=args.debug)
+    run_cells(args.run, args.items, debug=args.debug, samples=args.samples)
     return 0
 
 

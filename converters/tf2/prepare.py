@@ -39,7 +39,7 @@ class Prepared:
     """The probe and references of a run, and the calibration settings the conversion uses."""
 
     probe: object  # (N, ...) float32 for a model of one input; a list of such batches (input order) for several
-    references: list  # reference outputs, in the model's output order
+    references: object  # reference outputs, in the model's output order (or a callable reading them: ``outputs``)
     origin: str  # the environment the references come from ("tf2", "tf1.13", ...)
     calib: str | None  # calibration data (``--calib``, or the probe's own images for a run folder)
     preprocess: str
@@ -48,6 +48,12 @@ class Prepared:
     reserve_probe: int = 0  # calibration shares the probe's source: the permutation's last N are the probe's
     calib_seed: int | None = None  # the seed of that shared permutation (the probe's)
     probe_data: dict = dataclasses.field(default_factory=dict)  # {"source", "count"} for report.json data
+
+    def reference_outputs(self):
+        """The reference outputs; read when first needed (the re-save may still be writing them)."""
+        if callable(self.references):
+            self.references = self.references()
+        return self.references
 
 
 def _same_source(a, b):
@@ -124,11 +130,17 @@ def from_run_folder(run_dir, calib, preprocess):
     probes = pick(probe_arrays, [i["name"] for i in (manifest["model"].get("inputs") or [])])
     probe = probes[0] if len(probes) == 1 else probes  # several inputs: one batch each, in input order
     reference_path = os.path.join(run_dir, runfolder.reference_name(origin))
-    if not os.path.exists(reference_path):
-        raise InputFileError("no reference outputs %s in the run folder." % reference_path,
-                             step="convert", hint="Run the reference step in %s first." % origin)
-    reference_arrays = runfolder.read_arrays(reference_path)
-    references = pick(reference_arrays, [o["name"] for o in (manifest["model"].get("outputs") or [])])
+
+    def references():
+        # a conversion started beside the re-save waits here for the references it writes last
+        runfolder.await_file(run_dir, runfolder.reference_name(origin))
+        if not os.path.exists(reference_path):
+            raise InputFileError("no reference outputs %s in the run folder." % reference_path,
+                                 step="convert", hint="Run the reference step in %s first." % origin)
+        return pick(runfolder.read_arrays(reference_path), [o["name"] for o in (manifest["model"].get("outputs") or [])])
+
+    if not os.environ.get(runfolder.AWAIT_ENV):
+        references = references()  # a missing file is an error now, not after the conversion
     if not calib:
         raise UsageError("no calibration data (--calib), and the run folder's probe was not made from "
                          "images (%s)." % probe_cfg.get("source"), step="calibrate",

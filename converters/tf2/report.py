@@ -356,6 +356,11 @@ def render_markdown(report):
     lines += ["", "## Data", ""] + data_lines(report.get("data"))
     lines += ["", "## Parity across TensorFlow versions", ""]
     if report["parity"]:
+        counts = sorted(set(p["samples"] for p in report["parity"] if p.get("samples")))
+        if counts:  # --parity-samples: the cells compare the probe's first N samples; the int8 model all of it
+            lines += ["Each cell ran the probe's first %s samples in its TensorFlow and compared every output "
+                      "value with the origin's (`--parity-samples`; the int8 model below is judged on the whole "
+                      "probe)." % " / ".join(str(c) for c in counts), ""]
         lines += ["| env | runtime | status | max abs | cosine | top-1 | note |", "|---|---|---|---|---|---|---|"]
         for p in report["parity"]:
             note = p.get("explanation") or p.get("error") or p.get("hint") or (

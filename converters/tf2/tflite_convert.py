@@ -64,6 +64,8 @@ def run_step(argv):
                                          allow_float_ops=args.allow_float_ops,
                                          jobs=getattr(args, "jobs", None))  # issue 13: calibration shards
     timings = {}
+    if not args.model:  # started beside the re-save: TensorFlow imported while it writes the model
+        runfolder.await_file(run_dir, runfolder.MANIFEST, before=_import_tensorflow)
     with sources.scratch_dir() as workdir:
         started = window = time.perf_counter()  # window: model on disk -> int8 file written (bench/run.py)
         source = sources.load_source(args.model if args.model else run_dir, workdir, trust_model=args.trust_model)
@@ -120,7 +122,7 @@ def run_step(argv):
         if "float_seconds" in result:
             timings["convert_float"] = result["float_seconds"]
         started = time.perf_counter()
-        result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.references,
+        result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.reference_outputs(),
                                           input_names=[name for name, _ in inputs]))
         timings["evaluate"] = round(time.perf_counter() - started, 2)
         result["reference_env"] = prepared.origin
@@ -164,6 +166,10 @@ def run_step(argv):
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
+
+
+def _import_tensorflow():
+    import tensorflow  # noqa: F401 - imported for its import time only, while the re-save runs
 
 
 def model_inputs(run_dir, source, tf2_model):

@@ -297,11 +297,20 @@ def hashes(folder):
 
 
 def children_of(pid):
+    """The child processes of ``pid``, started by any of its threads (the steps that run side by side are
+    started from worker threads: /proc lists a child under the thread that started it)."""
+    children = []
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as handle:
-            return [int(p) for p in handle.read().split()]
+        tasks = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return []
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as handle:
+                children += [int(p) for p in handle.read().split()]
+        except OSError:
+            pass
+    return children
 
 
 def alive(pid):

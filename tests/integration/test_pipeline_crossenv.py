@@ -59,13 +59,25 @@ def test_conversion_runs_side_by_side_with_the_parity_cells(demo):
     # issue 13: the conversion needs only the re-save's outputs, so it does not wait for the parity cells
     # (steps.json lists every step with its start and end); the report, which reads the cells, comes after
     cwd, result = demo
-    ran = json.loads((cwd / "runs" / "demo_face" / "steps.json").read_text())["steps"]
+    run = cwd / "runs" / "demo_face"
+    ran = json.loads((run / "steps.json").read_text())["steps"]
     by_name = {step["step"]: step for step in ran}
     cells = [step for step in ran if step["step"].startswith("parity-")]
     assert len(cells) >= 2, [step["step"] for step in ran]  # tf1.15, and the tf2 cells in one process
     assert by_name["tflite_convert"]["started"] < max(cell["ended"] for cell in cells)
-    assert by_name["tflite_convert"]["started"] >= by_name["resave"]["ended"]
+    # the demo runs --eval: the origin's evaluation loads model.h5, so it (and the conversion after it)
+    # starts once the whole re-save has ended
+    assert by_name["eval-tf1.13"]["started"] >= by_name["resave"]["ended"]
+    assert by_name["tflite_convert"]["started"] >= by_name["eval-tf1.13"]["ended"]
     assert by_name["report"]["started"] >= max(cell["ended"] for cell in cells + [by_name["tflite_convert"]])
+    if (os.cpu_count() or 1) >= 2:
+        # the tf2 cells start beside the re-save (TensorFlow imported meanwhile) and wait for its model
+        assert by_name["parity-tf2-cells"]["started"] < by_name["resave"]["ended"]
+        assert not (run / ".resave-failed").exists()
+    # each cell compares the probe's first --parity-samples samples (default 16; the demo's probe is 20)
+    report = json.loads((run / "report.json").read_text())
+    compared = [cell.get("samples") for cell in report["parity"] if cell.get("status") == "match"]
+    assert compared and all(count == 16 for count in compared), compared
     table = [line.split()[0] for line in result.stderr.splitlines()
              if line.startswith("  parity-") or line.startswith("  tflite_convert ")]
     assert table[-1] == "tflite_convert" and len(table) == len(cells) + 1  # the table's order is fixed

@@ -20,7 +20,7 @@ class Runner(object):
     def __init__(self, run_dir, finishes, dies):
         self.run_dir, self.finishes, self.dies, self.ran = run_dir, finishes, dies, []
 
-    def step(self, name, env, module, args):
+    def step(self, name, env, module, args, nice=None):
         self.ran.append(name)
         if name == verify.TOGETHER_STEP:
             for output in self.finishes:
