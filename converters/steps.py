@@ -131,8 +131,7 @@ class StepRunner(object):
         # started / ended: wall-clock epoch seconds, to see which steps overlapped (steps run side by side)
         self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode,
                              "started": round(started, 2), "ended": round(ended, 2)})
-        self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, "ok" if process.returncode == 0 else
-                                             "exit %d" % process.returncode))
+        self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, _outcome(process.returncode)))
         if process.returncode != 0:
             raise self._error(name, env, process.returncode, error_file, log_path)
         return output
@@ -193,6 +192,14 @@ class StepRunner(object):
             % (name, env, code, tail[:300] or "none"), step=name,
             hint="The process crashed or was killed (out of memory? ResNet50 conversion needs about 3 GB). "
                  "Rerun with --debug, which keeps the run's folder and its logs/%s.log." % name)
+
+
+def _outcome(code):
+    """A step's word in the step table: ok, stopped (exit 130: ``Interrupted``, e.g. a step that waited for
+    a re-save that failed, whose own error is the one reported), or its exit status."""
+    if code == 0:
+        return "ok"
+    return "stopped (exit %d)" % code if code == errors.Interrupted.exit_code else "exit %d" % code
 
 
 class _Shown(object):

@@ -286,6 +286,25 @@ def test_trusted_lambda_model_converts_to_int8_through_the_frozen_graph(inputs, 
 
 # ----------------------------------------------------------------------------- nothing lost
 
+def test_a_failed_resave_stops_the_steps_started_beside_it(inputs, tmp_path):
+    # issue 13: the parity cells start beside the re-save and wait for its model; when the re-save fails
+    # they stop at once ("stopped" in the step table), and its own error is the paragraph
+    bad = tmp_path / "bad_objects.py"
+    bad.write_text('raise RuntimeError("boom at import")\n')
+    out = tmp_path / "out"
+    result = tfbridge("converters.verify", inputs / "cnn.h5", "--origin", "1.13", "--custom-objects", bad,
+                      "--out", out, timeout=600)
+    assert_paragraph(result, "custom objects file", "boom at import")
+    assert result.returncode == 5, result.stderr[-2000:]  # InputFileError, the re-save's
+    table = dict((line.split()[0], line) for line in result.stderr.splitlines() if line.startswith("  ")
+                 and len(line.split()) >= 5 and line.split()[4] in ("ok", "exit", "stopped"))
+    assert table["resave"].endswith("exit 5"), table
+    followers = [name for name in table if name.startswith("parity-")]
+    assert followers and all(table[name].endswith("stopped (exit 130)") for name in followers), table
+    assert not out.exists()
+    assert_no_leftovers(out)
+
+
 def hashes(folder):
     found = {}
     for root, _, files in os.walk(str(folder)):
