@@ -23,6 +23,7 @@ the step's process before it propagates.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ class StepRunner(object):
         self.timings = []
         self.prepared = set()
         self.extra_env = {}  # set in every step's environment (e.g. runfolder.AWAIT_ENV)
-        self.nice = 0  # added to the niceness of every step (os.nice): steps that only fill idle cores
+        self.nice = 0  # added to the niceness of every step (`nice -n`): steps that only fill idle cores
 
     @property
     def sandbox(self):
@@ -111,13 +112,16 @@ class StepRunner(object):
         argv, environ = self.backend.command(env, module, args, backends.mounts_for(args),
                                              extra_env=dict(self.extra_env, TFBRIDGE_ERROR_FILE=error_file),
                                              user_paths=self.user_paths)
+        nice = self.nice if nice is None else nice
+        if nice and self.backend.name == "local" and shutil.which("nice"):
+            # coreutils' nice, not a preexec_fn: steps start from several threads at once, and Python code
+            # between fork and exec is not safe in a threaded process (the subprocess documentation)
+            argv = ["nice", "-n", str(int(nice))] + list(argv)
         started = time.time()
         with open(log_path, "wb", buffering=0) as log_file:
             log_file.write(("$ %s\n" % " ".join(argv)).encode("utf-8"))
-            nice = self.nice if nice is None else nice
             process = subprocess.Popen(argv, cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT if stream else log_file,
-                                       preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                       stderr=subprocess.STDOUT if stream else log_file)
             _RUNNING.add(process)
             try:
                 output = _pump(process, log_file, _Shown(error_file) if stream else None)
