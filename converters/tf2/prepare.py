@@ -39,7 +39,7 @@ class Prepared:
     """The probe and references of a run, and the calibration settings the conversion uses."""
 
     probe: object  # (N, ...) float32 for a model of one input; a list of such batches (input order) for several
-    references: object  # reference outputs, in the model's output order (or a callable reading them: ``outputs``)
+    references: object  # reference outputs in the model's output order, or a callable: ``reference_outputs``
     origin: str  # the environment the references come from ("tf2", "tf1.13", ...)
     calib: str | None  # calibration data (``--calib``, or the probe's own images for a run folder)
     preprocess: str
