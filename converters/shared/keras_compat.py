@@ -42,6 +42,12 @@ def prepare(flavour):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def import_tensorflow():
+    """Import TensorFlow for its import time only (with the Keras switch ``prepare`` already set): what a
+    step started beside the re-save does while it waits (``converters.runfolder.await_file``)."""
+    import tensorflow  # noqa: F401
+
+
 def resolve(flavour, saved_flavour):
     """The concrete flavour for ``auto`` in this process (see the table in the module docstring)."""
     if flavour not in FLAVOURS:

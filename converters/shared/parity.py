@@ -260,7 +260,7 @@ def warm_up(flavour):
     the import is the part of a cell that needs nothing of the re-save."""
     if flavour != GRAPH:
         keras_compat.prepare(keras_compat.resolve(flavour, None))
-    import tensorflow  # noqa: F401 - imported for its import time only
+    keras_compat.import_tensorflow()
 
 
 def _first(arrays, samples):
@@ -326,7 +326,7 @@ def parity_cell(run, label, flavour="auto", samples=None, compare=True):
     return finish() if compare else finish
 
 
-def _compare(run, cell, outputs, samples):
+def _compare(run, cell, outputs, samples, graph_source=False):
     """Compare a cell's outputs with the origin's references (waited for, ``_origin_references``); write
     ``parity_<label>.json`` and return the cell."""
     from converters.shared import metrics
@@ -340,7 +340,7 @@ def _compare(run, cell, outputs, samples):
                 per_output=summary["per_output"], tolerances=summary["tolerances"], samples=_count(outputs))
     if summary["warnings"]:
         cell["warnings"] = summary["warnings"]
-    if cell.get("keras") == GRAPH and (cell["status"] == "match" or is_graph_source(_read_manifest(run))):
+    if cell.get("keras") == GRAPH and (cell["status"] == "match" or graph_source):
         cell.pop("divergence_note", None)  # a graph source: the node search runs
     runfolder.write_json(os.path.join(run, runfolder.parity_name(cell["label"])), cell)
     return cell
@@ -399,7 +399,7 @@ def graph_cell(run, label, manifest=None, samples=None, compare=True):
     cell["timings"] = timings
 
     def finish():
-        return _compare(run, cell, outputs, samples)
+        return _compare(run, cell, outputs, samples, is_graph_source(manifest))
 
     return finish() if compare else finish
 

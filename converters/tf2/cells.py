@@ -38,7 +38,7 @@ def run_cells(run, items, debug=False, samples=None):
         keras_compat.prepare("tf_keras")  # before TensorFlow is imported (tf.keras = tf_keras)
     if debug:
         os.environ["TFBRIDGE_DEBUG"] = "1"
-    runfolder.await_file(run, runfolder.MANIFEST, before=_import_tensorflow)  # started beside the re-save
+    runfolder.await_file(run, runfolder.MANIFEST, before=keras_compat.import_tensorflow)  # started beside the re-save
     outcome = {}
     pending = []  # (label, compare): cells whose outputs are written, compared once every cell has run
     for item in items:
@@ -85,10 +85,6 @@ def run_cells(run, items, debug=False, samples=None):
             print("%s: not finished in this process (%s: %s); it runs again in a process of its own"
                   % (label, type(exc).__name__, summarize_error(exc, 200)))
     return outcome
-
-
-def _import_tensorflow():
-    import tensorflow  # noqa: F401 - imported for its import time only, while the re-save runs
 
 
 def run(argv):

@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from converters import runfolder  # noqa: E402
 from converters.errors import CalibrationDataError, ConversionError  # noqa: E402
+from converters.shared import keras_compat  # noqa: E402
 
 STEP_HELP = """Convert a model to full-int8 TFLite inside the tf2 environment and measure it (one run folder).
 
@@ -65,7 +66,7 @@ def run_step(argv):
                                          jobs=getattr(args, "jobs", None))  # issue 13: calibration shards
     timings = {}
     if not args.model:  # started beside the re-save: TensorFlow imported while it writes the model
-        runfolder.await_file(run_dir, runfolder.MANIFEST, before=_import_tensorflow)
+        runfolder.await_file(run_dir, runfolder.MANIFEST, before=keras_compat.import_tensorflow)
     with sources.scratch_dir() as workdir:
         started = window = time.perf_counter()  # window: model on disk -> int8 file written (bench/run.py)
         source = sources.load_source(args.model if args.model else run_dir, workdir, trust_model=args.trust_model)
@@ -166,10 +167,6 @@ def run_step(argv):
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
-
-
-def _import_tensorflow():
-    import tensorflow  # noqa: F401 - imported for its import time only, while the re-save runs
 
 
 def model_inputs(run_dir, source, tf2_model):
