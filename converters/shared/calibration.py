@@ -456,6 +456,7 @@ def is_image_shape(shape):
     preprocessing presets) can feed."""
     return len(shape) == 3 and shape[-1] in (1, 3)
 
+
 class MultiSource(CalibrationSource):
     """Samples for a model of several inputs (``inputs``: [(name, shape)], batch first): each sample is a
     list of float32 arrays ``(1, ...)`` in the model's input order.
