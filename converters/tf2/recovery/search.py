@@ -27,7 +27,7 @@ import numpy as np
 
 from converters.tf2.recovery import bias as bias_correction
 from converters.tf2.recovery import equalize, ranges, statistics
-from converters.tf2.recovery.graph import LINEAR_OPS, Graph
+from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 
 REWRITES = ("cle", "bias") + ranges.METHODS
 AUTO = ("plain", "bias", "cle", "cle+bias", "cle+bias+mse")
@@ -97,14 +97,16 @@ def output_scales(model_content):
 def layer_errors(float_models, int8_models, samples):
     """Per linear layer, the accumulated error of each int8 model at that layer's output on ``samples``,
     against the float model it was quantized from (``float_models[label]``: equalization rescales
-    channels): RMSE over the tensor's quantization step (LSB; ideal rounding ~0.29).
-    [{name, op, <label>: lsb}]."""
+    channels): RMSE over the tensor's quantization step (LSB; ideal rounding ~0.29). Layers are matched
+    by position (``graph.linear_pairs``). [{name, op, <label>: lsb}]."""
+    from converters.tf2.recovery.graph import linear_pairs
+
     first = next(iter(float_models.values()))
     float_graph = Graph(bytearray(first))
     names = float_graph.tensor_names
-    wanted = [op.outputs[0] for op in float_graph.ops if op.name in LINEAR_OPS]
-    rows = dict((names[t], {"name": names[t].split(";")[0], "op": float_graph.producer[t].name})
-                for t in wanted)
+    linear = [op for op in float_graph.ops if op.name in LINEAR_OPS]
+    wanted = [op.outputs[0] for op in linear]
+    rows = [{"name": names[t].split(";")[0], "op": op.name} for op, t in zip(linear, wanted)]
     computed = {}
     for label, content in int8_models.items():
         float_model = float_models[label]
@@ -112,17 +114,18 @@ def layer_errors(float_models, int8_models, samples):
             computed[float_model] = statistics.run(float_model, samples, tensors=wanted)[1]
         float_values = computed[float_model]
         graph = Graph(bytearray(content))
-        index = graph.index_by_name()
-        tensors = [index[names[t]] for t in wanted if names[t] in index]
+        pairs = linear_pairs(float_graph, graph)
+        if pairs is None:
+            continue
+        tensors = [q.outputs[0] for _, q in pairs]
         _, values = statistics.run(content, samples, tensors=tensors)
-        for t in wanted:
-            q = index.get(names[t])
-            quant = graph.quantization(q) if q is not None else None
-            if q is None or quant is None:
+        for row, t, q in zip(rows, wanted, tensors):
+            quant = graph.quantization(q)
+            if quant is None:
                 continue
             difference = np.concatenate(values[q]).astype(np.float64) - np.concatenate(float_values[t])
-            rows[names[t]][label] = round(float(np.sqrt(np.mean(difference ** 2)) / quant[0][0]), 3)
-    return [rows[names[t]] for t in wanted]
+            row[label] = round(float(np.sqrt(np.mean(difference ** 2)) / quant[0][0]), 3)
+    return rows
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None):
@@ -199,7 +202,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None):
         content = base["quantized"]
         entry = {"name": name}
         if "bias" in parts:
-            corrected = bytearray(content)
+            corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
             errors = bias_correction.expected_errors(Graph(corrected), base["graph"], stats, base["factors"])
             entry["bias"] = bias_correction.correct(Graph(corrected), errors)
             entry["bias"]["layers"] = len(errors)
@@ -255,8 +258,8 @@ def choose(candidates):
                          "%.2f dB)" % (MARGIN_DB, best["name"], best["sqnr_db"], plain["sqnr_db"]))
     close = [c for c in candidates if c["sqnr_db"] >= best["sqnr_db"] - MARGIN_DB and c["name"] != "plain"]
     pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["sqnr_db"]))
-    why = "%s: %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB)" % (
-        pick["name"], pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"])
+    why = "SQNR %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB)" % (
+        pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"])
     if pick["name"] != best["name"]:
         why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["sqnr_db"], MARGIN_DB)
     return pick["name"], why
