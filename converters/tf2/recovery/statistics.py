@@ -55,10 +55,21 @@ class TensorStats(object):
 
 def collect(model_content, samples, tensors, threads=2, seed=0):
     """{tensor: TensorStats} for ``tensors`` of ``model_content`` (a float TFLite model) over ``samples``
-    (a list of samples, each a list of arrays in the model's input order)."""
+    (a list of samples, each a list of arrays in the model's input order).
+
+    Left out: a tensor that an op overwrites in place (TFLite runs e.g. a residual ADD in its input's
+    buffer, even with every tensor kept: ``calibrate.in_place_inputs``), since after the run its buffer
+    holds that op's output; the rewrites then leave the layers that read it alone."""
     if not samples:
         return {}
     shapes = [list(np.shape(x)) for x in samples[0]]
+    plan, _ = calibrate.observation_plan(bytes(model_content))
+    if plan is not None:
+        try:
+            overwritten = set(i for i, _ in calibrate.in_place_inputs(bytes(model_content), plan, shapes)[0])
+        except ValueError:  # an op writes over part of its input: nothing read after a run can be trusted
+            return {}
+        tensors = [t for t in tensors if t not in overwritten]
     interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
     inputs = interpreter.get_input_details()
     rng = np.random.RandomState(seed)
@@ -83,10 +94,16 @@ def collect(model_content, samples, tensors, threads=2, seed=0):
 
 def run(model_content, samples, threads=2, tensors=()):
     """Outputs of a TFLite model (float or int8 with any I/O type) on ``samples``, dequantized to float:
-    ([array (N, ...)] per output, {tensor: [arrays]} of ``tensors`` dequantized, per sample)."""
+    ([array (N, ...)] per output, {tensor: [arrays]} of ``tensors`` dequantized, per sample).
+
+    Without ``tensors`` the model runs as the probe runs it (``converters.tf2.tflite_run``: TFLite's default
+    delegates, XNNPACK among them, several times faster on int8); with them, on the builtin kernels,
+    whose every tensor can be read."""
     shapes = [list(np.shape(x)) for x in samples[0]]
-    interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads),
-                                         preserve=bool(tensors))
+    if tensors:
+        interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
+    else:
+        interpreter = _default_interpreter(bytes(model_content), shapes, threads)
     inputs = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     details = dict((d["index"], d) for d in interpreter.get_tensor_details())
@@ -104,6 +121,24 @@ def run(model_content, samples, threads=2, tensors=()):
             del view
     del interpreter
     return [np.concatenate(r) for r in results], kept
+
+
+def _default_interpreter(model_content, shapes, threads):
+    """An interpreter as the probe's (``converters.tf2.tflite_run``: LiteRT, else tf.lite), from bytes."""
+    import warnings
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # LiteRT not installed: TensorFlow's own interpreter
+        from tensorflow.lite.python.interpreter import Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=model_content, num_threads=max(2, threads))
+    for detail, shape in zip(interpreter.get_input_details(), shapes):
+        if list(detail["shape"]) != list(shape):
+            interpreter.resize_tensor_input(detail["index"], list(shape))
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def _quantize(x, detail):
