@@ -25,6 +25,7 @@ TITLES = {
     "4": "End to end `convert_legacy`",
     "5": "Accuracy on held-out real data, latency and size",
     "6": "NPU estimates from Arm's Vela (`--npu-target`)",
+    "7": "Int8 accuracy recovery (`--quantize`)",
 }
 
 TARGETS = {  # issue 13's table: figure -> target
@@ -171,7 +172,7 @@ def render(document):
               "keeps the ratios fair.", ""]
     lines += render_issue13(sections, invocations)
     renderers = {"1": render_provisioning, "2": render_conversion, "3": render_calibration,
-                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu}
+                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery}
     for number in sorted(TITLES):
         lines.append("## %s. %s" % (number, TITLES[number]))
         lines.append("")
@@ -441,3 +442,43 @@ def _macs(value):
     if not value:
         return "-"
     return "%.2f G" % (value / 1e9) if value >= 1e9 else "%.3g M" % (value / 1e6)
+
+
+def render_recovery(data):
+    """Section 7: the ablation (held-out top-1 of every candidate, validation SQNR) and what auto costs."""
+    lines = ["Each model converted once with `--quantize auto --eval` (`convert_legacy`, calibrated on the train split, "
+             "200 samples: 160 calibrate, the last 40 are the validation split that scores the candidates); top-1 on "
+             "the held-out test digits (540, never seen by training, calibration or the choice). \"SQNR\" is on the "
+             "validation split; \"probe\" is the held-out probe (plain's file measured on the same probe).", "",
+             "| model | weights | float top-1 % | plain | bias | cle | cle+bias | cle+bias+mse | chosen | probe SQNR plain -> chosen (dB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for row in data.get("models", []):
+        top1 = row.get("candidates_top1") or {}
+        sqnr = dict((c["name"], c.get("sqnr_db")) for c in row.get("candidates") or [])
+
+        def cell(name):
+            return "%s (%s dB)" % (fmt(top1.get(name), "", 2), fmt(sqnr.get(name), "", 1)) if name in top1 else "-"
+
+        plain = row.get("plain_probe") or {}
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s -> %s |" % (
+            row["model"], row["weights"], fmt(row.get("float_top1"), "", 2), cell("plain"), cell("bias"), cell("cle"),
+            cell("cle+bias"), cell("cle+bias+mse"), row.get("chosen"), fmt(plain.get("sqnr_db"), "", 1),
+            fmt(row.get("probe_sqnr_db"), "", 1)))
+    lines += ["", "Why each was chosen:", ""]
+    for row in data.get("models", []):
+        lines.append("- %s, %s: **%s**: %s (search %s s)." % (row["model"], row["weights"], row.get("chosen"),
+                                                           row.get("why"), fmt(row.get("search_s"), "", 1)))
+    lines += ["", "What `--quantize auto` costs: the whole `convert_legacy`, `--quantize plain` and `auto` alternated "
+              "(plain auto, auto plain, ...), wall time of the process (medians):", "",
+              "| model | plain (s) | auto (s) | auto / plain | search inside auto (s) | chosen | SQNR plain -> auto (dB) |",
+              "|---|---:|---:|---:|---:|---|---|"]
+    for entry in data.get("cost", []):
+        plain, auto = entry["samples"]["plain"], entry["samples"]["auto"]
+        median_plain = median([s["wall_s"] for s in plain])
+        median_auto = median([s["wall_s"] for s in auto])
+        lines.append("| %s | %s | %s | %s | %s | %s | %s -> %s |" % (
+            entry["model"], _s(median_plain), _s(median_auto), fmt(ratio(median_auto, median_plain), "", 2),
+            _s(median([s["search_s"] for s in auto if s.get("search_s") is not None])),
+            ", ".join(sorted(set(str(s.get("chosen")) for s in auto))),
+            fmt(median([s["sqnr_db"] for s in plain]), "", 1), fmt(median([s["sqnr_db"] for s in auto]), "", 1)))
+    return lines

@@ -18,7 +18,11 @@ BENCHMARKS.md is re-rendered from it, ``bench/render.py``):
    by-hand conversion alone, an unchanged rerun, and the per-stage breakdown;
 5. accuracy on held-out real data (scikit-learn's digits, the demo's LFW faces), per-channel and
    per-tensor, and int8 / float32 latency and size;
-6. NPU estimates from Arm's Vela for the demo, ResNet50 and SENet50, per-channel and per-tensor.
+6. NPU estimates from Arm's Vela for the demo, ResNet50 and SENet50, per-channel and per-tensor;
+7. int8 accuracy recovery (``--quantize``): the ablation on the separable digits CNN and its rescaled
+   twin (``python -m legacy_tf1 separable``) and on section 5's digits CNN, per-channel and per-tensor,
+   held-out top-1 of every candidate; and what ``auto`` costs: the whole ``convert_legacy`` on ResNet50
+   and on the demo with ``--quantize plain`` against ``--quantize auto``, alternated.
 
 ``--quick``: a small model (zoo ``keras-cnn``, 32x32), few samples, one environment provisioned, to test
 the machinery in minutes; it writes into the scratch folder unless ``--out`` is given.
@@ -153,9 +157,12 @@ class Bench(object):
         """tfbridge's conversion step on ``run``; the sample carries the in-process window and the files."""
         stage = os.path.join(self.work, "stage_%s" % tag)
         shutil.rmtree(stage, ignore_errors=True)
+        # --quantize plain: the by-hand recipes calibrate with TFLite's min/max on every sample; the accuracy
+        # recovery's cost is section 7's
         result = self.in_env("tf2", "converters.tf2.tflite_convert",
                              [run, "--out", stage, "--calib", calib, "--preprocess",
-                              preprocess or self.config.preprocess, "--calib-samples", str(samples)] + list(extra),
+                              preprocess or self.config.preprocess, "--calib-samples", str(samples),
+                              "--quantize", "plain"] + list(extra),
                              environ=environ)
         with open(os.path.join(stage, "tflite.json")) as handle:
             tflite = json.load(handle)
@@ -328,6 +335,68 @@ class Bench(object):
                     latency.append(dict(measured, model=model, format=kind))
         return {"models": models, "latency": latency}
 
+    # -- 7. int8 accuracy recovery ----------------------------------------------------------------
+    def recovery(self):
+        rows = []
+        separable = os.path.join(self.work, "separable")
+        self.in_env("tf1.13", "legacy_tf1", ["separable", separable])
+        digits = os.path.join(self.work, "digits")
+        if not os.path.exists(os.path.join(digits, "model.h5")):
+            self.in_env("tf1.13", "legacy_tf1", ["digits", digits])
+        models = (("separable CNN (tf1.13)", separable, "model.h5"),
+                  ("separable CNN, channels rescaled (same float function)", separable, "model_rescaled.h5"),
+                  ("digits CNN (tf1.13, section 5)", digits, "model.h5"))
+        for label, folder, name in models:
+            for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
+                out = os.path.join(self.work, "recovery_%s_%s_%s" % (os.path.basename(folder), name[:-3], weights))
+                shutil.rmtree(out, ignore_errors=True)
+                result = self.on_host("converters.pipeline", [
+                    os.path.join(folder, name), "--origin", "1.13", "--calib", os.path.join(folder, "calib.npy"),
+                    "--preprocess", "raw", "--eval", os.path.join(folder, "eval.npz"), "--no-keras3",
+                    "--out", out] + extra, cwd=self.work)
+                with open(os.path.join(out, "report.json")) as handle:
+                    report = json.load(handle)
+                quantization = report["tflite"].get("quantization") or {}
+                evaluation = report.get("eval") or {}
+                rows.append({"model": label, "weights": weights, "float_top1": evaluation.get("float_top1"),
+                             "int8_top1": evaluation.get("int8_top1"), "chosen": quantization.get("chosen"),
+                             "why": quantization.get("why"), "candidates": quantization.get("candidates"),
+                             "candidates_top1": evaluation.get("candidates_top1"),
+                             "probe_sqnr_db": report["tflite"].get("sqnr_db"),
+                             "probe_top1_agreement": report["tflite"].get("top1_agreement"),
+                             "plain_probe": quantization.get("plain_probe"),
+                             "search_s": (quantization.get("timings") or {}).get("total"),
+                             "wall_s": result["seconds"]})
+                self.log("recovery %s %s: plain %s %%, %s %s %%" % (
+                    label, weights, (evaluation.get("candidates_top1") or {}).get("plain"), quantization.get("chosen"),
+                    evaluation.get("int8_top1")))
+        cost = []
+        name, label = self.config.models[0]
+        model = self.zoo_model(name)
+        big = [model, "--origin", "1.13", "--calib", self.calib(), "--probe", self.probe(), "--probe-samples",
+               str(self.config.probe), "--preprocess", self.config.preprocess, "--calib-samples",
+               str(self.config.samples)] + self.config.pipeline_extra
+        cwd = os.path.join(self.work, "recovery_demo")
+        os.makedirs(cwd, exist_ok=True)
+        for model_label, args in ((label, big), ("demo (face / non-face)", [])):
+            samples = {"plain": [], "auto": []}
+            for index in range(self.runs):
+                for mode in (("plain", "auto") if index % 2 == 0 else ("auto", "plain")):
+                    out = os.path.join(cwd if not args else self.work, "cost_%d_%s_%d" % (len(args), mode, index))
+                    shutil.rmtree(out, ignore_errors=True)
+                    result = self.on_host("converters.pipeline", args + ["--quantize", mode, "--out", out], cwd=cwd)
+                    with open(os.path.join(out, "report.json")) as handle:
+                        report = json.load(handle)
+                    samples[mode].append({"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+                                          "sqnr_db": report["tflite"].get("sqnr_db"),
+                                          "chosen": (report["tflite"].get("quantization") or {}).get("chosen"),
+                                          "search_s": ((report["tflite"].get("quantization") or {}).get(
+                                              "timings") or {}).get("total")})
+                    self.log("recovery cost %s --quantize %s run %d: %.1f s" % (
+                        model_label, mode, index + 1, result["seconds"]))
+            cost.append({"model": model_label, "samples": samples})
+        return {"models": rows, "cost": cost}
+
     # -- 6. NPU estimates ------------------------------------------------------------------------
     def npu(self):
         _, demo_run, demo_calib = self.demo_run()
@@ -450,7 +519,7 @@ def write_atomic(path, text):
 def main(argv):
     parser = argparse.ArgumentParser(prog="nox -s bench --")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each alternated measurement (default 3)")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="sections to run, e.g. 2,4 (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="sections to run, e.g. 2,4 (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help="small model, few samples: tests the machinery (writes into --work unless --out)")
     parser.add_argument("--out", default=None, help="BENCHMARKS.md to write (default: the repository's)")
@@ -483,7 +552,8 @@ def main(argv):
                   "runs": args.runs, "quick": args.quick, "only": only, "machine": machine(),
                   "versions": versions()}
     functions = {"1": lambda: provisioning.measure(args.runs, log, config.environments), "2": bench.conversion,
-                 "3": bench.calibration, "4": bench.end_to_end, "5": bench.accuracy, "6": bench.npu}
+                 "3": bench.calibration, "4": bench.end_to_end, "5": bench.accuracy, "6": bench.npu,
+                 "7": bench.recovery}
     document = read_document(json_path)
     measured = {}
     for number in sorted(only):
