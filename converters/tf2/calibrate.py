@@ -419,9 +419,12 @@ class InterpreterObserver(object):
     TF 2.21); with 2 or 4 threads they record the calibrator's values bit for bit.
     """
 
-    def __init__(self, model_content, plan, shapes, threads, pairs):
+    def __init__(self, model_content, plan, shapes, threads, pairs, collector=None):
         self.tensors = plan["tensors"]
         self.pairs = pairs
+        self.collector = collector  # issue 22: per-channel statistics (converters.tf2.recovery.statistics)
+        if collector is not None:  # an input overwritten in place holds its op's output after the run
+            collector.excluded = set(i for i, _ in pairs)
         self.interpreter = _interpreter(model_content, shapes, threads=threads, preserve=True)
         self.inputs = [d["index"] for d in self.interpreter.get_input_details()]
         self.dtypes = [d["dtype"] for d in self.interpreter.get_input_details()]
@@ -442,7 +445,11 @@ class InterpreterObserver(object):
                         self.mins[t] = low
                     if high > self.maxs[t] or high != high:
                         self.maxs[t] = high
+                    if self.collector is not None:
+                        self.collector.add(t, view)
                 del view
+            if self.collector is not None:
+                self.collector.sample_done(k)
 
     def ranges(self):
         """{(0, tensor): (mins, maxs)} as ``tensor_ranges`` gives them (what the calibrator would record)."""
@@ -466,7 +473,7 @@ def differences(expected, observed):
     return found
 
 
-def observe_fast(model_content, first, arrays, count, threads, memory=None):
+def observe_fast(model_content, first, arrays, count, threads, memory=None, collector=None):
     """The fast route over samples ``0:count``: (calibrated model bytes, details) or (None, why not).
 
     ``first()``: TensorFlow's calibrated model after sample 0 (its ``Calibrate()``: the calibrated model's
@@ -487,7 +494,7 @@ def observe_fast(model_content, first, arrays, count, threads, memory=None):
     if memory and activation_bytes > MEMORY_SHARE * memory:
         return None, "keeping every tensor of a sample takes %d MB" % (activation_bytes >> 20)
     first_calibrated = first()  # before the observer: Calibrate()'s transient copies are freed by then
-    observer = InterpreterObserver(model_content, plan, shapes, threads, pairs)
+    observer = InterpreterObserver(model_content, plan, shapes, threads, pairs, collector)
     observer.feed(arrays, 0, 1)
     expected = tensor_ranges(first_calibrated)
     different = differences(expected, observer.ranges())
@@ -572,7 +579,7 @@ def _write_worker_ranges(path, ranges):
 ROUTES = ("auto", "calibrator")
 
 
-def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, route="auto"):
+def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, route="auto", collector=None):
     """Calibrate ``model_content`` (a float TFLite model with intermediate tensors) on the samples of
     ``dataset_gen``; returns (calibrated model bytes, info).
 
@@ -582,6 +589,8 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
     info: {route, route_reason, samples, shards, reason, seconds_per_sample, spool_seconds,
     calibrate_seconds, merge_seconds, worker_seconds: [...], fallback?, fast?}. ``custom_ops``: the
     converter registers custom ops (only this process can), so neither the fast route nor shards.
+    ``collector``: a ``converters.tf2.recovery.statistics.Collector`` the fast route feeds as it runs
+    (left incomplete by the calibrator's route).
     """
     if route not in ROUTES:
         raise ValueError("unknown calibration route %r (one of %s)" % (route, ", ".join(ROUTES)))
@@ -622,7 +631,7 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
 
             try:
                 calibrated, why = observe_fast(model_content, first_calibrated, arrays, spool.count,
-                                               max(FAST_MIN_THREADS, jobs), available_memory())
+                                               max(FAST_MIN_THREADS, jobs), available_memory(), collector)
             except Exception as exc:  # noqa: BLE001 - e.g. an op the interpreter cannot prepare: the calibrator
                 calibrated, why = None, "the interpreter failed: %s: %s" % (type(exc).__name__, str(exc)[:200])
             release_free_memory()
@@ -634,6 +643,8 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
                 del arrays
                 return bytes(calibrated), info
             own = holder[0] or calibrate_range(wrapper, model_content, arrays, 0, 1)  # sample 0 again if used
+            if collector is not None:
+                collector.reset()
         info["route"], info["route_reason"] = "calibrator", why
         left = spool.count - 1
         if custom_ops:
@@ -824,8 +835,9 @@ class ShardedCalibration(object):
         spool_seconds = round(time.perf_counter() - started, 2)
         infos = []
 
-        def calibrate(train):
-            calibrated, info = calibrate_samples(model, lambda: iter(train), self.jobs, route=self.route)
+        def calibrate(train, collector=None):
+            calibrated, info = calibrate_samples(model, lambda: iter(train), self.jobs, route=self.route,
+                                                 collector=collector)
             infos.append(info)
             return calibrated
 
@@ -834,7 +846,7 @@ class ShardedCalibration(object):
                                              debug_options)
 
         chosen, calibrated, plain, section, extras = search.search(
-            bytes(result), samples, self.recovery, calibrate, quantize,
+            bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
             log=lambda message: sys.stderr.write(message + "\n"))
         self.info = dict(infos[0]) if infos else {}
         self.info["spool_seconds"] = spool_seconds

@@ -135,11 +135,13 @@ def layer_errors(float_models, int8_models, samples):
     return rows
 
 
-def search(float_model, samples, requested, calibrate, quantize, log=None):
+def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
     """Build, score and choose (see the module docstring). ``float_model``: the converter's float model
     (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
-    ``requested``: the candidate names (``parse``); ``calibrate(samples) -> calibrated bytes`` and
-    ``quantize(calibrated bytes) -> int8 bytes`` are the hook's own calls.
+    ``requested``: the candidate names (``parse``); ``calibrate(samples, collector) -> calibrated bytes``
+    and ``quantize(calibrated bytes) -> int8 bytes`` are the hook's own calls; ``calibration_model``: the
+    model ``calibrate`` runs (the float model with TFLite's intermediate tensors), whose tensor names the
+    statistics gathered during calibration carry.
 
     Returns (chosen int8 bytes, the chosen candidate's calibrated model, plain int8 bytes, section,
     extras). section: report.json's ``quantization``; extras: {cle_float_model?, bias_float_model?}."""
@@ -156,13 +158,19 @@ def search(float_model, samples, requested, calibrate, quantize, log=None):
                                "are scored on the samples they were calibrated on" % (3 * MIN_VALIDATION))}}
     timings = {}
     t0 = time.perf_counter()
-    calibrated = calibrate(train)
+    collector = statistics.Collector(Graph(bytearray(calibration_model or float_model)).tensor_names, len(train))
+    calibrated = calibrate(train, collector)
     timings["calibrate"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     float_graph = Graph(bytearray(float_model))
-    tensors = list(float_graph.inputs) + float_graph.activation_tensors()
-    raw_stats = statistics.collect(float_model, train, tensors)
-    stats = dict((float_graph.tensor_names[t], s) for t, s in raw_stats.items())
+    if collector.complete():  # gathered by the calibration's own pass over the samples
+        stats = collector.stats
+        section["statistics"] = "gathered during calibration (the interpreter's pass)"
+    else:
+        tensors = list(float_graph.inputs) + float_graph.activation_tensors()
+        raw_stats = statistics.collect(float_model, train, tensors)
+        stats = dict((float_graph.tensor_names[t], s) for t, s in raw_stats.items())
+        section["statistics"] = "a pass of their own (the calibration took TFLite's calibrator)"
     timings["statistics"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     references, _ = statistics.run(float_model, held)

@@ -53,6 +53,39 @@ class TensorStats(object):
         return values
 
 
+class Collector(object):
+    """Statistics gathered while the calibration's fast route runs the float model over the same samples
+    (``converters.tf2.calibrate.InterpreterObserver``), so that they cost no second pass. ``names``: the
+    model's tensor names; ``count``: how many samples will be fed. ``complete()`` says whether every
+    sample was seen (a route that fell back to TFLite's calibrator leaves it incomplete: ``collect``)."""
+
+    def __init__(self, names, count, seed=0):
+        self.names = names
+        self.count = count
+        self.rng = np.random.RandomState(seed)
+        self.keep = -(-VALUE_SAMPLES // max(1, count))
+        self.stats = {}
+        self.seen = set()
+        self.excluded = set()
+
+    def add(self, t, view):
+        if t in self.excluded or view.size == 0:
+            return
+        name = self.names[t]
+        if name not in self.stats:
+            self.stats[name] = TensorStats(int(view.shape[-1]) if view.ndim else 1)
+        self.stats[name].add(view, self.keep, self.rng)
+
+    def sample_done(self, index):
+        self.seen.add(index)
+
+    def reset(self):
+        self.stats, self.seen = {}, set()
+
+    def complete(self):
+        return len(self.seen) == self.count and bool(self.stats)
+
+
 def collect(model_content, samples, tensors, threads=2, seed=0):
     """{tensor: TensorStats} for ``tensors`` of ``model_content`` (a float TFLite model) over ``samples``
     (a list of samples, each a list of arrays in the model's input order).
