@@ -267,6 +267,29 @@ def _stderr(message):
     sys.stderr.write(message + "\n")
 
 
+def quantization_summary(report):
+    """One line on how the int8 model was made (``--quantize``, issue 22), or None."""
+    section = (report.get("tflite") or {}).get("quantization")
+    if not section:
+        return None
+    line = "quantization: %s (%s)" % (section.get("chosen"), section.get("why"))
+    plain = section.get("plain_probe")
+    if plain and section.get("chosen") != "plain":
+        line += "; on the probe plain %s gives SQNR %s dB, top-1 agreement %s" % (
+            section.get("plain_path"), "%.1f" % plain["sqnr_db"] if plain.get("sqnr_db") is not None else "-",
+            plain.get("top1_agreement"))
+    cle = (section.get("cle") or {}).get("probe_check")
+    if cle:
+        line += "; equalized float model vs origin: %s (max |diff| %.3g)" % (cle.get("status"), cle.get("max_abs") or 0.0)
+    return line
+
+
+def cle_cell_failed(report):
+    """True when the float model after cross-layer equalization does not match the origin (a parity cell)."""
+    return any(cell.get("env") == "tflite-float-cle" and cell.get("status") != "match"
+               for cell in report.get("parity") or [])
+
+
 def run(argv):
     args = options.parse(options.CONVERT, argv, prog="nox -s convert --")
     if args.backend:
@@ -281,7 +304,10 @@ def run(argv):
             tflite.get("cosine") or 0.0, tflite.get("top1_agreement"),
             "%.2f" % tflite["max_abs_lsb"] if tflite.get("max_abs_lsb") is not None else "-",
             npu.get("verdict"), os.path.join(os.path.dirname(report_path), "report.html")))
-    return 0
+    line = quantization_summary(report)
+    if line:
+        sys.stdout.write("  %s\n" % line)
+    return 1 if cle_cell_failed(report) else 0
 
 
 if __name__ == "__main__":

@@ -345,6 +345,8 @@ def _finish(out, skipped):
     tflite = report.get("tflite") or {}
     if tflite.get("status") not in (None, "match"):
         failing.append("int8 TFLite")
+    if convert.cle_cell_failed(report):  # issue 22: the equalized float model is checked like an environment
+        failing.append("tflite-float-cle")
     status = 1 if failing else 0
     return report, verify_report, status, failing
 
@@ -358,6 +360,9 @@ def summary(out, report, verify_report, failing):
                                  tflite.get("size_bytes"), _num(tflite.get("cosine"), 5),
                                  _num(tflite.get("top1_agreement"), 3), _num(tflite.get("max_abs_lsb"), 3),
                                  _num(tflite.get("sqnr_db"), 3)))
+    quantization = convert.quantization_summary(report)
+    if quantization:
+        lines.append(quantization)
     lines.append("NPU: %s%s" % (npu.get("verdict"), " (fully int8)" if npu.get("fully_int8") else
                                 "; problems: " + "; ".join(str(p) for p in npu.get("problems") or [])))
     lines.append("verdict: %s" % ("FAIL: " + ", ".join(failing) if failing else "pass"))

@@ -199,7 +199,7 @@ def quantization_plot(section, top=40):
     axis.set_xscale("log")
     axis.axvline(0.2887, color="#888888", linestyle=":", linewidth=1)
     axis.set_xlabel("accumulated error at the layer's output, RMSE / scale (LSB, log)  -  dotted: ideal rounding 0.29")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     for side in ("top", "right"):
         axis.spines[side].set_visible(False)
     uri = _png(figure)
