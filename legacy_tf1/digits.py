@@ -64,18 +64,32 @@ def build(keras):
     return keras.models.Model(inputs, outputs, name="digits_cnn")
 
 
-def make_digits(out, seed=0, epochs=EPOCHS):
-    """Train and write the files of the module docstring into ``out``; returns digits.json's content."""
-    started = time.time()
+def reproducible_keras(seed):
+    """Standalone Keras, seeded, on one thread: TF 1.x's multi-threaded reductions make training differ
+    from run to run (measured: float top-1 97.96 / 98.15 / 98.33 % with the same seed); the figures in
+    BENCHMARKS.md should be reproducible. tf.Session / ConfigProto are the same in TF 1.13 and 1.15 (this
+    module runs only there)."""
     keras = compat.keras_module("keras")
     np.random.seed(seed)
     compat.set_seed(seed)
-    # one thread: TF 1.x's multi-threaded reductions make training differ from run to run (measured: float
-    # top-1 97.96 / 98.15 / 98.33 % with the same seed); the figures in BENCHMARKS.md should be reproducible.
-    # tf.Session / ConfigProto are the same in TF 1.13 and 1.15 (this module runs only there).
     tf = compat.tf
     keras.backend.set_session(tf.Session(graph=tf.get_default_graph(), config=tf.ConfigProto(
         intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)))
+    return keras
+
+
+def write_data(out, x_train, x_test, y_test):
+    """``calib.npy`` (the train split's images) and ``eval.npz`` (the test split, labelled) into ``out``."""
+    with runfolder.atomic_path(os.path.join(out, "calib.npy")) as temporary:
+        with open(temporary, "wb") as handle:
+            np.save(handle, x_train)
+    runfolder.write_arrays(os.path.join(out, "eval.npz"), {"x": x_test, "y": y_test})
+
+
+def make_digits(out, seed=0, epochs=EPOCHS):
+    """Train and write the files of the module docstring into ``out``; returns digits.json's content."""
+    started = time.time()
+    keras = reproducible_keras(seed)
     x_train, y_train, x_test, y_test = load(seed)
     model = build(keras)
     model.compile(optimizer=keras.optimizers.Adam(lr=0.003), loss="categorical_crossentropy",
@@ -88,10 +102,7 @@ def make_digits(out, seed=0, epochs=EPOCHS):
         os.makedirs(out)
     with runfolder.atomic_path(os.path.join(out, "model.h5")) as temporary:
         model.save(temporary)
-    with runfolder.atomic_path(os.path.join(out, "calib.npy")) as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, x_train)
-    runfolder.write_arrays(os.path.join(out, "eval.npz"), {"x": x_test, "y": y_test})
+    write_data(out, x_train, x_test, y_test)
     info = {"model": "model.h5", "calib": "calib.npy", "eval": "eval.npz", "preprocess": "raw",
             "input_range": [0.0, 1.0], "data": "sklearn.datasets.load_digits (1,797 8x8 digits, pixels / 16)",
             "split": {"train": int(len(y_train)), "test": int(len(y_test)), "test_fraction": TEST_FRACTION,

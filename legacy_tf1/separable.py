@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from converters import runfolder
-from legacy_tf1 import compat, digits
+from legacy_tf1 import digits
 
 EPOCHS = 20
 RESCALE = 32.0
@@ -83,12 +83,7 @@ def rescale(model, seed=0, spread=RESCALE):
 def make_separable(out, seed=0, epochs=EPOCHS):
     """Train, rescale, write the files of the module docstring into ``out``; returns separable.json."""
     started = time.time()
-    keras = compat.keras_module("keras")
-    np.random.seed(seed)
-    compat.set_seed(seed)
-    tf = compat.tf  # one thread: reproducible training (see legacy_tf1.digits)
-    keras.backend.set_session(tf.Session(graph=tf.get_default_graph(), config=tf.ConfigProto(
-        intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)))
+    keras = digits.reproducible_keras(seed)
     x_train, y_train, x_test, y_test = digits.load(seed)
     model = build(keras)
     model.compile(optimizer=keras.optimizers.Adam(lr=0.003), loss="categorical_crossentropy", metrics=["accuracy"])
@@ -103,10 +98,7 @@ def make_separable(out, seed=0, epochs=EPOCHS):
     after = model.predict(x_test, batch_size=256)
     with runfolder.atomic_path(os.path.join(out, "model_rescaled.h5")) as temporary:
         model.save(temporary)
-    with runfolder.atomic_path(os.path.join(out, "calib.npy")) as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, x_train)
-    runfolder.write_arrays(os.path.join(out, "eval.npz"), {"x": x_test, "y": y_test})
+    digits.write_data(out, x_train, x_test, y_test)
     info = {"model": "model.h5", "rescaled": "model_rescaled.h5", "calib": "calib.npy", "eval": "eval.npz",
             "preprocess": "raw", "epochs": epochs, "seed": seed,
             "float_top1_tf1": 100.0 * float(np.mean(np.argmax(before, 1) == y_test)),

@@ -788,22 +788,15 @@ class ShardedCalibration(object):
         del model, result  # the float model stays as self.float_model; the copy with intermediates goes
         release_free_memory()  # mlir_quantize's peak is the conversion's highest after the graph's
         started = time.perf_counter()
-        # the same call, with the same arguments, as TFLiteConverterBase._quantize (TF 2.21)
-        quantized = lite._mlir_quantize(
-            calibrated,
-            converter._experimental_disable_per_channel,
-            input_data_type=input_type,
-            output_data_type=output_type,
-            enable_variable_quantization=enable_variable_quantization,
-            disable_per_channel_for_dense_layers=converter._experimental_disable_per_channel_quantization_for_dense_layers,
-            debug_options_str=debug_options.SerializeToString(),
-        )
+        quantized = self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
+                                              debug_options)
         self.quantize_seconds = round(time.perf_counter() - started, 2)
         return quantized
 
     def _quantize_calibrated(self, calibrated, input_type, output_type, enable_variable_quantization,
                              debug_options):
-        """TensorFlow's quantization of a calibrated model: the call ``__call__`` makes (TF 2.21)."""
+        """TensorFlow's quantization of a calibrated model: the same call, with the same arguments, as
+        ``TFLiteConverterBase._quantize`` (TF 2.21)."""
         from tensorflow.lite.python import lite
 
         converter = self.converter

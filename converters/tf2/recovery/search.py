@@ -263,7 +263,14 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     timings["layers"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - started, 2)
     section["timings"] = timings
-    return content, base["calibrated"], plain_content, section, extras
+    calibrated_chosen = base["calibrated"]
+    if "bias" in _parts(chosen) and base.get("errors"):
+        # the per-layer debugger (converters.tf2.quant_debug) quantizes the calibrated model itself: give it
+        # the corrected biases in float, which its quantization rounds to the chosen file's int32 biases
+        shifted = bytearray(calibrated_chosen)
+        bias_correction.shift_float(Graph(shifted), base["errors"])
+        calibrated_chosen = bytes(shifted)
+    return content, calibrated_chosen, plain_content, section, extras
 
 
 def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
