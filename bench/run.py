@@ -356,7 +356,7 @@ class Bench(object):
                     "--out", out] + extra, cwd=self.work)
                 with open(os.path.join(out, "report.json")) as handle:
                     report = json.load(handle)
-                quantization = report["tflite"].get("quantization") or {}
+                quantization = report.get("quantization") or {}
                 evaluation = report.get("eval") or {}
                 rows.append({"model": label, "weights": weights, "float_top1": evaluation.get("float_top1"),
                              "int8_top1": evaluation.get("int8_top1"), "chosen": quantization.get("chosen"),
@@ -389,8 +389,8 @@ class Bench(object):
                         report = json.load(handle)
                     samples[mode].append({"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
                                           "sqnr_db": report["tflite"].get("sqnr_db"),
-                                          "chosen": (report["tflite"].get("quantization") or {}).get("chosen"),
-                                          "search_s": ((report["tflite"].get("quantization") or {}).get(
+                                          "chosen": (report.get("quantization") or {}).get("chosen"),
+                                          "search_s": ((report.get("quantization") or {}).get(
                                               "timings") or {}).get("total")})
                     self.log("recovery cost %s --quantize %s run %d: %.1f s" % (
                         model_label, mode, index + 1, result["seconds"]))

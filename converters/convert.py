@@ -269,7 +269,7 @@ def _stderr(message):
 
 def quantization_summary(report):
     """One line on how the int8 model was made (``--quantize``, issue 22), or None."""
-    section = (report.get("tflite") or {}).get("quantization")
+    section = report.get("quantization")
     if not section:
         return None
     line = "quantization: %s (%s)" % (section.get("chosen"), section.get("why"))

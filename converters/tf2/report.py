@@ -100,6 +100,12 @@ def collect(run_dir):
         data = {"calibration": None, "overlap": None,
                 "probe": {"source": probe.get("path") or probe.get("source"), "count": probe.get("samples")}}
     tflite.pop("data", None)
+    evaluation = _read(os.path.join(run_dir, "eval.json"))
+    quantization = tflite.pop("quantization", None)  # issue 22: how the int8 model was made (--quantize)
+    if quantization:
+        evaluated = (evaluation or {}).get("candidates_top1") or {}
+        for candidate in quantization.get("candidates") or []:
+            candidate["eval_top1"] = evaluated.get(candidate["name"])
     report = {
         "schema_version": runfolder.SCHEMA_VERSION,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -118,7 +124,8 @@ def collect(run_dir):
         "npu": npu,
         "layers": layers,
         "layers_info": {k: v for k, v in layers_raw.items() if k != "layers"},
-        "eval": _read(os.path.join(run_dir, "eval.json")),
+        "quantization": quantization,
+        "eval": evaluation,
         "timings": timings,
         # whether the steps ran without network (converters.steps.StepRunner.sandbox, written by the host)
         "sandbox": _read(os.path.join(run_dir, "sandbox.json")),
@@ -209,20 +216,14 @@ def quantization_plot(section, top=40):
 
 def quantization_rows(report):
     """The ablation table's rows: each candidate's validation figures, its --eval top-1 when given."""
-    section = (report.get("tflite") or {}).get("quantization") or {}
-    evaluated = (report.get("eval") or {}).get("candidates_top1") or {}
-    rows = []
-    for candidate in section.get("candidates") or []:
-        row = dict(candidate)
-        row["eval_top1"] = evaluated.get(candidate["name"])
-        row["chosen"] = candidate["name"] == section.get("chosen")
-        rows.append(row)
-    return rows
+    section = report.get("quantization") or {}
+    return [dict(candidate, chosen=candidate["name"] == section.get("chosen"))
+            for candidate in section.get("candidates") or []]
 
 
 def quantization_lines(report):
     """report.md's "How the int8 model was made" (issue 22)."""
-    section = (report.get("tflite") or {}).get("quantization")
+    section = report.get("quantization")
     if not section:
         return []
     lines = ["", "## How the int8 model was made (--quantize)", "",
@@ -589,9 +590,9 @@ def render_html(report):
         layer_plot=layer_plot(report["layers"], layers_info.get("flag_above", 0.7)),
         size_plot=size_plot(tflite.get("float_size_bytes"), tflite.get("size_bytes")),
         worst_layers=worst,
-        quantization=tflite.get("quantization"),
+        quantization=report.get("quantization"),
         quantization_rows=quantization_rows(report),
-        quantization_plot=quantization_plot(tflite.get("quantization")),
+        quantization_plot=quantization_plot(report.get("quantization")),
         flag_above=layers_info.get("flag_above", 0.7),
     )
 

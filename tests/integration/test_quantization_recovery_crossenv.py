@@ -70,9 +70,11 @@ def others(models):
 
 
 def _figures(report):
-    quantization = report["tflite"]["quantization"]
+    quantization = report["quantization"]
     evaluation = report["eval"]
-    return quantization, evaluation["float_top1"], evaluation["candidates_top1"]
+    top1 = dict((c["name"], c["eval_top1"]) for c in quantization["candidates"])
+    assert top1 == evaluation["candidates_top1"]
+    return quantization, evaluation["float_top1"], top1
 
 
 def test_per_tensor_auto_recovers_the_rescaled_model_that_plain_loses(rescaled_per_tensor):
@@ -92,12 +94,12 @@ def test_the_equalized_float_model_matches_the_origin_in_its_own_parity_cell(res
     cells = dict((cell["env"], cell) for cell in rescaled_per_tensor["parity"])
     assert cells["tflite-float-cle"]["status"] == "match", cells["tflite-float-cle"]
     assert cells["tflite-float-cle"]["origin"] == "tf1.13"
-    assert rescaled_per_tensor["tflite"]["quantization"]["cle"]["float_check"]["verdict"] == "match"
+    assert rescaled_per_tensor["quantization"]["cle"]["float_check"]["verdict"] == "match"
 
 
 def test_auto_is_never_worse_than_plain_on_the_probe(rescaled_per_tensor, others):
     for key, report in [(("model_rescaled", "per_tensor"), rescaled_per_tensor)] + sorted(others.items()):
-        quantization = report["tflite"]["quantization"]
+        quantization = report["quantization"]
         plain = quantization["plain_probe"]
         assert report["tflite"]["sqnr_db"] >= plain["sqnr_db"] - SQNR_SLACK_DB, (key, quantization["why"])
         assert report["tflite"]["top1_agreement"] >= plain["top1_agreement"], key
@@ -113,7 +115,7 @@ def test_per_channel_plain_loses_the_rescaled_model_too_and_auto_recovers_it(oth
 
 
 def test_every_candidate_runs_the_same_ops_on_the_npu_as_plain(rescaled_per_tensor, models):
-    quantization = rescaled_per_tensor["tflite"]["quantization"]
+    quantization = rescaled_per_tensor["quantization"]
     assert quantization["same_ops_as_plain"] is True
     plain = models / "rescaled_pt" / quantization["plain_path"]
     checked = subprocess.run(venvs.module_command("tf2", "converters.tf2.npu", [str(plain), "--json"]),
@@ -132,11 +134,11 @@ def test_every_candidate_runs_the_same_ops_on_the_npu_as_plain(rescaled_per_tens
 
 
 def test_the_report_shows_the_ablation_and_why(rescaled_per_tensor, models):
-    quantization = rescaled_per_tensor["tflite"]["quantization"]
+    quantization = rescaled_per_tensor["quantization"]
     names = [c["name"] for c in quantization["candidates"]]
     assert names == ["plain", "bias", "cle", "cle+bias", "cle+bias+mse"]
     for candidate in quantization["candidates"]:
-        for key in ("sqnr_db", "cosine", "top1_agreement", "max_abs_lsb", "seconds"):
+        for key in ("sqnr_db", "cosine", "top1_agreement", "max_abs_lsb", "seconds", "eval_top1"):
             assert candidate[key] is not None, (candidate["name"], key)
     assert quantization["validation"]["samples"] >= 8
     html = (models / "rescaled_pt" / "report.html").read_text()
