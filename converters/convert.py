@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 
-from converters import errors, options, preflight, runfolder, steps
+from converters import cli, errors, options, preflight, runfolder, steps
 from converters.errors import UsageError
 
 ENV = "tf2"
@@ -266,7 +266,7 @@ def _stderr(message):
 
 
 def run(argv):
-    args = options.parse(options.CONVERT, argv, prog="nox -s convert --")
+    args = options.parse(options.CONVERT, argv)
     if args.backend:
         os.environ["TFBRIDGE_BACKEND"] = args.backend
     report_path = convert_model(args.model, args, out=args.out)
@@ -279,6 +279,7 @@ def run(argv):
             tflite.get("cosine") or 0.0, tflite.get("top1_agreement"),
             "%.2f" % tflite["max_abs_lsb"] if tflite.get("max_abs_lsb") is not None else "-",
             npu.get("verdict"), os.path.join(os.path.dirname(report_path), "report.html")))
+    cli.write_result(os.path.dirname(report_path), "pass")
     return 0
 
 

@@ -1,0 +1,92 @@
+"""Where tfbridge's code and state live, installed or in a clone; how its host code is started.
+
+The repository keeps the design's layout (``envs/``, ``converters/``, ``legacy_tf1/`` at the top level).
+Installed, those folders would be generic top-level modules in a user's site-packages, where they would
+collide with anyone else's ``envs`` or ``converters``. So the wheel ships them *inside* this package, as
+the private folder ``tfbridge/_tree/`` (setuptools ``package-dir``, pyproject.toml), and nothing imports
+them from the user's process: every command runs as ``python -m MODULE`` in a subprocess whose
+PYTHONPATH is that folder (the in-environment steps get the same folder from ``envs.venvs``).
+
+=================  ==============================  ===========================================
+layout             the tree (``tree()``)           ``$TFBRIDGE_HOME`` default (``home()``)
+=================  ==============================  ===========================================
+installed (wheel)  ``<site-packages>/tfbridge/     ``$XDG_CACHE_HOME/tfbridge`` (else
+                   _tree``                         ``~/.cache/tfbridge``): never site-packages
+clone (nox, or     the repository root             unset: ``envs.venvs`` keeps ``<repo>/.tfbridge``
+``pip install -e``)                                (CI and the tests are unaffected)
+=================  ==============================  ===========================================
+
+Run folders default to ``runs/<stem>`` of the current folder in both layouts (the commands' own default).
+
+Standard library only, Python 3.7 compatible; never imports TensorFlow or the tree's modules.
+"""
+
+import os
+import sys
+import sysconfig
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+INSTALLED_TREE = os.path.join(PACKAGE_DIR, "_tree")
+TOP_LEVEL = ("envs", "converters", "legacy_tf1")  # the tree's packages (never importable by name here)
+
+# tfbridge's subcommands and the host entry point each one runs (``python -m MODULE ARGS``); the nox
+# sessions of the same names call ``run_command`` too (noxfile.py).
+COMMANDS = {
+    "convert-legacy": "converters.pipeline",
+    "verify-upgrade": "converters.verify",
+    "convert": "converters.convert",
+    "npu": "converters.npu_check",
+    "envs": "envs",
+}
+
+
+def installed():
+    """True when running from an installed wheel (the tree is ``tfbridge/_tree``), False in a clone."""
+    return os.path.isdir(os.path.join(INSTALLED_TREE, "converters"))
+
+
+def tree():
+    """The folder holding ``envs/``, ``converters/`` and ``legacy_tf1/``."""
+    if installed():
+        return INSTALLED_TREE
+    return os.path.dirname(PACKAGE_DIR)
+
+
+def default_home():
+    """The per-user cache folder of an installed tfbridge (environments, install logs, test results)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tfbridge")
+
+
+def home():
+    """``$TFBRIDGE_HOME`` when set; installed: the per-user cache folder; clone: None (``envs.venvs``
+    uses ``<repo>/.tfbridge``)."""
+    if os.environ.get("TFBRIDGE_HOME"):
+        return os.environ["TFBRIDGE_HOME"]
+    return default_home() if installed() else None
+
+
+def host_environ(command=None, base=None):
+    """The process environment of a host entry point: the tree first on PYTHONPATH; installed, also
+    ``TFBRIDGE_HOME`` (default ``home()``) and no bytecode written into site-packages (the TF 1.x
+    environments' Python 3.7 would otherwise write ``__pycache__`` folders there); this installation's
+    scripts folder on PATH (the ``uv`` that pyproject.toml installs beside ``tfbridge``)."""
+    environ = dict(os.environ if base is None else base)
+    environ["PYTHONPATH"] = tree()
+    environ["PYTHONUNBUFFERED"] = "1"
+    if installed():
+        environ["TFBRIDGE_HOME"] = home()
+        environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    scripts = sysconfig.get_path("scripts")
+    if scripts and os.path.isdir(scripts):
+        path = environ.get("PATH", os.defpath)
+        if scripts not in path.split(os.pathsep):
+            environ["PATH"] = path + os.pathsep + scripts  # after the user's own PATH: theirs wins
+    if command:
+        environ["TFBRIDGE_PROG"] = "tfbridge %s" % command  # the usage line of argparse's messages
+    return environ
+
+
+def command_argv(command, args):
+    """``[python, -m, MODULE] + args`` of subcommand ``command`` (KeyError when unknown)."""
+    return [sys.executable, "-m", COMMANDS[command]] + [str(arg) for arg in args]
