@@ -18,7 +18,9 @@ def run(argv, cwd=None):
     log = lambda message: sys.stderr.write(message + "\n")  # noqa: E731
     python = venvs.ensure("tf2", log=log)
     environ = dict(venvs.run_environ("tf2"), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.call([python, "-m", "converters.tf2.npu"] + list(argv), env=environ,
+    # -P (Python 3.11, tf2's): the current folder is not put on sys.path, where a user's own
+    # ``converters`` would shadow tfbridge's; FILE stays relative to it
+    return subprocess.call([python, "-P", "-m", "converters.tf2.npu"] + list(argv), env=environ,
                            cwd=cwd or os.getcwd())
 
 

@@ -87,6 +87,13 @@ def host_environ(command=None, base=None):
     return environ
 
 
+# ``python -m MODULE`` would put the current folder first on sys.path, where a user's own ``envs.py`` or
+# ``converters/`` would shadow the tree's: the entry point runs through runpy without it.
+LAUNCHER = ("import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            "runpy.run_module(%r, run_name='__main__', alter_sys=True)")
+
+
 def command_argv(command, args):
-    """``[python, -m, MODULE] + args`` of subcommand ``command`` (KeyError when unknown)."""
-    return [sys.executable, "-m", COMMANDS[command]] + [str(arg) for arg in args]
+    """The argv that runs subcommand ``command``'s entry point with ``args`` (KeyError when unknown):
+    ``python -m MODULE ARGS``, except that the current folder is not put on sys.path (``LAUNCHER``)."""
+    return [sys.executable, "-c", LAUNCHER % COMMANDS[command]] + [str(arg) for arg in args]
