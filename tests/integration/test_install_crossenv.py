@@ -5,7 +5,7 @@ their own, and the Python API from a script there. Checked: the wheel adds one t
 (``tfbridge``: the tree is ``tfbridge/_tree/...``) and ships the locks, the report template and the VX op
 table; the demo passes from a folder that holds the user's own ``envs.py`` and ``converters/`` (generic
 names that must not collide with tfbridge's); nothing is written into site-packages or the clone; the
-API's ``Report`` has the CLI's verdict; the API raises typed errors.
+API's ``Report`` has the CLI's verdict; the API raises typed errors; README.md's host example runs as written.
 
 Cost: the venv and the wheel (pip builds it with the build backend from the package registry, as ``pip
 install .`` does) ~20 s; the demo ~60-90 s in the repository's environments (``TFBRIDGE_HOME`` points at
@@ -22,6 +22,7 @@ import zipfile
 import pytest
 
 from envs import venvs
+from tests.integration._readme import example
 
 pytestmark = pytest.mark.crossenv
 
@@ -143,6 +144,14 @@ print(json.dumps({'verdict': report.verdict, 'run_dir': report.run_dir, 'envs_is
         written = json.load(handle)
     assert [tuple(cell) for cell in result["cells"]] == [(c["label"], c["status"]) for c in written["parity"]]
     assert result["caught"] == ["InputFileError", 5, "preflight"]
+
+    # README.md's host example, as written, in the same folder (its demo is the one above: skipped as unchanged)
+    readme = run([python, "-c", example("host-api")], work, environ)
+    assert readme.returncode == 0, readme.stdout[-4000:]
+    lines = readme.stdout.strip().splitlines()  # the commands' progress, then the example's prints
+    assert "pass %s" % (work / "runs" / "demo_face") in lines, lines
+    assert "ready [('imx8mp', 8, 0), ('ethos-u65-256', 8, 0)]" in lines, lines  # the demo: 8 ops, all on the NPU
+    assert lines[-1].startswith("InputFileError 5 tfbridge: preflight failed"), lines
 
     assert snapshot(site_packages) == site_before, "tfbridge wrote into site-packages"
     assert snapshot(REPO_ROOT, skip) == clone_before, "tfbridge wrote into the clone"

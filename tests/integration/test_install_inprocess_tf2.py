@@ -5,7 +5,8 @@ model, and ``python -m tfbridge convert`` (the installed command's entry point, 
 the same calibration samples as an .npy) writes one from the saved model: the two files must be the same
 byte for byte (the same conversion path: ``converters.tf2.quantize.convert``). Also: a user's own module
 named ``envs`` is still theirs afterwards, and bad data is a ``CalibrationDataError`` before any
-conversion. Each ``tfbridge convert`` runs the tf2 environment once (~10 s).
+conversion; README.md's method-1 example runs as written. Each ``tfbridge convert`` runs the tf2
+environment once (~10 s).
 """
 
 import os
@@ -135,3 +136,16 @@ def test_data_that_does_not_fit_is_a_calibration_error_and_no_file(tmp_path):
     with pytest.raises(errors.CalibrationDataError, match="no sample"):
         to_int8(model, (x for x in []), tmp_path / "m.tflite")
     assert not os.listdir(tmp_path)
+
+
+def test_readmes_method_1_example_runs_as_written(tmp_path):
+    from tests.integration._readme import example
+
+    code = example("inprocess")
+    environ = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=environ, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdict, cosine, sqnr, npu = result.stdout.strip().splitlines()[-1].split()
+    assert verdict == "pass" and float(cosine) >= 0.99 and npu == "ready", result.stdout
+    assert (tmp_path / "model_int8.tflite").exists() and (tmp_path / "model_int8.report.json").exists()
