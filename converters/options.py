@@ -30,6 +30,10 @@ STEPS = (RESAVE, TFLITE)
 ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf1.15"}
 IO_TYPES = ("int8", "uint8", "float32")
 BACKENDS = ("local", "docker")
+# issue 22: --quantize. The rewrites of converters.tf2.recovery and the combinations a user may ask for
+# (auto searches plain, bias, cle, cle+bias, cle+bias+mse; converters.tf2.recovery.search)
+QUANTIZE_CHOICES = ("auto", "plain", "bias", "cle", "cle+bias", "cle+bias+mse", "mse", "bias+mse", "cle+mse",
+                    "percentile", "bias+percentile", "cle+bias+percentile")
 # converters.shared.preprocess.PRESETS has the arithmetic; its names are repeated here because the host
 # cannot import numpy (tests/unit/test_options.py checks that both lists agree).
 PREPROCESS_PRESETS = ("raw", "unit", "tf", "caffe", "vggface1", "vggface2", "torch")
@@ -241,6 +245,16 @@ OPTIONS = (
     Option("--per-tensor", "one weight scale per tensor", commands=CONVERTING, steps=(TFLITE,), flag=True,
            doc="one weight scale per tensor (VeriSilicon NPUs run them much faster than per-channel); checked "
                "in the written file"),
+    Option("--quantize", "how the int8 model is made: auto (search), plain (TFLite's min/max) or rewrites",
+           commands=CONVERTING, steps=(TFLITE,), choices=QUANTIZE_CHOICES, default="auto",
+           metavar="auto|plain|cle|bias|cle+bias|...",
+           doc="how the int8 model is made (see \"Int8 accuracy recovery\"). `auto` (default): candidates "
+               "(`plain`, `bias`, `cle`, `cle+bias`, `cle+bias+mse`) are built and scored on a validation split "
+               "of the calibration data, the best is written as `model_int8.tflite` and the plain one as "
+               "`model_int8_plain.tflite`. `plain`: TFLite's own min/max calibration only, on every calibration "
+               "sample (the by-hand recipe's file). A combination (`cle`, `bias`, `cle+bias`, `mse`, "
+               "`percentile`, ...): that candidate against `plain`. Every candidate has the same ops, full int8 "
+               "and the same I/O types."),
     Option("--allow-float-ops", "keep ops without an int8 kernel in float instead of failing", commands=CONVERTING,
            steps=(TFLITE,), flag=True,
            doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "

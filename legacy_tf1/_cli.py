@@ -8,7 +8,8 @@ import sys
 from converters import options
 from converters.errors import UsageError
 
-COMMANDS = ("inspect", "inspect-graph", "resave", "activations", "evaluate", "zoo", "make-demo", "digits")
+COMMANDS = ("inspect", "inspect-graph", "resave", "activations", "evaluate", "zoo", "make-demo", "digits",
+            "separable")
 
 
 def _shape(text):
@@ -141,6 +142,15 @@ def run(argv):
         parser.add_argument("--epochs", type=int, default=digits.EPOCHS)
         args = parser.parse_args(argv)
         print(json.dumps(digits.make_digits(args.out, args.seed, args.epochs), sort_keys=True))
+        return 0
+    if command == "separable":  # legacy_tf1/separable.py: the int8 accuracy-recovery test models (issue 22)
+        from legacy_tf1 import separable
+
+        parser.add_argument("out", help="folder for model.h5, model_rescaled.h5, calib.npy, eval.npz, separable.json")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--epochs", type=int, default=separable.EPOCHS)
+        args = parser.parse_args(argv)
+        print(json.dumps(separable.make_separable(args.out, args.seed, args.epochs), sort_keys=True))
         return 0
     raise UsageError("unknown command %r" % command)  # pragma: no cover - COMMANDS checked above
 

@@ -709,8 +709,12 @@ class ShardedCalibration(object):
     """Replaces a converter's ``_quantize`` (see the module docstring); keeps the float model and the
     calibration's figures (``info``, ``float_model``, ``quantize_seconds``)."""
 
-    def __init__(self, converter, jobs=None, route="auto", keep_samples=0):
+    def __init__(self, converter, jobs=None, route="auto", keep_samples=0, recovery=None):
         self.converter = converter
+        self.recovery = recovery  # candidate names (converters.tf2.recovery.search.parse) or None: plain
+        self.quantization = None  # report.json's ``quantization`` when the candidates were searched
+        self.plain_model = None  # the plain candidate's int8 model (model_int8_plain.tflite)
+        self.extras = {}  # the transformed float models (converters.tf2.recovery.search)
         self.jobs = jobs
         self.route = route
         self.keep_samples = keep_samples
@@ -747,6 +751,11 @@ class ShardedCalibration(object):
         if not isinstance(converter.representative_dataset, lite.RepresentativeDataset):
             converter.representative_dataset = lite.RepresentativeDataset(converter.representative_dataset)
         model = calibrator.add_intermediate_tensors(result)
+        if self.recovery and tuple(self.recovery) != ("plain",) and not registerers:
+            searched = self._search(model, result, input_type, output_type, enable_variable_quantization,
+                                    debug_options)
+            if searched is not None:
+                return searched
         if registerers:  # custom ops: TensorFlow's own calibrator, in this process
             started = time.perf_counter()
             calibrated = calibrator.Calibrator(
@@ -781,6 +790,63 @@ class ShardedCalibration(object):
         self.quantize_seconds = round(time.perf_counter() - started, 2)
         return quantized
 
+    def _quantize_calibrated(self, calibrated, input_type, output_type, enable_variable_quantization,
+                             debug_options):
+        """TensorFlow's quantization of a calibrated model: the call ``__call__`` makes (TF 2.21)."""
+        from tensorflow.lite.python import lite
+
+        converter = self.converter
+        return lite._mlir_quantize(
+            calibrated,
+            converter._experimental_disable_per_channel,
+            input_data_type=input_type,
+            output_data_type=output_type,
+            enable_variable_quantization=enable_variable_quantization,
+            disable_per_channel_for_dense_layers=converter._experimental_disable_per_channel_quantization_for_dense_layers,
+            debug_options_str=debug_options.SerializeToString(),
+        )
+
+    def _search(self, model, result, input_type, output_type, enable_variable_quantization, debug_options):
+        """Issue 22: the candidates of ``converters.tf2.recovery.search`` instead of one calibrate +
+        quantize. Returns the chosen int8 model, or None (the plain path then runs: samples this module
+        cannot hold, recorded in ``quantization``)."""
+        from converters.tf2.recovery import search
+
+        started = time.perf_counter()
+        try:
+            samples = [[np.array(x) for x in _as_input_list(sample)]
+                       for sample in self.converter.representative_dataset.input_gen()]
+        except UnsupportedSamples as exc:
+            self.quantization = {"requested": list(self.recovery), "chosen": "plain",
+                                 "why": "no search: %s" % exc}
+            return None
+        self.samples = samples[:self.keep_samples]
+        spool_seconds = round(time.perf_counter() - started, 2)
+        infos = []
+
+        def calibrate(train):
+            calibrated, info = calibrate_samples(model, lambda: iter(train), self.jobs, route=self.route)
+            infos.append(info)
+            return calibrated
+
+        def quantize(calibrated):
+            return self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
+                                             debug_options)
+
+        chosen, calibrated, plain, section, extras = search.search(
+            bytes(result), samples, self.recovery, calibrate, quantize,
+            log=lambda message: sys.stderr.write(message + "\n"))
+        self.info = dict(infos[0]) if infos else {}
+        self.info["spool_seconds"] = spool_seconds
+        self.info["calibrate_seconds"] = section["timings"]["calibrate"]
+        self.quantize_seconds = round(time.perf_counter() - started - spool_seconds
+                                      - section["timings"]["calibrate"], 2)
+        self.calibrated_model = calibrated
+        self.plain_model = plain
+        self.quantization = section
+        self.extras = extras
+        return chosen
+
     def float_tflite(self):
         """The float model the converter made before calibration, as a .tflite (read-only buffers
         de-duplicated as TensorFlow does; without the conversion-metadata entry), or None."""
@@ -794,7 +860,7 @@ class ShardedCalibration(object):
 ROUTE_VARIABLE = "TFBRIDGE_CALIBRATION_ROUTE"  # bench/run.py: the calibrator's route, to test its shards
 
 
-def install(converter, jobs=None, route=None, keep_samples=0):
+def install(converter, jobs=None, route=None, keep_samples=0, recovery=None):
     """Make ``converter.convert()`` calibrate on every core; returns the ``ShardedCalibration`` (or None
     when this TensorFlow has no such stage: the converter then stays as it is). ``route``: see
     ``calibrate_samples``; None: the environment variable ``TFBRIDGE_CALIBRATION_ROUTE`` when set (the
@@ -804,7 +870,7 @@ def install(converter, jobs=None, route=None, keep_samples=0):
     if not callable(getattr(converter, "_quantize", None)):
         return None
     route = route or os.environ.get(ROUTE_VARIABLE) or "auto"
-    hook = ShardedCalibration(converter, jobs, route, keep_samples)
+    hook = ShardedCalibration(converter, jobs, route, keep_samples, recovery)
     converter._quantize = hook
     return hook
 

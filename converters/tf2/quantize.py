@@ -46,6 +46,7 @@ class ConversionOptions:
     per_tensor: bool = False
     allow_float_ops: bool = False
     jobs: int | None = None  # calibration processes (converters.tf2.calibrate); None: the number of cores
+    quantize: str = "auto"  # issue 22: the candidates (converters.tf2.recovery.search.parse); "plain": TFLite's own
 
     def __post_init__(self):
         if self.output_io is None:
@@ -54,6 +55,12 @@ class ConversionOptions:
             if name not in IO_TYPES:
                 raise UsageError("unknown I/O type %r." % name, step="convert",
                                  hint="Use one of int8, uint8, float32.")
+        from converters.tf2.recovery import search
+
+        try:
+            self.candidates = search.parse(self.quantize)
+        except ValueError as exc:
+            raise UsageError(str(exc), step="convert", hint="See README.md, \"Int8 accuracy recovery\".")
 
 
 def configure(converter, representative_dataset, options):
@@ -109,7 +116,7 @@ def _convert_once(source, representative_dataset, options, keep_samples=0):
     from converters.tf2 import calibrate
 
     converter = configure(source.build(), representative_dataset, options)
-    hook = calibrate.install(converter, options.jobs, keep_samples=keep_samples)
+    hook = calibrate.install(converter, options.jobs, keep_samples=keep_samples, recovery=options.candidates)
     return converter.convert(), hook
 
 
@@ -215,6 +222,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         if artifacts is not None:
             artifacts["calibrated_model"] = hook.calibrated_model
             artifacts["calibration_samples"] = hook.samples
+    if hook is not None and hook.quantization is not None:
+        result["quantization"] = _write_candidates(hook, output_path, artifacts)
     float_content = hook.float_tflite() if (float_output_path and hook is not None) else None
     if float_content is not None:
         # the float model the int8 conversion made before calibrating: the same graph as a separate
@@ -240,6 +249,37 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     verify_written(output_path, options, result)
     result["npu"] = readiness
     return result, used
+
+
+PLAIN_TFLITE = "model_int8_plain.tflite"
+CLE_FLOAT_TFLITE = "model_float_cle.tflite"
+
+
+def _write_candidates(hook, output_path, artifacts):
+    """Issue 22: beside the chosen model, the plain converter's (``model_int8_plain.tflite``) and the
+    float model after cross-layer equalization (``model_float_cle.tflite``, for its parity cell); every
+    candidate's int8 file into ``artifacts["candidates_dir"]`` when given (for ``--eval``). Returns the
+    ``quantization`` section with the files named."""
+    from tensorflow.lite.python import lite
+
+    section = dict(hook.quantization)
+    folder = os.path.dirname(os.path.abspath(output_path))
+    if hook.plain_model is not None:
+        runfolder.write_bytes(os.path.join(folder, PLAIN_TFLITE), lite._deduplicate_readonly_buffers(hook.plain_model))
+        section["plain_path"] = PLAIN_TFLITE
+    cle_float = hook.extras.get("cle_float_model")
+    if cle_float is not None:
+        runfolder.write_bytes(os.path.join(folder, CLE_FLOAT_TFLITE), lite._deduplicate_readonly_buffers(cle_float))
+        section["cle_float_path"] = CLE_FLOAT_TFLITE
+    candidates_dir = (artifacts or {}).get("candidates_dir")
+    if candidates_dir:
+        files = {}
+        for name, content in (hook.extras.get("candidates") or {}).items():
+            path = os.path.join(candidates_dir, "model_int8_%s.tflite" % name.replace("+", "_"))
+            runfolder.write_bytes(path, content)
+            files[name] = path
+        artifacts["candidate_files"] = files
+    return section
 
 
 def _first_lines(message, limit=400):

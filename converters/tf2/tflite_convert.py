@@ -63,7 +63,8 @@ def run_step(argv):
     os.makedirs(out_dir, exist_ok=True)
     options = quantize.ConversionOptions(io=args.io, output_io=args.output_io, per_tensor=args.per_tensor,
                                          allow_float_ops=args.allow_float_ops,
-                                         jobs=getattr(args, "jobs", None))  # issue 13: calibration shards
+                                         jobs=getattr(args, "jobs", None),  # issue 13: calibration shards
+                                         quantize=args.quantize)  # issue 22: accuracy recovery
     timings = {}
     if not args.model:  # started beside the re-save: TensorFlow imported while it writes the model
         runfolder.await_file(run_dir, runfolder.MANIFEST, before=keras_compat.import_tensorflow)
@@ -107,6 +108,9 @@ def run_step(argv):
         try:
             # issue 13: the calibrated model and the first calibration samples, reused by the layer debugger
             artifacts = {"keep_samples": 0 if args.no_layer_debug else quant_debug.DEFAULT_DEBUG_SAMPLES}
+            if args.eval:  # issue 22: every candidate's file, for its --eval top-1 in the ablation table
+                artifacts["candidates_dir"] = os.path.join(workdir, "candidates")
+                os.makedirs(artifacts["candidates_dir"], exist_ok=True)
             result, used = quantize.convert(source, tflite_path, representative_dataset, options,
                                             float_output_path=os.path.join(out_dir, "model_float.tflite"),
                                             artifacts=artifacts)
@@ -126,6 +130,10 @@ def run_step(argv):
         result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.reference_outputs(),
                                           input_names=[name for name, _ in inputs]))
         timings["evaluate"] = round(time.perf_counter() - started, 2)
+        if result.get("quantization"):  # issue 22: the plain file on the same probe; the equalized float model
+            started = time.perf_counter()
+            recovery_checks(out_dir, result["quantization"], prepared, [name for name, _ in inputs])
+            timings["quantization_checks"] = round(time.perf_counter() - started, 2)
         result["reference_env"] = prepared.origin
         result["calibration"] = calib.describe()
         result["data"] = data
@@ -158,7 +166,8 @@ def run_step(argv):
                 run_dir, args.eval, args.eval_classes, prepared.preprocess, used, tflite_path,
                 os.path.join(out_dir, "model_float.tflite") if result.get("float_path") else None,
                 origin=prepared.origin, known_keys={"calibration": data["calibration_keys"],
-                                                    "probe": prepared.probe_keys})
+                                                    "probe": prepared.probe_keys},
+                candidates=artifacts.get("candidate_files"))
             runfolder.write_json(os.path.join(out_dir, evaluate.EVAL_FILE), report)
             timings["eval"] = round(time.perf_counter() - started, 2)
         data.pop("calibration_keys")
@@ -167,6 +176,45 @@ def run_step(argv):
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
+
+
+CLE_CELL = "tflite-float-cle"
+
+
+def recovery_checks(out_dir, section, prepared, input_names):
+    """Issue 22, on the probe (held out from calibration and from the candidates' validation): the plain
+    converter's int8 file measured as the chosen one is (``section["plain_probe"]``), and the float model
+    after cross-layer equalization compared with the origin's references within the float tolerances: a
+    parity cell of its own (``parity_tflite-float-cle.json``)."""
+    from converters.shared import metrics
+    from converters.tf2 import tflite_run
+
+    references = prepared.reference_outputs()
+    if section.get("plain_path"):
+        measured = tflite_run.evaluate(os.path.join(out_dir, section["plain_path"]), prepared.probe, references,
+                                       input_names=input_names)
+        section["plain_probe"] = dict((key, measured.get(key)) for key in (
+            "status", "sqnr_db", "cosine", "top1_agreement", "top1_decisive", "max_abs_lsb"))
+    if not section.get("cle_float_path"):
+        return
+    import numpy as np
+
+    names = ["output_%d" % k for k in range(len(references))]
+    outputs, _, interpreter = tflite_run.run(os.path.join(out_dir, section["cle_float_path"]), prepared.probe,
+                                             input_names=input_names)
+    summary = metrics.compare_outputs(
+        dict((n, np.asarray(r, np.float32)) for n, r in zip(names, references)),
+        dict((n, o.reshape(np.shape(r))) for n, o, r in zip(names, outputs, references)))
+    cell = {"env": CLE_CELL, "label": CLE_CELL, "keras": "tflite", "origin": prepared.origin,
+            "runtime": "%s: the float model after cross-layer equalization (%s)" % (
+                getattr(interpreter, "runtime_name", "tflite"), section["cle_float_path"]),
+            "status": summary["verdict"], "max_abs": summary["max_abs"], "max_rel": summary["max_rel"],
+            "cosine": summary["cosine"], "top1_agreement": summary["top1_agreement"],
+            "per_output": summary["per_output"], "tolerances": summary["tolerances"],
+            "samples": int(len(references[0]))}
+    section["cle"]["probe_check"] = {"status": cell["status"], "max_abs": cell["max_abs"],
+                                     "cosine": cell["cosine"]}
+    runfolder.write_json(os.path.join(out_dir, runfolder.parity_name(CLE_CELL)), cell)
 
 
 def model_inputs(run_dir, source, tf2_model):

@@ -1,0 +1,161 @@
+"""A TFLite model as the recovery rewrites see it: ops, tensors and writable views of their values.
+
+For whom: the accuracy-recovery rewrites (``converters.tf2.recovery``); ``tf2`` environment only.
+``Graph(bytearray)`` reads a float, calibrated or quantized TFLite flatbuffer with TensorFlow's own
+schema and gives numpy **views into the bytearray**: writing a weight, a bias or a calibrated min/max
+through them edits the model in place. Every rewrite here changes values only, never sizes, so the
+flatbuffer is never rebuilt and everything else in it (names, op order, metadata) stays byte for byte.
+
+What can go wrong: a model of several subgraphs is read from its first (main) subgraph only; a buffer
+shared by several tensors is reported by ``shared_buffer`` so that a rewrite can leave it alone.
+"""
+
+import numpy as np
+
+from converters.tf2 import calibrate
+
+# op name -> (weights input, bias input, weights' output-channel axis, weights' input-channel axis)
+LINEAR_OPS = {
+    "CONV_2D": (1, 2, 0, 3),
+    "DEPTHWISE_CONV_2D": (1, 2, 3, None),  # [1, H, W, C*M]: output channel k reads input channel k // M
+    "FULLY_CONNECTED": (1, 2, 0, 1),
+}
+ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
+
+
+class Op(object):
+    """One operator: ``name`` (builtin name), ``inputs``/``outputs`` (tensor indices), ``activation``
+    (the fused activation's name or None), ``depth_multiplier`` (depthwise only)."""
+
+    def __init__(self, index, name, inputs, outputs, activation=None, depth_multiplier=1):
+        self.index = index
+        self.name = name
+        self.inputs = inputs
+        self.outputs = outputs
+        self.activation = activation
+        self.depth_multiplier = depth_multiplier
+
+    def __repr__(self):
+        return "Op(%d %s %s->%s %s)" % (self.index, self.name, self.inputs, self.outputs, self.activation)
+
+
+class Graph(object):
+    """The main subgraph of ``content`` (a bytearray, edited in place through the views)."""
+
+    def __init__(self, content):
+        if not isinstance(content, bytearray):
+            raise TypeError("Graph edits in place: give it a bytearray")
+        self.content = content
+        schema = calibrate._schema()
+        self._schema = schema
+        self._model = schema.Model.GetRootAsModel(content, 0)
+        self._graph = self._model.Subgraphs(0)
+        graph = self._graph
+        self.inputs = [int(i) for i in graph.InputsAsNumpy()]
+        self.outputs = [int(i) for i in graph.OutputsAsNumpy()]
+        self.tensor_names = []
+        self.shapes = []
+        self.dtypes = []
+        self.buffers = []
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            self.tensor_names.append(tensor.Name().decode("utf-8", "replace"))
+            self.shapes.append([int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [])
+            self.dtypes.append(tensor.Type())
+            self.buffers.append(tensor.Buffer())
+        self._buffer_users = {}
+        for t, b in enumerate(self.buffers):
+            self._buffer_users[b] = self._buffer_users.get(b, 0) + 1
+        self.ops = []
+        for o in range(graph.OperatorsLength()):
+            operator = graph.Operators(o)
+            name = calibrate._operator_name(schema, self._model, operator.OpcodeIndex())
+            inputs = [int(i) for i in operator.InputsAsNumpy()] if operator.InputsLength() else []
+            outputs = [int(i) for i in operator.OutputsAsNumpy()] if operator.OutputsLength() else []
+            activation, multiplier = self._options(operator, name)
+            self.ops.append(Op(o, name, inputs, outputs, activation, multiplier))
+        self.producer = {}
+        self.consumers = {}
+        for op in self.ops:
+            for t in op.outputs:
+                self.producer[t] = op
+            for t in op.inputs:
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append(op)
+
+    def _options(self, operator, name):
+        schema = self._schema
+        table = operator.BuiltinOptions()
+        if table is None:
+            return None, 1
+        kinds = {"CONV_2D": schema.Conv2DOptions, "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
+                 "FULLY_CONNECTED": schema.FullyConnectedOptions, "ADD": schema.AddOptions,
+                 "MAX_POOL_2D": schema.Pool2DOptions, "AVERAGE_POOL_2D": schema.Pool2DOptions}
+        kind = kinds.get(name)
+        if kind is None:
+            return None, 1
+        options = kind()
+        options.Init(table.Bytes, table.Pos)
+        activation = ACTIVATIONS.get(options.FusedActivationFunction(), "OTHER") \
+            if hasattr(options, "FusedActivationFunction") else None
+        multiplier = options.DepthMultiplier() if hasattr(options, "DepthMultiplier") else 1
+        return activation, max(1, int(multiplier or 1))
+
+    # ------------------------------------------------------------------------------------------ values
+
+    def is_constant(self, t):
+        buffer = self._model.Buffers(self.buffers[t])
+        return buffer is not None and buffer.DataLength() > 0
+
+    def shared_buffer(self, t):
+        """True when another tensor reads the same (non-empty) buffer: editing it would edit both."""
+        return self._buffer_users.get(self.buffers[t], 0) > 1
+
+    def values(self, t):
+        """A writable view of constant tensor ``t``'s values in its dtype and shape (into ``content``)."""
+        buffer = self._model.Buffers(self.buffers[t])
+        if buffer is None or buffer.DataLength() == 0:
+            raise ValueError("tensor %d (%s) has no constant data" % (t, self.tensor_names[t]))
+        raw = buffer.DataAsNumpy()
+        dtype = _DTYPES.get(self.dtypes[t])
+        if dtype is None:
+            raise ValueError("tensor %d has an unsupported type %d" % (t, self.dtypes[t]))
+        return raw.view(dtype).reshape(self.shapes[t])
+
+    def quantization(self, t):
+        """(scales, zero_points, quantized_dimension) of tensor ``t`` or None (numpy copies)."""
+        quant = self._graph.Tensors(t).Quantization()
+        if quant is None or not quant.ScaleLength():
+            return None
+        return (quant.ScaleAsNumpy().astype(np.float64), quant.ZeroPointAsNumpy().astype(np.int64),
+                int(quant.QuantizedDimension()))
+
+    def range_views(self, t):
+        """(min, max) writable views of tensor ``t``'s calibrated range, or None."""
+        quant = self._graph.Tensors(t).Quantization()
+        if quant is None or not quant.MinLength() or not quant.MaxLength():
+            return None
+        return quant.MinAsNumpy(), quant.MaxAsNumpy()
+
+    # ----------------------------------------------------------------------------------------- lookups
+
+    def index_by_name(self):
+        """{tensor name: index} (the first tensor of each name)."""
+        found = {}
+        for t, name in enumerate(self.tensor_names):
+            found.setdefault(name, t)
+        return found
+
+    def activation_tensors(self):
+        """Float tensors that ops compute (not constants), in op order, without duplicates."""
+        seen = []
+        for op in self.ops:
+            for t in op.outputs:
+                if t >= 0 and self.dtypes[t] == 0 and t not in seen:
+                    seen.append(t)
+        return seen
+
+    def op_signature(self):
+        """The op names in order: two models with the same signature run the same ops."""
+        return [op.name for op in self.ops]

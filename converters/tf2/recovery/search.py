@@ -1,0 +1,277 @@
+"""The candidates of the int8 model, each scored on a validation split of the calibration data; the best
+one is written.
+
+For whom: the calibration hook (``converters.tf2.calibrate.ShardedCalibration``), which calls
+``search`` in place of TensorFlow's calibrate + quantize; ``tf2`` environment only. README's "Int8
+accuracy recovery" says what a user sees; this module's functions say how.
+
+How: the calibration samples are split (one fixed cut: the last ``validation_count`` samples score, the
+others calibrate and measure); the float model is calibrated once (TFLite's own min/max, the ``plain``
+candidate's ranges) and observed once per channel (``statistics``). Each candidate is a combination of
+rewrites, none of which changes an op, a tensor, a type or the int8 I/O:
+
+- ``cle`` (``equalize``): cross-layer equalization of the float weights, ranges rescaled accordingly;
+- ``bias`` (``bias``): the int8 layers' expected weight error removed from their int32 biases;
+- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max.
+
+Every candidate is quantized by TensorFlow's own ``mlir_quantize`` (one call per distinct calibrated
+model: bias correction edits the int8 file afterwards) and run on the validation samples against the
+float model. The score is the worst output's SQNR; a candidate other than ``plain`` wins only when it
+beats ``plain`` by ``MARGIN_DB``, and among candidates within ``MARGIN_DB`` of the best the one with
+fewer rewrites wins. The probe and ``--eval`` never take part: they judge the winner afterwards.
+"""
+
+import time
+
+import numpy as np
+
+from converters.tf2.recovery import bias as bias_correction
+from converters.tf2.recovery import equalize, ranges, statistics
+from converters.tf2.recovery.graph import LINEAR_OPS, Graph
+
+REWRITES = ("cle", "bias") + ranges.METHODS
+AUTO = ("plain", "bias", "cle", "cle+bias", "cle+bias+mse")
+MARGIN_DB = 0.2
+MIN_VALIDATION = 8
+MAX_VALIDATION = 50
+LAYER_SAMPLES = 8
+
+
+def parse(spec):
+    """``--quantize`` -> the candidates to build, e.g. "auto" -> AUTO, "cle+bias" -> ("plain", "cle+bias")
+    (plain is always built: it is the baseline every figure is compared with, and the file users compare)."""
+    if spec in (None, "", "auto"):
+        return AUTO
+    if spec == "plain":
+        return ("plain",)
+    parts = spec.split("+")
+    unknown = [p for p in parts if p not in REWRITES]
+    if unknown or len(set(parts) & set(ranges.METHODS)) > 1:
+        raise ValueError("unknown --quantize %r: give auto, plain or a '+'-joined combination of %s (one "
+                         "range method at most)" % (spec, ", ".join(REWRITES)))
+    return ("plain", canonical(parts))
+
+
+def canonical(parts):
+    order = {name: k for k, name in enumerate(REWRITES)}
+    return "+".join(sorted(set(parts), key=order.get))
+
+
+def validation_count(samples):
+    """How many of ``samples`` calibration samples score the candidates (0: too few to split)."""
+    if samples < 3 * MIN_VALIDATION:
+        return 0
+    return int(min(MAX_VALIDATION, max(MIN_VALIDATION, samples // 5)))
+
+
+def _parts(name):
+    return [] if name == "plain" else name.split("+")
+
+
+def score(outputs, references, scales):
+    """{sqnr_db, cosine, top1_agreement, max_abs_lsb}: the worst over outputs (as the probe's verdict)."""
+    from converters.shared import metrics
+
+    per_output = []
+    for output, reference, scale in zip(outputs, references, scales):
+        per_output.append(metrics.compare_quantized(reference, output.reshape(reference.shape), scale or 1.0))
+    top1 = [o["top1_agreement"] for o in per_output if o["top1_agreement"] is not None]
+    return {"sqnr_db": round(min(o["sqnr_db"] for o in per_output), 2),
+            "cosine": round(min(o["cosine"] for o in per_output), 5),
+            "top1_agreement": round(min(top1), 4) if top1 else None,
+            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1)}
+
+
+def output_scales(model_content):
+    """The quantization step of each output of an int8 model (the int8 tensor a float output reads)."""
+    graph = Graph(bytearray(model_content))
+    scales = []
+    for t in graph.outputs:
+        quant = graph.quantization(t)
+        if quant is None and t in graph.producer and graph.producer[t].name == "DEQUANTIZE":
+            quant = graph.quantization(graph.producer[t].inputs[0])
+        scales.append(float(quant[0][0]) if quant is not None else None)
+    return scales
+
+
+def layer_errors(float_models, int8_models, samples):
+    """Per linear layer, the accumulated error of each int8 model at that layer's output on ``samples``,
+    against the float model it was quantized from (``float_models[label]``: equalization rescales
+    channels): RMSE over the tensor's quantization step (LSB; ideal rounding ~0.29).
+    [{name, op, <label>: lsb}]."""
+    first = next(iter(float_models.values()))
+    float_graph = Graph(bytearray(first))
+    names = float_graph.tensor_names
+    wanted = [op.outputs[0] for op in float_graph.ops if op.name in LINEAR_OPS]
+    rows = dict((names[t], {"name": names[t].split(";")[0], "op": float_graph.producer[t].name})
+                for t in wanted)
+    computed = {}
+    for label, content in int8_models.items():
+        float_model = float_models[label]
+        if float_model not in computed:
+            computed[float_model] = statistics.run(float_model, samples, tensors=wanted)[1]
+        float_values = computed[float_model]
+        graph = Graph(bytearray(content))
+        index = graph.index_by_name()
+        tensors = [index[names[t]] for t in wanted if names[t] in index]
+        _, values = statistics.run(content, samples, tensors=tensors)
+        for t in wanted:
+            q = index.get(names[t])
+            quant = graph.quantization(q) if q is not None else None
+            if q is None or quant is None:
+                continue
+            difference = np.concatenate(values[q]).astype(np.float64) - np.concatenate(float_values[t])
+            rows[names[t]][label] = round(float(np.sqrt(np.mean(difference ** 2)) / quant[0][0]), 3)
+    return [rows[names[t]] for t in wanted]
+
+
+def search(float_model, samples, requested, calibrate, quantize, log=None):
+    """Build, score and choose (see the module docstring). ``float_model``: the converter's float model
+    (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
+    ``requested``: the candidate names (``parse``); ``calibrate(samples) -> calibrated bytes`` and
+    ``quantize(calibrated bytes) -> int8 bytes`` are the hook's own calls.
+
+    Returns (chosen int8 bytes, the chosen candidate's calibrated model, plain int8 bytes, section,
+    extras). section: report.json's ``quantization``; extras: {cle_float_model?, bias_float_model?}."""
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    validation = validation_count(len(samples))
+    train = samples[:len(samples) - validation] if validation else samples
+    held = samples[len(samples) - validation:] if validation else samples
+    section = {"requested": list(requested), "calibration_samples": len(train),
+               "validation": {"samples": len(held),
+                              "split": ("the last %d of the %d calibration samples (not calibrated on)"
+                                        % (validation, len(samples))) if validation else
+                              ("too few calibration samples to hold some out (fewer than %d): candidates "
+                               "are scored on the samples they were calibrated on" % (3 * MIN_VALIDATION))}}
+    timings = {}
+    t0 = time.perf_counter()
+    calibrated = calibrate(train)
+    timings["calibrate"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    float_graph = Graph(bytearray(float_model))
+    tensors = list(float_graph.inputs) + float_graph.activation_tensors()
+    raw_stats = statistics.collect(float_model, train, tensors)
+    stats = dict((float_graph.tensor_names[t], s) for t, s in raw_stats.items())
+    timings["statistics"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    references, _ = statistics.run(float_model, held)
+    timings["float_reference"] = round(time.perf_counter() - t0, 2)
+    log("quantization: %d candidates (%s), scored on %d held-out calibration samples"
+        % (len(requested), ", ".join(requested), len(held)))
+
+    pairs, totals, cle_details = equalize.plan(float_graph, stats)
+    equalize.portable(pairs, float_graph)
+    extras = {}
+    if any("cle" in _parts(n) for n in requested):
+        cle_float = bytearray(float_model)
+        equalize.apply(Graph(cle_float), pairs, totals)
+        extras["cle_float_model"] = bytes(cle_float)
+        section["cle"] = dict(cle_details)
+        section["cle"]["float_check"] = float_check = _float_distance(
+            statistics.run(bytes(cle_float), held)[0], references)
+        if float_check["verdict"] != "match":  # never an int8 model of another float function
+            dropped = [n for n in requested if "cle" in _parts(n)]
+            requested = tuple(n for n in requested if n not in dropped)
+            section["cle"]["dropped"] = ("the equalized float model does not match the float model on the "
+                                         "validation samples (%s): %s not built" % (
+                                             float_check["reason"], ", ".join(dropped)))
+    bases = {}
+    built = {}
+    plain_content = None
+    for name in requested:
+        parts = _parts(name)
+        base_key = tuple(p for p in parts if p != "bias")
+        t0 = time.perf_counter()
+        if base_key not in bases:
+            content = bytearray(calibrated)
+            graph = Graph(content)
+            factors = equalize.apply(graph, pairs, totals, stats) if "cle" in base_key else {}
+            narrowed = None
+            for method in ranges.METHODS:
+                if method in base_key:
+                    narrowed = ranges.narrow(graph, stats, method, factors, keep=graph.inputs)
+            quantized = quantize(bytes(content))
+            bases[base_key] = {"calibrated": bytes(content), "quantized": quantized, "factors": factors,
+                               "graph": graph, "narrowed": narrowed,
+                               "seconds": time.perf_counter() - t0}
+        base = bases[base_key]
+        content = base["quantized"]
+        entry = {"name": name}
+        if "bias" in parts:
+            corrected = bytearray(content)
+            errors = bias_correction.expected_errors(Graph(corrected), base["graph"], stats, base["factors"])
+            entry["bias"] = bias_correction.correct(Graph(corrected), errors)
+            entry["bias"]["layers"] = len(errors)
+            content = bytes(corrected)
+            base.setdefault("errors", errors)
+        if base["narrowed"] is not None:
+            entry["ranges"] = base["narrowed"]
+        t1 = time.perf_counter()
+        outputs, _ = statistics.run(content, held)
+        entry.update(score(outputs, references, output_scales(content)))
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        entry["score_seconds"] = round(time.perf_counter() - t1, 2)
+        built[name] = (content, base)
+        extras.setdefault("candidates", {})[name] = content
+        if name == "plain":
+            plain_content = content
+        log("quantization: %-22s SQNR %6.2f dB on validation (%.1f s)" % (name, entry["sqnr_db"], entry["seconds"]))
+        section.setdefault("candidates", []).append(entry)
+
+    chosen, why = choose(section["candidates"])
+    content, base = built[chosen]
+    section["chosen"] = chosen
+    section["why"] = why
+    plain_ops = Graph(bytearray(plain_content)).op_signature()
+    section["same_ops_as_plain"] = all(Graph(bytearray(c)).op_signature() == plain_ops for c, _ in built.values())
+    if "bias" in _parts(chosen) and base.get("errors"):
+        moved = bytearray(extras.get("cle_float_model") if "cle" in _parts(chosen) else float_model)
+        bias_correction.shift_float(Graph(moved), base["errors"])
+        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), held)[0], references)
+    t0 = time.perf_counter()
+    try:
+        models = {"plain": plain_content}
+        floats = {"plain": float_model}
+        if chosen != "plain":
+            models[chosen] = content
+            floats[chosen] = extras["cle_float_model"] if "cle" in _parts(chosen) else float_model
+        section["layers"] = layer_errors(floats, models, held[:LAYER_SAMPLES])
+        section["layers_samples"] = min(LAYER_SAMPLES, len(held))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
+        section["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
+    timings["layers"] = round(time.perf_counter() - t0, 2)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    section["timings"] = timings
+    return content, base["calibrated"], plain_content, section, extras
+
+
+def choose(candidates):
+    """(name, why) from scored candidates (see the module docstring)."""
+    plain = next(c for c in candidates if c["name"] == "plain")
+    best = max(candidates, key=lambda c: c["sqnr_db"])
+    if best["name"] == "plain" or best["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
+        return "plain", ("no candidate beat plain by %.1f dB on the validation samples (best: %s, %.2f dB vs "
+                         "%.2f dB)" % (MARGIN_DB, best["name"], best["sqnr_db"], plain["sqnr_db"]))
+    close = [c for c in candidates if c["sqnr_db"] >= best["sqnr_db"] - MARGIN_DB and c["name"] != "plain"]
+    pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["sqnr_db"]))
+    why = "%s: %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB)" % (
+        pick["name"], pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"])
+    if pick["name"] != best["name"]:
+        why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["sqnr_db"], MARGIN_DB)
+    return pick["name"], why
+
+
+def _float_distance(outputs, references):
+    """How far a transformed float model's outputs are from the float model's, with the float parity
+    verdict (``converters.shared.metrics``' tolerances): {verdict, max_abs, max_rel, cosine, reason}."""
+    from converters.shared import metrics
+
+    names = ["output_%d" % k for k in range(len(references))]
+    summary = metrics.compare_outputs(dict(zip(names, references)),
+                                      dict((n, o.reshape(r.shape)) for n, o, r in zip(names, outputs, references)))
+    reasons = [reason for item in summary["per_output"] for reason in item.get("reasons", [])]
+    return {"verdict": summary["verdict"], "max_abs": float("%.3g" % (summary["max_abs"] or 0.0)),
+            "max_rel": float("%.3g" % (summary["max_rel"] or 0.0)),
+            "cosine": round(summary["cosine"], 7) if summary["cosine"] is not None else None,
+            "reason": "; ".join(reasons[:2]) or "within the float tolerances"}
