@@ -33,7 +33,8 @@ DEFAULT_SAMPLES = 200  # as --calib-samples (converters/options.py DEFAULT_CALIB
 
 
 def to_int8(model, representative_data, output_path, io="int8", output_io=None, per_tensor=False,
-            allow_float_ops=False, npu_targets=("imx8mp",), samples=DEFAULT_SAMPLES, probe=None, jobs=None):
+            allow_float_ops=False, npu_targets=("imx8mp",), samples=DEFAULT_SAMPLES, probe=None, jobs=None,
+            quantize=None):
     """Write ``model`` as a fully int8 ``.tflite`` at ``output_path``; return a ``tfbridge.Report``.
 
     ``representative_data``: calibration samples preprocessed as in training: a numpy array (N, ...)
@@ -42,7 +43,10 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
     ``samples`` samples are used. ``io`` / ``output_io``: int8 (default), uint8 or float32;
     ``per_tensor``: one weight scale per tensor; ``npu_targets``: NPUs to check the file for (README.md,
     ``--npu-target``); ``probe``: held-out samples (same forms) to measure the int8 model on; ``jobs``:
-    calibration threads (default: the cores). Also writes ``<output stem>.report.json`` beside the file.
+    calibration threads (default: the cores); ``quantize``: as ``--quantize`` (default: the commands'
+    default, ``auto``: candidates scored on the *last* calibration samples given, so give them shuffled;
+    ``plain``: TFLite's own min/max, independent of their order). Also writes ``<output stem>.report.json``
+    beside the file and, when candidates were compared, the plain converter's as ``<output stem>_plain.tflite``.
     """
     import tensorflow as tf
 
@@ -57,20 +61,38 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
     saved = dict((key, os.environ.get(key)) for key in ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL"))
     with tree_imports():
         try:
-            from converters.tf2 import npu, quantize, reference, sources, tflite_run
+            from converters.tf2 import npu, reference, sources, tflite_run
+            from converters.tf2 import quantize as quantize_module
         finally:  # the tree's modules set these for its own processes: leave the user's process as it was
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        options = quantize.ConversionOptions(io=io, output_io=output_io, per_tensor=per_tensor,
-                                             allow_float_ops=allow_float_ops, jobs=jobs)
+        from converters import runfolder
+
+        chosen = dict(io=io, output_io=output_io, per_tensor=per_tensor, allow_float_ops=allow_float_ops, jobs=jobs)
+        if quantize is not None:  # the commands' --quantize (converters/options.py); its default otherwise
+            chosen["quantize"] = quantize
+        options = quantize_module.ConversionOptions(**chosen)
         with sources.scratch_dir() as workdir:
             started = time.perf_counter()
             source = sources.load_source(model, workdir)
             calibration = _samples(representative_data, source.inputs, samples, "representative_data")
-            result, used = quantize.convert(source, output_path, lambda: (list(s) for s in calibration), options)
+            # written in the scratch folder first: the conversion names its side files (the plain model)
+            # after a run folder's; only the chosen file and the plain one come out, under the user's name
+            staged = os.path.join(workdir, runfolder.TFLITE)
+            result, used = quantize_module.convert(source, staged, lambda: (list(s) for s in calibration),
+                                                   options)
+            plain = os.path.join(workdir, "model_int8_plain.tflite")
+            if os.path.exists(plain):
+                plain_path = os.path.splitext(output_path)[0] + "_plain.tflite"
+                with open(plain, "rb") as handle:
+                    runfolder.write_bytes(plain_path, handle.read())
+                result["quantization"]["plain_path"] = plain_path
+            with open(staged, "rb") as handle:
+                runfolder.write_bytes(output_path, handle.read())
+            result["path"] = output_path
             figures = {}
             if probe is not None:
                 probe_samples = _samples(probe, source.inputs, None, "probe")

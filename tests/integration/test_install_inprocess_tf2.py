@@ -53,9 +53,11 @@ def train(layers, model_class, keras_module):
 def tfbridge_convert(model_path, calib, probe, out):
     """``tfbridge convert`` as its console script runs it (``python -m tfbridge``), from this clone."""
     environ = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    # --quantize plain: TFLite's min/max, the same whatever the order of the samples (the command takes a
+    # seeded permutation of its --calib source; auto's search scores on the last samples of that order)
     command = [sys.executable, "-m", "tfbridge", "convert", str(model_path), "--calib", str(calib), "--probe",
                str(probe), "--calib-samples", str(CALIB), "--probe-samples", "16", "--no-layer-debug",
-               "--out", str(out)]
+               "--quantize", "plain", "--out", str(out)]
     result = subprocess.run(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -83,7 +85,7 @@ def test_to_int8_of_a_live_tf_keras_model_equals_tfbridge_convert_of_its_h5(samp
     mine = sys.modules.get("envs")
     sys.modules["envs"] = theirs
     try:
-        report = to_int8(model, calib, tmp_path / "live_int8.tflite", probe=probe)
+        report = to_int8(model, calib, tmp_path / "live_int8.tflite", probe=probe, quantize="plain")
         assert sys.modules["envs"] is theirs, "to_int8 took the user's module named envs"
     finally:
         if mine is not None:
@@ -111,15 +113,18 @@ def test_to_int8_of_a_live_keras3_model_equals_tfbridge_convert_of_its_keras_fil
 
     dataset = tf.data.Dataset.from_tensor_slices(calib).batch(8)
     report = to_int8(model, dataset, tmp_path / "live_int8.tflite", per_tensor=True,
-                     npu_targets=["imx8mp", "ethos-u55-128"])
+                     npu_targets=["imx8mp", "ethos-u55-128"])  # the commands' default --quantize: auto
     assert report.int8.status == "not_measured" and report.raw["tflite"]["route"] == "keras3"
+    quantization = report.raw["tflite"]["quantization"]
+    assert quantization["chosen"] and (tmp_path / "live_int8_plain.tflite").exists()
+    assert sorted(os.listdir(tmp_path)) == ["live_int8.report.json", "live_int8.tflite", "live_int8_plain.tflite"]
     assert report.raw["tflite"]["weights"]["per_channel"] == 0, "per_tensor=True left per-channel weights"
     assert [t.target for t in report.npu.targets] == ["imx8mp", "ethos-u55-128"]
     model.save(str(tmp_path / "trained.keras"))
     converted = tfbridge_convert(tmp_path / "trained.keras", calib_path, probe_path, tmp_path / "run")
     # tfbridge convert was per-channel: the per-tensor file must differ, the per-channel one must not
     assert (tmp_path / "live_int8.tflite").read_bytes() != converted.read_bytes()
-    to_int8(model, dataset, tmp_path / "live_pc.tflite")
+    to_int8(model, dataset, tmp_path / "live_pc.tflite", quantize="plain")
     assert (tmp_path / "live_pc.tflite").read_bytes() == converted.read_bytes()
 
 
