@@ -12,6 +12,10 @@ The environments are tfbridge's own (envs/), not nox's: nox's virtualenv backend
 3.7 environments, and reuse here is keyed on the lock's content hash. So every session runs with
 ``venv_backend="none"`` and steps run inside an environment through ``envs.venvs``.
 
+The sessions that run a job (convert_legacy, verify_upgrade, convert, npu, envs) call the entry point of
+the installed ``tfbridge`` command (``tfbridge/_cli.py``), so the two give the same options, messages and
+exit status.
+
 Exit status: a failing nox session exits 1 whatever went wrong, which would hide tfbridge's exit status
 (README.md, "Exit status": 1 a mismatch, 2 and above an error, one code per error class). So the
 sessions that run tfbridge leave nox with the command's own status (``sys.exit``), and an environment

@@ -81,12 +81,14 @@ def test_to_int8_of_a_live_tf_keras_model_equals_tfbridge_convert_of_its_h5(samp
 
     calib, probe, calib_path, probe_path = samples
     model = train(tf_keras.layers, tf_keras.Model, tf_keras)
+    legacy_keras = os.environ.get("TF_USE_LEGACY_KERAS")  # the tree's modules set it for their own processes
     theirs = types.ModuleType("envs")  # a user's own module named like one of tfbridge's
     mine = sys.modules.get("envs")
     sys.modules["envs"] = theirs
     try:
         report = to_int8(model, calib, tmp_path / "live_int8.tflite", probe=probe, quantize="plain")
         assert sys.modules["envs"] is theirs, "to_int8 took the user's module named envs"
+        assert os.environ.get("TF_USE_LEGACY_KERAS") == legacy_keras, "to_int8 changed the user's environment"
     finally:
         if mine is not None:
             sys.modules["envs"] = mine
