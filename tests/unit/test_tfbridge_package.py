@@ -136,3 +136,12 @@ def test_report_reads_a_run_folder(tmp_path):
     assert report.parity[0].status == "match" and report.parity[0].runtime.startswith("tensorflow 2.21")
     assert report.int8_model == str(tmp_path / "model_int8.tflite")  # the run folder's, not the staging path
     assert report.int8.sqnr_db == 40.0 and report.npu.targets[0].ops_on_npu == 8
+
+
+def test_the_rebuild_hint_names_the_command_that_was_used(monkeypatch):
+    from envs import venvs
+
+    monkeypatch.setenv("TFBRIDGE_PROG", "tfbridge convert")
+    assert venvs.rebuild_command("tf2") == "tfbridge envs --rebuild tf2"
+    monkeypatch.setenv("TFBRIDGE_PROG", "nox -s convert --")
+    assert venvs.rebuild_command("tf2") == "nox -s envs -- --rebuild tf2"
