@@ -45,7 +45,9 @@ from converters.errors import UsageError
 ENV = "tf2"
 SANDBOX_FILE = "sandbox.json"  # how the steps' network was cut off (StepRunner.sandbox), for the report
 RESULT_FILES = ("manifest.json", "probe.npz", "reference_tf2.npz", "model_int8.tflite", "model_float.tflite",
-                "tflite.json", "npu.json", "layers.json", "eval.json", "report.json", "report.md", "report.html", SANDBOX_FILE)
+                "tflite.json", "npu.json", "layers.json", "eval.json", "report.json", "report.md", "report.html", SANDBOX_FILE,
+                # issue 22: the plain converter's file, the equalized float model and its parity cell
+                "model_int8_plain.tflite", "model_float_cle.tflite", "parity_tflite-float-cle.json")
 FAILURE_DIR = "last_failure"
 
 

@@ -181,6 +181,7 @@ OWNED_NAMES = frozenset((
     MANIFEST, MODEL_H5, MODEL_PB, PROBE, TFLITE, "model_float.tflite", "tflite.json", "npu.json", "layers.json",
     "report.json", "report.md", "report.html", "verify.json", "steps.json", "sandbox.json", "custom_objects.py",
     "eval.json", "model.keras", "migration.json",
+    "model_int8_plain.tflite", "model_float_cle.tflite",  # issue 22 (--quantize)
     "logs", "last_failure", RUN_MARKER))
 VELA_PREFIX = "model_int8_vela_"  # model_int8_vela_<target>.tflite: the int8 model compiled by Vela (--npu-target)
 OWNED_PREFIXES = ("reference_", "parity_", "activations_", "eval_", ".stage-", VELA_PREFIX)

@@ -174,6 +174,90 @@ def layer_plot(layers, flag_above=0.7, top=40):
     return uri
 
 
+def quantization_plot(section, top=40):
+    """Issue 22: the per-layer int8 error of the plain model and of the chosen one (accumulated error at
+    each layer's output, RMSE / scale in LSB, on validation samples), side by side; data URI or None."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = (section or {}).get("chosen")
+    rows = [row for row in (section or {}).get("layers") or [] if row.get("plain") is not None]
+    if not rows or not chosen or chosen == "plain":
+        return None
+    rows = rows[-top:] if len(rows) > top else rows
+    figure, axis = plt.subplots(figsize=(9.5, max(2.6, 0.32 * len(rows) + 1.0)))
+    positions = list(range(len(rows)))
+    axis.barh([p - 0.2 for p in positions], [r["plain"] for r in rows], height=0.38, color="#d98b5f",
+              label="plain (TFLite min/max)")
+    axis.barh([p + 0.2 for p in positions], [r.get(chosen) or 0.0 for r in rows], height=0.38, color="#2e9d6a",
+              label="chosen: %s" % chosen)
+    axis.set_yticks(positions)
+    axis.set_yticklabels(["%s %s" % (r.get("op", ""), _short(r["name"])) for r in rows], fontsize=7.5)
+    axis.invert_yaxis()
+    axis.set_xscale("log")
+    axis.axvline(0.2887, color="#888888", linestyle=":", linewidth=1)
+    axis.set_xlabel("accumulated error at the layer's output, RMSE / scale (LSB, log)  -  dotted: ideal rounding 0.29")
+    axis.legend(loc="lower right", fontsize=8)
+    for side in ("top", "right"):
+        axis.spines[side].set_visible(False)
+    uri = _png(figure)
+    plt.close(figure)
+    return uri
+
+
+def quantization_rows(report):
+    """The ablation table's rows: each candidate's validation figures, its --eval top-1 when given."""
+    section = (report.get("tflite") or {}).get("quantization") or {}
+    evaluated = (report.get("eval") or {}).get("candidates_top1") or {}
+    rows = []
+    for candidate in section.get("candidates") or []:
+        row = dict(candidate)
+        row["eval_top1"] = evaluated.get(candidate["name"])
+        row["chosen"] = candidate["name"] == section.get("chosen")
+        rows.append(row)
+    return rows
+
+
+def quantization_lines(report):
+    """report.md's "How the int8 model was made" (issue 22)."""
+    section = (report.get("tflite") or {}).get("quantization")
+    if not section:
+        return []
+    lines = ["", "## How the int8 model was made (--quantize)", "",
+             "Chosen: **%s**: %s." % (section.get("chosen"), section.get("why")),
+             "", "Candidates scored on %s." % (section.get("validation") or {}).get("split", "?"), ""]
+    rows = quantization_rows(report)
+    if rows:
+        lines += ["| candidate | SQNR dB | cosine | top-1 agreement | max LSB | eval top-1 % | seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            lines.append("| %s%s | %s | %s | %s | %s | %s | %s |" % (
+                row["name"], " (chosen)" if row["chosen"] else "", fmt(row.get("sqnr_db"), 2),
+                fmt(row.get("cosine"), 5), fmt(row.get("top1_agreement"), 3), fmt(row.get("max_abs_lsb"), 1),
+                fmt(row.get("eval_top1"), 2), fmt(row.get("seconds"), 2)))
+    plain = section.get("plain_probe")
+    if plain:
+        lines += ["", "On the probe (held out): plain `%s` SQNR %s dB, top-1 agreement %s; chosen SQNR %s dB, "
+                  "top-1 agreement %s." % (section.get("plain_path"), fmt(plain.get("sqnr_db"), 2),
+                                           fmt(plain.get("top1_agreement"), 3),
+                                           fmt(report["tflite"].get("sqnr_db"), 2),
+                                           fmt(report["tflite"].get("top1_agreement"), 3))]
+    cle = section.get("cle")
+    if cle:
+        lines.append("Cross-layer equalization: %s pairs (%s with ReLU6, %s ReLU6 channels kept at scale 1), "
+                     "float model after it vs before on validation: %s (max |diff| %s)%s." % (
+                         cle.get("pairs"), cle.get("relu6_pairs"), cle.get("relu6_channels_kept"),
+                         (cle.get("float_check") or {}).get("verdict"), fmt((cle.get("float_check") or {}).get("max_abs")),
+                         "; " + cle["dropped"] if cle.get("dropped") else ""))
+    moved = section.get("bias_float_moved")
+    if moved:
+        lines.append("Bias correction moved the float model it amounts to by max |diff| %s (cosine %s)." % (
+            fmt(moved.get("max_abs")), fmt(moved.get("cosine"), 6)))
+    return lines
+
+
 def size_plot(float_bytes, int8_bytes):
     import matplotlib
 
@@ -383,6 +467,7 @@ def render_markdown(report):
             lines.append("| %s | %s |" % (key, fmt(t.get(key))))
     if t.get("error"):
         lines += ["", "**Conversion error:** %s" % t["error"]]
+    lines += quantization_lines(report)
     lines += ["", "## Accuracy on held-out data (--eval)", ""] + eval_lines(report.get("eval"))
     npu = report["npu"]
     lines += ["", "## NPU readiness", ""]
@@ -504,6 +589,9 @@ def render_html(report):
         layer_plot=layer_plot(report["layers"], layers_info.get("flag_above", 0.7)),
         size_plot=size_plot(tflite.get("float_size_bytes"), tflite.get("size_bytes")),
         worst_layers=worst,
+        quantization=tflite.get("quantization"),
+        quantization_rows=quantization_rows(report),
+        quantization_plot=quantization_plot(tflite.get("quantization")),
         flag_above=layers_info.get("flag_above", 0.7),
     )
 

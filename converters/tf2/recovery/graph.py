@@ -28,7 +28,8 @@ class Op(object):
     """One operator: ``name`` (builtin name), ``inputs``/``outputs`` (tensor indices), ``activation``
     (the fused activation's name or None), ``depth_multiplier`` (depthwise only)."""
 
-    def __init__(self, index, name, inputs, outputs, activation=None, depth_multiplier=1):
+    def __init__(self, index, name, inputs, outputs, activation=None, depth_multiplier=1, window=None):
+        self.window = window  # convolutions: {padding: "SAME"|"VALID", stride: (h, w), dilation: (h, w)}
         self.index = index
         self.name = name
         self.inputs = inputs
@@ -73,8 +74,8 @@ class Graph(object):
             name = calibrate._operator_name(schema, self._model, operator.OpcodeIndex())
             inputs = [int(i) for i in operator.InputsAsNumpy()] if operator.InputsLength() else []
             outputs = [int(i) for i in operator.OutputsAsNumpy()] if operator.OutputsLength() else []
-            activation, multiplier = self._options(operator, name)
-            self.ops.append(Op(o, name, inputs, outputs, activation, multiplier))
+            activation, multiplier, window = self._options(operator, name)
+            self.ops.append(Op(o, name, inputs, outputs, activation, multiplier, window))
         self.producer = {}
         self.consumers = {}
         for op in self.ops:
@@ -88,19 +89,24 @@ class Graph(object):
         schema = self._schema
         table = operator.BuiltinOptions()
         if table is None:
-            return None, 1
+            return None, 1, None
         kinds = {"CONV_2D": schema.Conv2DOptions, "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
                  "FULLY_CONNECTED": schema.FullyConnectedOptions, "ADD": schema.AddOptions,
                  "MAX_POOL_2D": schema.Pool2DOptions, "AVERAGE_POOL_2D": schema.Pool2DOptions}
         kind = kinds.get(name)
         if kind is None:
-            return None, 1
+            return None, 1, None
         options = kind()
         options.Init(table.Bytes, table.Pos)
         activation = ACTIVATIONS.get(options.FusedActivationFunction(), "OTHER") \
             if hasattr(options, "FusedActivationFunction") else None
         multiplier = options.DepthMultiplier() if hasattr(options, "DepthMultiplier") else 1
-        return activation, max(1, int(multiplier or 1))
+        window = None
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            window = {"padding": "SAME" if options.Padding() == schema.Padding.SAME else "VALID",
+                      "stride": (int(options.StrideH()), int(options.StrideW())),
+                      "dilation": (int(options.DilationHFactor() or 1), int(options.DilationWFactor() or 1))}
+        return activation, max(1, int(multiplier or 1)), window
 
     # ------------------------------------------------------------------------------------------ values
 
@@ -159,3 +165,37 @@ class Graph(object):
     def op_signature(self):
         """The op names in order: two models with the same signature run the same ops."""
         return [op.name for op in self.ops]
+
+
+def linear_pairs(float_graph, quantized_graph):
+    """[(float op, quantized op)] of the linear ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) of a float
+    or calibrated model and of its quantization, matched by position: the quantizer keeps the ops and their
+    order (it only adds QUANTIZE / DEQUANTIZE at float I/O) but may rename tensors (biases become
+    ``arith.constant<N>``). None when the two do not have the same linear ops in the same order."""
+    first = [op for op in float_graph.ops if op.name in LINEAR_OPS]
+    second = [op for op in quantized_graph.ops if op.name in LINEAR_OPS]
+    if [op.name for op in first] != [op.name for op in second]:
+        return None
+    return list(zip(first, second))
+
+
+def unshare(content, tensors):
+    """``content`` (bytes) with each of ``tensors`` (indices into the main subgraph) given a buffer of its
+    own where it shares one (the quantizer shares equal constants: every all-zero bias of a model
+    reads one buffer). Rebuilt through TensorFlow's flatbuffer object API (the only rewrite here that
+    changes sizes); returns ``content`` unchanged when nothing is shared."""
+    graph = Graph(bytearray(content))
+    shared = [t for t in tensors if graph.shared_buffer(t)]
+    if not shared:
+        return content
+    import copy
+
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytes(content))
+    subgraph = model.subgraphs[0]
+    for t in shared:
+        tensor = subgraph.tensors[t]
+        model.buffers.append(copy.deepcopy(model.buffers[tensor.buffer]))
+        tensor.buffer = len(model.buffers) - 1
+    return flatbuffer_utils.convert_object_to_bytearray(model)

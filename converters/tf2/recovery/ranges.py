@@ -8,8 +8,8 @@ narrowed, from a seeded sample of its values on the calibration data
 (``converters.tf2.recovery.statistics``):
 
 - ``percentile``: the 0.01 and 99.99 percentiles (a range that keeps 0 when min/max did);
-- ``mse``: of the min/max range shrunk by each factor of a grid (1.0 down to 0.3, both ends together),
-  the one whose int8 quantization (round to the 255-step grid with its zero point, clip) of the sampled
+- ``mse``: of the min/max range shrunk by each factor of a grid (both ends together),
+  (geometric, 1.0 down to 0.02) the one whose int8 quantization (round to the 255-step grid with its zero point, clip) of the sampled
   values has the smallest mean squared error, clipping included.
 
 The invariant: only calibrated min/max values change; ops, tensors and the model's inputs (whose range
@@ -20,7 +20,7 @@ from these ranges as it does from the calibrator's.
 import numpy as np
 
 METHODS = ("percentile", "mse")
-SHRINK = np.linspace(1.0, 0.3, 36)
+SHRINK = np.geomspace(1.0, 0.02, 48)
 PERCENTILE = 99.99
 
 

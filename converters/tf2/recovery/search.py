@@ -27,11 +27,12 @@ import numpy as np
 
 from converters.tf2.recovery import bias as bias_correction
 from converters.tf2.recovery import equalize, ranges, statistics
-from converters.tf2.recovery.graph import LINEAR_OPS, Graph
+from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 
 REWRITES = ("cle", "bias") + ranges.METHODS
 AUTO = ("plain", "bias", "cle", "cle+bias", "cle+bias+mse")
 MARGIN_DB = 0.2
+BOOTSTRAP = 500
 MIN_VALIDATION = 8
 MAX_VALIDATION = 50
 LAYER_SAMPLES = 8
@@ -69,9 +70,15 @@ def _parts(name):
 
 
 def score(outputs, references, scales):
-    """{sqnr_db, cosine, top1_agreement, max_abs_lsb}: the worst over outputs (as the probe's verdict)."""
+    """{sqnr_db, cosine, top1_agreement, max_abs_lsb}: the worst over outputs (as the probe's verdict), and
+    ``noise``: each sample's squared error summed over outputs (for ``choose``'s paired bootstrap; not
+    written to the report)."""
     from converters.shared import metrics
 
+    noise = np.zeros(len(references[0]))
+    for output, reference in zip(outputs, references):
+        difference = output.reshape(reference.shape).astype(np.float64) - reference
+        noise += np.mean(difference.reshape(len(difference), -1) ** 2, axis=1)
     per_output = []
     for output, reference, scale in zip(outputs, references, scales):
         per_output.append(metrics.compare_quantized(reference, output.reshape(reference.shape), scale or 1.0))
@@ -79,7 +86,7 @@ def score(outputs, references, scales):
     return {"sqnr_db": round(min(o["sqnr_db"] for o in per_output), 2),
             "cosine": round(min(o["cosine"] for o in per_output), 5),
             "top1_agreement": round(min(top1), 4) if top1 else None,
-            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1)}
+            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1), "noise": noise}
 
 
 def output_scales(model_content):
@@ -97,14 +104,16 @@ def output_scales(model_content):
 def layer_errors(float_models, int8_models, samples):
     """Per linear layer, the accumulated error of each int8 model at that layer's output on ``samples``,
     against the float model it was quantized from (``float_models[label]``: equalization rescales
-    channels): RMSE over the tensor's quantization step (LSB; ideal rounding ~0.29).
-    [{name, op, <label>: lsb}]."""
+    channels): RMSE over the tensor's quantization step (LSB; ideal rounding ~0.29). Layers are matched
+    by position (``graph.linear_pairs``). [{name, op, <label>: lsb}]."""
+    from converters.tf2.recovery.graph import linear_pairs
+
     first = next(iter(float_models.values()))
     float_graph = Graph(bytearray(first))
     names = float_graph.tensor_names
-    wanted = [op.outputs[0] for op in float_graph.ops if op.name in LINEAR_OPS]
-    rows = dict((names[t], {"name": names[t].split(";")[0], "op": float_graph.producer[t].name})
-                for t in wanted)
+    linear = [op for op in float_graph.ops if op.name in LINEAR_OPS]
+    wanted = [op.outputs[0] for op in linear]
+    rows = [{"name": names[t].split(";")[0], "op": op.name} for op, t in zip(linear, wanted)]
     computed = {}
     for label, content in int8_models.items():
         float_model = float_models[label]
@@ -112,17 +121,18 @@ def layer_errors(float_models, int8_models, samples):
             computed[float_model] = statistics.run(float_model, samples, tensors=wanted)[1]
         float_values = computed[float_model]
         graph = Graph(bytearray(content))
-        index = graph.index_by_name()
-        tensors = [index[names[t]] for t in wanted if names[t] in index]
+        pairs = linear_pairs(float_graph, graph)
+        if pairs is None:
+            continue
+        tensors = [q.outputs[0] for _, q in pairs]
         _, values = statistics.run(content, samples, tensors=tensors)
-        for t in wanted:
-            q = index.get(names[t])
-            quant = graph.quantization(q) if q is not None else None
-            if q is None or quant is None:
+        for row, t, q in zip(rows, wanted, tensors):
+            quant = graph.quantization(q)
+            if quant is None:
                 continue
             difference = np.concatenate(values[q]).astype(np.float64) - np.concatenate(float_values[t])
-            rows[names[t]][label] = round(float(np.sqrt(np.mean(difference ** 2)) / quant[0][0]), 3)
-    return [rows[names[t]] for t in wanted]
+            row[label] = round(float(np.sqrt(np.mean(difference ** 2)) / quant[0][0]), 3)
+    return rows
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None):
@@ -199,7 +209,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None):
         content = base["quantized"]
         entry = {"name": name}
         if "bias" in parts:
-            corrected = bytearray(content)
+            corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
             errors = bias_correction.expected_errors(Graph(corrected), base["graph"], stats, base["factors"])
             entry["bias"] = bias_correction.correct(Graph(corrected), errors)
             entry["bias"]["layers"] = len(errors)
@@ -220,6 +230,8 @@ def search(float_model, samples, requested, calibrate, quantize, log=None):
         section.setdefault("candidates", []).append(entry)
 
     chosen, why = choose(section["candidates"])
+    for entry in section["candidates"]:
+        entry.pop("noise", None)
     content, base = built[chosen]
     section["chosen"] = chosen
     section["why"] = why
@@ -246,17 +258,45 @@ def search(float_model, samples, requested, calibrate, quantize, log=None):
     return content, base["calibrated"], plain_content, section, extras
 
 
+def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
+    """The 90 % paired-bootstrap interval of a candidate's noise reduction against plain, in dB
+    (10 log10(plain noise / candidate noise) over resampled validation samples)."""
+    rng = np.random.RandomState(seed)
+    count = len(noise)
+    picks = rng.randint(0, count, size=(resamples, count))
+    ours = np.maximum(noise[picks].sum(axis=1), 1e-30)
+    theirs = np.maximum(plain_noise[picks].sum(axis=1), 1e-30)
+    gains = 10.0 * np.log10(theirs / ours)
+    return float(np.percentile(gains, 5)), float(np.percentile(gains, 95))
+
+
 def choose(candidates):
-    """(name, why) from scored candidates (see the module docstring)."""
+    """(name, why) from scored candidates (see the module docstring). A candidate other than plain must
+    beat it by ``MARGIN_DB`` and its gain must hold on the validation samples as a whole, not on a few:
+    the 5th percentile of its paired-bootstrap gain (``gain_interval``) must be above 0 dB."""
     plain = next(c for c in candidates if c["name"] == "plain")
+    eligible = []
+    for candidate in candidates:
+        if candidate["name"] == "plain" or candidate["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
+            continue
+        low, high = gain_interval(plain["noise"], candidate["noise"]) if "noise" in candidate else (0.0, 0.0)
+        candidate["gain_db_90"] = [round(low, 2), round(high, 2)]
+        if low > 0:
+            eligible.append(candidate)
     best = max(candidates, key=lambda c: c["sqnr_db"])
-    if best["name"] == "plain" or best["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
-        return "plain", ("no candidate beat plain by %.1f dB on the validation samples (best: %s, %.2f dB vs "
-                         "%.2f dB)" % (MARGIN_DB, best["name"], best["sqnr_db"], plain["sqnr_db"]))
-    close = [c for c in candidates if c["sqnr_db"] >= best["sqnr_db"] - MARGIN_DB and c["name"] != "plain"]
+    if not eligible:
+        if best["name"] == "plain" or best["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
+            return "plain", ("no candidate beat plain by %.1f dB on the validation samples (best: %s, %.2f dB vs "
+                             "%.2f dB)" % (MARGIN_DB, best["name"], best["sqnr_db"], plain["sqnr_db"]))
+        return "plain", ("%s scored %.2f dB against plain's %.2f dB on the validation samples, but the gain does "
+                         "not hold across them (90 %% bootstrap interval %s dB): plain kept" % (
+                             best["name"], best["sqnr_db"], plain["sqnr_db"], best.get("gain_db_90")))
+    best = max(eligible, key=lambda c: c["sqnr_db"])
+    close = [c for c in eligible if c["sqnr_db"] >= best["sqnr_db"] - MARGIN_DB]
     pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["sqnr_db"]))
-    why = "%s: %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB)" % (
-        pick["name"], pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"])
+    why = "SQNR %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB, 90 %% bootstrap interval " \
+          "%+.2f to %+.2f dB)" % (pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"],
+                                  pick["gain_db_90"][0], pick["gain_db_90"][1])
     if pick["name"] != best["name"]:
         why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["sqnr_db"], MARGIN_DB)
     return pick["name"], why

@@ -1,0 +1,233 @@
+"""The accuracy-recovery rewrites (converters.tf2.recovery) keep what they promise, on real TFLite models.
+
+Runs inside tf2 with real TF 2.21. A small depthwise-separable CNN with ReLU, ReLU6, zero padding and
+global average pooling (MobileNet's pattern) is converted by TensorFlow's own converter; its float TFLite
+model is equalized and run against the original on inputs neither saw before; bias correction and range
+choice are checked on what they change. The end-to-end figures (held-out accuracy per-tensor and
+per-channel, plain against auto) are in test_quantization_recovery_crossenv.py.
+
+Tolerances: equalization is exact in real arithmetic; in float32 each rescaled product is rounded once
+more, so outputs agree within 1e-5 relative to the output's scale (measured ~1e-7) - far inside the
+parity tolerances (atol 1e-4, rtol 1e-3) that the float-check cell applies.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf2
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+SHAPE = (12, 12, 3)
+
+
+@pytest.fixture(scope="module")
+def tf_bits():
+    import tensorflow as tf
+    import tf_keras
+
+    return tf, tf_keras
+
+
+def _model(tf_keras, relu6_clip=False):
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input(SHAPE)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.ReLU(6.0)(x)  # ReLU6: the equalization must not move its clip
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.ReLU()(x)
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    x = layers.DepthwiseConv2D(3, strides=2)(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(16, 1, activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(5)(x)
+    model = tf_keras.Model(inputs, outputs)
+    rng = np.random.RandomState(3)
+    depthwise = [layer for layer in model.layers if isinstance(layer, layers.DepthwiseConv2D)]
+    for layer in model.layers:  # channels of very different ranges, as trained MobileNets have them
+        weights = layer.get_weights()
+        if weights and weights[0].ndim == 4:
+            axis = 2 if layer in depthwise else 3
+            shape = [1, 1, 1, 1]
+            shape[axis] = -1
+            spread = np.exp(rng.uniform(-2.5, 2.5, weights[0].shape[axis])).reshape(shape).astype(np.float32)
+            if relu6_clip and layer is depthwise[0]:  # half its channels grow past ReLU6's clip
+                spread = spread * np.where(np.arange(spread.size) % 2 == 0, 20.0, 1.0).reshape(shape)
+            layer.set_weights([weights[0] * spread] + [w * spread.reshape(-1) for w in weights[1:]])
+    return model
+
+
+def _float_tflite(tf, model):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return converter.convert()
+
+
+def _inputs(count, seed):
+    return [[np.random.RandomState(seed + k).uniform(0, 1, (1,) + SHAPE).astype(np.float32)] for k in range(count)]
+
+
+@pytest.fixture(scope="module")
+def converted(tf_bits):
+    from converters.tf2.recovery import statistics
+    from converters.tf2.recovery.graph import Graph
+
+    tf, tf_keras = tf_bits
+    content = _float_tflite(tf, _model(tf_keras))
+    graph = Graph(bytearray(content))
+    calibration = _inputs(24, 0)
+    raw = statistics.collect(content, calibration, list(graph.inputs) + graph.activation_tensors())
+    stats = dict((graph.tensor_names[t], s) for t, s in raw.items())
+    return content, graph, stats
+
+
+def test_equalization_keeps_the_float_function_on_new_inputs(converted):
+    from converters.tf2.recovery import equalize, statistics
+    from converters.tf2.recovery.graph import Graph
+
+    content, graph, stats = converted
+    pairs, totals, details = equalize.plan(graph, stats)
+    equalize.portable(pairs, graph)
+    assert details["pairs"] == 5  # conv->dw, dw->(ReLU6)->pw, pw->(PAD)->dw, dw->pw, pw->(MEAN)->dense
+    assert details["max_scale"] / details["min_scale"] > 4  # it did rescale
+    equalized = bytearray(content)
+    equalize.apply(Graph(equalized), pairs, totals)
+    fresh = _inputs(16, 1000)
+    before = statistics.run(content, fresh)[0][0]
+    after = statistics.run(bytes(equalized), fresh)[0][0]
+    assert np.max(np.abs(after - before)) <= 1e-5 * np.max(np.abs(before))
+
+
+def test_equalization_balances_the_weight_ranges_of_each_pair(converted):
+    from converters.tf2.recovery import equalize
+    from converters.tf2.recovery.graph import Graph
+
+    content, graph, stats = converted
+    pairs, totals, _ = equalize.plan(graph, stats)
+    equalize.portable(pairs, graph)
+    equalized = Graph(bytearray(content))
+    equalize.apply(equalized, pairs, totals)
+    index = equalized.index_by_name()
+    relu6_free = [p for p in pairs if not p["relu6"]]
+    assert relu6_free
+    for pair in relu6_free:
+        first, second = pair["first"], pair["second"]
+        r1 = equalize._out_range(equalized.values(index[pair["weight_names"][0]]), first.name)
+        r2 = equalize._in_range(equalized.values(index[pair["weight_names"][1]]), second.name,
+                                second.depth_multiplier, pair["channels"])
+        # a weight shared by two pairs settles between them: balanced within a few percent, not exactly
+        ratio = r1 / r2
+        assert np.all(np.abs(np.log(ratio[(r1 > 0) & (r2 > 0)])) < 0.35), (first.name, second.name, ratio)
+
+
+def test_relu6_channels_that_clip_keep_their_scale(tf_bits):
+    from converters.tf2.recovery import equalize, statistics
+    from converters.tf2.recovery.graph import Graph
+
+    tf, tf_keras = tf_bits
+    content = _float_tflite(tf, _model(tf_keras, relu6_clip=True))
+    graph = Graph(bytearray(content))
+    raw = statistics.collect(content, _inputs(24, 0), graph.activation_tensors())
+    stats = dict((graph.tensor_names[t], s) for t, s in raw.items())
+    pairs, totals, details = equalize.plan(graph, stats)
+    relu6 = [(pair, total) for pair, total in zip(pairs, totals) if pair["relu6"]]
+    assert len(relu6) == 1
+    pair, total = relu6[0]
+    top = stats[graph.tensor_names[pair["relu6"][0]]].max
+    clipped = top >= 6.0 * (1 - 1e-5)
+    assert clipped.any(), "the test model must have ReLU6 channels that clip"
+    assert np.all(total[clipped] == 1.0)
+    assert np.all(top[~clipped] / total[~clipped] < 6.0)  # unclipped channels stay below the clip
+    assert details["relu6_channels_kept"] == int(clipped.sum())
+    equalize.portable(pairs, graph)
+    equalized = bytearray(content)
+    equalize.apply(Graph(equalized), pairs, totals)
+    calibration = _inputs(24, 0)  # on the data the rule was derived from, the function is unchanged
+    before = statistics.run(content, calibration)[0][0]
+    after = statistics.run(bytes(equalized), calibration)[0][0]
+    assert np.max(np.abs(after - before)) <= 1e-5 * np.max(np.abs(before))
+
+
+def test_bias_correction_removes_the_mean_error_of_int8_weights(tf_bits, converted):
+    from converters.tf2.recovery import bias, statistics
+    from converters.tf2.recovery.graph import Graph, unshare
+
+    tf, _ = tf_bits
+    content, graph, stats = converted
+    calibration = _inputs(24, 0)
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.python.optimize import calibrator
+
+    calibrated = calibrator.Calibrator(calibrator.add_intermediate_tensors(content)).calibrate(
+        lambda: iter(calibration))
+    quantized = lite._mlir_quantize(calibrated, True, input_data_type=tf.float32, output_data_type=tf.float32)
+    # the quantizer shares one buffer between equal constants (these all-zero biases): each gets its own
+    own = unshare(quantized, bias.bias_tensors(Graph(bytearray(quantized))))
+    assert Graph(bytearray(own)).op_signature() == Graph(bytearray(quantized)).op_signature()
+    assert np.array_equal(statistics.run(own, calibration[:4])[0][0], statistics.run(quantized, calibration[:4])[0][0])
+    corrected = bytearray(own)
+    errors = bias.expected_errors(Graph(corrected), Graph(bytearray(calibrated)), stats)
+    assert len(errors) == 5  # every conv and depthwise (this float-I/O file keeps the dense bias in float)
+    changed = bias.correct(Graph(corrected), errors)
+    assert changed["biases"] >= 1
+    # only int32 bias values changed: the same ops, tensors and sizes
+    assert len(corrected) == len(own)
+    assert Graph(corrected).op_signature() == Graph(bytearray(quantized)).op_signature()
+    fresh = _inputs(32, 5000)
+    reference = statistics.run(content, fresh)[0][0]
+    plain = statistics.run(quantized, fresh)[0][0]
+    fixed = statistics.run(bytes(corrected), fresh)[0][0]
+    # the mean output error per class, on inputs not used to measure it
+    assert np.abs((fixed - reference).mean(axis=0)).max() < np.abs((plain - reference).mean(axis=0)).max()
+
+
+def test_range_choice_takes_the_least_int8_error_and_percentiles_cut_the_tail():
+    from converters.tf2.recovery import ranges
+
+    rng = np.random.RandomState(0)
+    values = np.abs(rng.standard_t(2, 20000))  # a heavy tail, as post-ReLU activations have
+    top = float(values.max())
+    low, high = ranges.choose(values, 0.0, top, "mse")
+    chosen = ranges._quant_mse(values, low, high)
+    # the argmin over the grid: no shrink factor quantizes the samples with less error (min/max included)
+    assert all(chosen <= ranges._quant_mse(values, 0.0, top * f) + 1e-12 for f in ranges.SHRINK)
+    low, high = ranges.choose(values, 0.0, top, "percentile")
+    assert low == 0.0 and high == pytest.approx(np.percentile(values, ranges.PERCENTILE)) and high < top
+    signed = rng.normal(0, 1, 20000)
+    low, high = ranges.choose(signed, float(signed.min()), float(signed.max()), "percentile")
+    assert signed.min() < low < 0 < high < signed.max()
+
+
+def test_the_search_scores_and_chooses_by_the_margin():
+    from converters.tf2.recovery import search
+
+    assert search.parse("auto") == search.AUTO
+    assert search.parse("plain") == ("plain",)
+    assert search.parse("bias+cle") == ("plain", "cle+bias")
+    with pytest.raises(ValueError):
+        search.parse("cle+mse+percentile")
+    assert search.validation_count(200) == 40 and search.validation_count(10) == 0
+    assert search.validation_count(1000) == search.MAX_VALIDATION
+    rng = np.random.RandomState(0)
+    base = rng.uniform(1.0, 2.0, 40)
+
+    def entry(name, sqnr, noise):
+        return {"name": name, "sqnr_db": sqnr, "noise": noise}
+
+    close = [entry("plain", 30.0, base), entry("bias", 30.1, base * 0.98)]
+    assert search.choose(close)[0] == "plain"  # within the margin: the plain converter's file
+    better = [entry("plain", 10.0, base), entry("cle", 20.0, base / 10), entry("cle+bias", 20.1, base / 10.2),
+              entry("cle+bias+mse", 19.0, base / 8)]
+    name, why = search.choose(better)
+    assert name == "cle" and "+10.00 dB" in why  # the simplest within the margin of the best
+    # a gain that comes from one sample out of 40 does not hold across the validation split: plain stays
+    lucky = base.copy()
+    lucky[0] = 1000.0  # plain's noise is one outlier; the candidate is a little worse everywhere else
+    one_sample = [entry("plain", 10.0, lucky), entry("bias", 12.0, base * 1.3)]
+    one_sample[1]["noise"][0] = 1.0
+    name, why = search.choose(one_sample)
+    assert name == "plain" and "does not hold" in why, why
