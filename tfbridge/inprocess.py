@@ -84,7 +84,7 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
             staged = os.path.join(workdir, runfolder.TFLITE)
             result, used = quantize_module.convert(source, staged, lambda: (list(s) for s in calibration),
                                                    options)
-            plain = os.path.join(workdir, "model_int8_plain.tflite")
+            plain = os.path.join(workdir, quantize_module.PLAIN_TFLITE)
             if os.path.exists(plain):
                 plain_path = os.path.splitext(output_path)[0] + "_plain.tflite"
                 with open(plain, "rb") as handle:
