@@ -7,7 +7,6 @@ status") are the ones of the nox sessions, which call ``run_command`` too. Stand
 """
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -31,19 +30,12 @@ INTERRUPTED = 130
 
 def run_command(command, args, cwd=None, env=None, extra_env=None, stdout=None):
     """Run subcommand ``command`` with ``args``; return its exit status. ``env``: the base environment
-    (default ``os.environ``); ``extra_env``: set on top (the Python API's result and error files).
-    A SIGINT/SIGTERM is passed to the child, which cleans up (atomic writes) and exits 130."""
+    (default ``os.environ``); ``extra_env``: set on top (the nox sessions' prog name). On SIGINT the child
+    cleans up (atomic writes) and exits 130 (``_layout.wait``)."""
     environ = _layout.host_environ(command, base=env)
     environ.update(extra_env or {})
     process = subprocess.Popen(_layout.command_argv(command, args), env=environ, cwd=cwd, stdout=stdout)
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:  # the child got the terminal's SIGINT too; wait for it to clean up
-            try:
-                process.send_signal(signal.SIGINT)
-            except OSError:
-                pass
+    return _layout.wait(process)[0]
 
 
 def main(argv=None):

@@ -22,6 +22,7 @@ Standard library only, Python 3.7 compatible; never imports TensorFlow or the tr
 """
 
 import os
+import signal
 import sys
 import sysconfig
 
@@ -97,3 +98,43 @@ def command_argv(command, args):
     """The argv that runs subcommand ``command``'s entry point with ``args`` (KeyError when unknown):
     ``python -m MODULE ARGS``, except that the current folder is not put on sys.path (``LAUNCHER``)."""
     return [sys.executable, "-c", LAUNCHER % COMMANDS[command]] + [str(arg) for arg in args]
+
+
+def _terminal_signalled_us():
+    """True when this process is in the terminal's foreground process group: a Ctrl-C reached its
+    children too."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def wait(process):
+    """``(exit status, stdout)`` of ``process`` (``communicate``), seeing a signal through: a terminal's
+    Ctrl-C reached the child too, which cleans up (atomic writes) and exits 130; a SIGINT sent to this
+    process alone, or a second Ctrl-C, is passed on to it, and so is SIGTERM (the child turns it into the
+    same clean stop)."""
+
+    def forward(signum, frame):
+        try:
+            process.send_signal(signum)
+        except OSError:
+            pass
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: signals are the main thread's to handle
+        previous = None
+    interrupts = 0
+    try:
+        while True:
+            try:
+                output, _ = process.communicate()
+                return process.returncode, output
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts > 1 or not _terminal_signalled_us():
+                    forward(signal.SIGINT, None)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

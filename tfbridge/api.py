@@ -54,14 +54,10 @@ def _run(command, argv, quiet=False, capture=False):
         process = subprocess.Popen(_layout.command_argv(command, argv), env=environ,
                                    stdout=subprocess.PIPE if capture else quiet_stream, stderr=quiet_stream,
                                    universal_newlines=True)
-        try:
-            output, _ = process.communicate()
-        except KeyboardInterrupt:
-            process.wait()  # the child got the SIGINT too: it cleans up (atomic writes) and exits 130
-            raise
-        if process.returncode not in (0, 1):
-            raise errors.from_dict(_read(error_file), process.returncode)
-        return process.returncode, _read(result_file), output
+        code, output = _layout.wait(process)  # a SIGINT: the child cleans up, exits 130: Interrupted
+        if code not in (0, 1):
+            raise errors.from_dict(_read(error_file), code)
+        return code, _read(result_file), output
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -145,3 +145,25 @@ def test_the_rebuild_hint_names_the_command_that_was_used(monkeypatch):
     assert venvs.rebuild_command("tf2") == "tfbridge envs --rebuild tf2"
     monkeypatch.setenv("TFBRIDGE_PROG", "nox -s convert --")
     assert venvs.rebuild_command("tf2") == "nox -s envs -- --rebuild tf2"
+
+
+LAUNCHER_SCRIPT = """
+import subprocess, sys
+sys.path.insert(0, %r)
+from tfbridge import _layout
+child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; "
+                          "signal.signal(signal.SIGTERM, lambda s, f: sys.exit(130)); "
+                          "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+child.stdout.readline()
+print('waiting', flush=True)
+code, _ = _layout.wait(child)
+sys.exit(code)
+""" % REPO_ROOT
+
+
+def test_a_sigterm_to_the_command_reaches_its_child_which_stops_cleanly():
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_SCRIPT], stdout=subprocess.PIPE,
+                                universal_newlines=True)
+    assert launcher.stdout.readline().strip() == "waiting"
+    launcher.terminate()
+    assert launcher.wait(timeout=30) == 130  # the child's status: it got the SIGTERM, the launcher waited
