@@ -9,7 +9,8 @@ MLIR converter, full int8 with int8 I/O by default, calibration on every core, o
 refused, the written file checked against the request, NPU readiness); a Keras 3 model goes the route
 its ``.keras`` file takes in ``tfbridge convert`` (exported to a SavedModel), a tf_keras model the
 route of its ``.h5``. With ``probe=`` the int8 model is measured against the live model's float
-outputs on those held-out samples, with the commands' verdict (``converters.tf2.tflite_run``).
+outputs on those held-out samples, with the commands' verdict (``converters.tf2.tflite_run``); the tests
+cover single-input models (a model of several inputs converts the same way; its probe check is untested).
 
 Supported: Python >= 3.10 and TensorFlow 2.x with its LiteRT or ``tf.lite`` interpreter; tested with
 TensorFlow 2.21 (tensorflow-cpu 2.21.0, tf-keras 2.21.0, Keras 3.15: the ``tf2`` environment,
@@ -62,6 +63,7 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
     with tree_imports():
         try:
             from converters.tf2 import npu, reference, sources, tflite_run
+            from converters.tf2 import npu_targets as npu_targets_module
             from converters.tf2 import quantize as quantize_module
         finally:  # the tree's modules set these for its own processes: leave the user's process as it was
             for key, value in saved.items():
@@ -79,6 +81,13 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
             started = time.perf_counter()
             source = sources.load_source(model, workdir)
             calibration = _samples(representative_data, source.inputs, samples, "representative_data")
+            # everything that can be refused is checked before the file is written
+            probe_samples = _samples(probe, source.inputs, None, "probe") if probe is not None else None
+            targets = list(npu_targets or [])
+            unknown = [name for name in targets if npu_targets_module.canonical(name) is None]
+            if unknown:
+                raise errors.UsageError("unknown NPU target(s) %s." % ", ".join(map(repr, unknown)), step="options",
+                                        hint="Known targets: %s." % ", ".join(npu_targets_module.TARGETS))
             # written in the scratch folder first: the conversion names its side files (the plain model)
             # after a run folder's; only the chosen file and the plain one come out, under the user's name
             staged = os.path.join(workdir, runfolder.TFLITE)
@@ -94,8 +103,7 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
                 runfolder.write_bytes(output_path, handle.read())
             result["path"] = output_path
             figures = {}
-            if probe is not None:
-                probe_samples = _samples(probe, source.inputs, None, "probe")
+            if probe_samples is not None:
                 probe_inputs = [_stack([s[k] for s in probe_samples]) for k in range(len(source.inputs))]
                 references = reference.float_reference(used, probe_inputs[0] if len(probe_inputs) == 1
                                                        else probe_inputs)
@@ -103,7 +111,7 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
                                               [references[o["name"]] for o in used.outputs],
                                               input_names=[spec["name"] for spec in used.inputs])
             readiness = result.pop("npu")
-            readiness["targets"] = npu.assess_targets(output_path, list(npu_targets or []))
+            readiness["targets"] = npu.assess_targets(output_path, targets)
             seconds = round(time.perf_counter() - started, 2)
     return _write_report(output_path, result, figures, readiness, calibration, seconds, tf.__version__)
 

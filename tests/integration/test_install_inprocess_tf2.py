@@ -130,7 +130,7 @@ def test_to_int8_of_a_live_keras3_model_equals_tfbridge_convert_of_its_keras_fil
     assert (tmp_path / "live_pc.tflite").read_bytes() == converted.read_bytes()
 
 
-def test_data_that_does_not_fit_is_a_calibration_error_and_no_file(tmp_path):
+def test_bad_data_or_target_is_refused_before_any_file_is_written(tmp_path):
     import tf_keras
 
     from tfbridge import errors
@@ -142,6 +142,11 @@ def test_data_that_does_not_fit_is_a_calibration_error_and_no_file(tmp_path):
         to_int8(model, np.zeros((4, 10, 10, 3), np.float32), tmp_path / "m.tflite")
     with pytest.raises(errors.CalibrationDataError, match="no sample"):
         to_int8(model, (x for x in []), tmp_path / "m.tflite")
+    good = np.zeros((4,) + SHAPE, np.float32)
+    with pytest.raises(errors.CalibrationDataError, match="probe: a sample of shape"):
+        to_int8(model, good, tmp_path / "m.tflite", probe=np.zeros((4, 3), np.float32))
+    with pytest.raises(errors.UsageError, match="unknown NPU target"):
+        to_int8(model, good, tmp_path / "m.tflite", npu_targets=["imx9000"])
     assert not os.listdir(tmp_path)
 
 
