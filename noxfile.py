@@ -12,6 +12,10 @@ The environments are tfbridge's own (envs/), not nox's: nox's virtualenv backend
 3.7 environments, and reuse here is keyed on the lock's content hash. So every session runs with
 ``venv_backend="none"`` and steps run inside an environment through ``envs.venvs``.
 
+The sessions that run a job (convert_legacy, verify_upgrade, convert, npu, envs) call the entry point of
+the installed ``tfbridge`` command (``tfbridge/_cli.py``), so the two give the same options, messages and
+exit status.
+
 Exit status: a failing nox session exits 1 whatever went wrong, which would hide tfbridge's exit status
 (README.md, "Exit status": 1 a mismatch, 2 and above an error, one code per error class). So the
 sessions that run tfbridge leave nox with the command's own status (``sys.exit``), and an environment
@@ -28,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from envs import registry, venvs  # noqa: E402
 from envs.errors import EnvError  # noqa: E402
+from tfbridge import _cli  # noqa: E402
 
 nox.options.sessions = ["tests"]
 nox.options.error_on_external_run = False
@@ -41,12 +46,13 @@ def _fail(session, error):
     sys.exit(getattr(error, "exit_code", 3))
 
 
-def _run_host_module(session, module, args):
-    """Run a host-side tfbridge module (standard library only) with nox's own interpreter; leave nox
-    with the module's exit status (0 pass, 1 mismatch, >= 2 the error's class: see README.md)."""
-    environ = dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
-    session.log("python -m %s %s" % (module, " ".join(args)))
-    code = subprocess.call([sys.executable, "-m", module] + list(args), env=environ)
+def _run(session, command, cwd=None):
+    """Run tfbridge's subcommand ``command`` (the same entry point as the installed ``tfbridge`` command,
+    tfbridge/_cli.py) with the session's arguments; leave nox with its exit status (0 pass, 1 mismatch,
+    >= 2 the error's class: see README.md)."""
+    session.log("tfbridge %s %s" % (command, " ".join(session.posargs)))
+    code = _cli.run_command(command, session.posargs, cwd=cwd,
+                            extra_env={"TFBRIDGE_PROG": "nox -s %s --" % command.replace("-", "_")})
     if code != 0:
         sys.exit(code)
 
@@ -54,20 +60,7 @@ def _run_host_module(session, module, args):
 @nox.session(venv_backend="none")
 def envs(session):
     """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one)."""
-    from envs import report
-
-    args = list(session.posargs)
-    if args:
-        if args[0] != "--rebuild" or len(args) < 2:
-            session.error("usage: nox -s envs [-- --rebuild NAME [NAME ...]]; known: %s"
-                          % ", ".join(registry.ENVIRONMENTS))
-        try:
-            report.rebuild(args[1:], log=session.log)
-        except KeyError as error:
-            session.error(str(error))
-        except EnvError as error:
-            _fail(session, error)
-    session.log("\n" + report.environments_table())
+    _run(session, "envs")
 
 
 @nox.session(venv_backend="none")
@@ -101,35 +94,26 @@ def tests(session):
 @nox.session(venv_backend="none")
 def verify_upgrade(session):
     """Re-save a legacy model in its TF version and check its outputs in every newer environment."""
-    _run_host_module(session, "converters.verify", session.posargs)
+    _run(session, "verify-upgrade")
 
 
 @nox.session(venv_backend="none")
 def convert_legacy(session):
     """Legacy Keras model -> fully int8 TFLite with parity checks; with no MODEL, the embedded demo."""
-    _run_host_module(session, "converters.pipeline", session.posargs)
+    _run(session, "convert-legacy")
 
 
 @nox.session(venv_backend="none")
 def convert(session):
     """A TF 2.x model (.h5, SavedModel folder, .keras) straight to fully int8 TFLite."""
-    _run_host_module(session, "converters.convert", session.posargs)
+    _run(session, "convert")
 
 
 @nox.session(venv_backend="none")
 def npu(session):
     """Check an existing .tflite for NPUs: -- FILE.tflite [--target NAME ...] [--json] [--strict] [--out-dir DIR]."""
-    try:
-        python = venvs.ensure("tf2", log=session.log)
-        environ = venvs.run_environ("tf2")
-    except EnvError as error:
-        _fail(session, error)
-    environ = dict(environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
     # FILE is relative to where nox was started (nox itself runs from the noxfile's folder)
-    cwd = getattr(session, "invoked_from", None) or os.getcwd()
-    code = subprocess.call([python, "-m", "converters.tf2.npu"] + list(session.posargs), env=environ, cwd=cwd)
-    if code != 0:
-        sys.exit(code)
+    _run(session, "npu", cwd=getattr(session, "invoked_from", None) or os.getcwd())
 
 
 @nox.session(venv_backend="none")
@@ -154,4 +138,7 @@ def docker_build(session):
 @nox.session(venv_backend="none", tags=["bench"])
 def bench(session):
     """Benchmarks against the by-hand recipes (long: ~1.5 h); writes BENCHMARKS.md and BENCHMARKS.json. Not part of tests."""
-    _run_host_module(session, "bench.run", session.posargs)
+    environ = dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
+    code = subprocess.call([sys.executable, "-m", "bench.run"] + list(session.posargs), env=environ)
+    if code != 0:
+        sys.exit(code)

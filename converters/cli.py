@@ -88,6 +88,17 @@ def read_step_error(path, default_step=None):
     return error
 
 
+def write_result(run_dir, verdict, failing=()):
+    """For tfbridge's Python API (``tfbridge/api.py``): where a finished command's run folder is and its
+    verdict ("pass" / "fail"), as JSON in ``$TFBRIDGE_RESULT_FILE`` when that is set (nothing otherwise)."""
+    path = os.environ.get("TFBRIDGE_RESULT_FILE")
+    if not path:
+        return
+    with open(path + ".tmp", "w") as handle:
+        json.dump({"run_dir": os.path.abspath(run_dir), "verdict": verdict, "failing": list(failing)}, handle)
+    os.replace(path + ".tmp", path)
+
+
 def _report(error, debug):
     if debug:
         traceback.print_exc()

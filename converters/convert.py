@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 
-from converters import errors, options, preflight, runfolder, steps
+from converters import cli, errors, options, preflight, runfolder, steps
 from converters.errors import UsageError
 
 ENV = "tf2"
@@ -291,7 +291,7 @@ def cle_cell_failed(report):
 
 
 def run(argv):
-    args = options.parse(options.CONVERT, argv, prog="nox -s convert --")
+    args = options.parse(options.CONVERT, argv)
     if args.backend:
         os.environ["TFBRIDGE_BACKEND"] = args.backend
     report_path = convert_model(args.model, args, out=args.out)
@@ -307,7 +307,10 @@ def run(argv):
     line = quantization_summary(report)
     if line:
         sys.stdout.write("  %s\n" % line)
-    return 1 if cle_cell_failed(report) else 0
+    failed = cle_cell_failed(report)
+    cli.write_result(os.path.dirname(report_path), "fail" if failed else "pass",
+                     ["tflite-float-cle"] if failed else [])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -356,7 +356,11 @@ def parser_for(command, prog=None):
     """The argparse parser of a user command, built from the declaration."""
     if command not in COMMANDS:
         raise KeyError(command)
-    parser = _Parser(prog=prog or "nox -s %s --" % command, description=DESCRIPTIONS[command])
+    # TFBRIDGE_PROG: set by the ``tfbridge`` command (tfbridge/_layout.py), so that messages name it
+    import os
+
+    prog = prog or os.environ.get("TFBRIDGE_PROG") or "nox -s %s --" % command
+    parser = _Parser(prog=prog, description=DESCRIPTIONS[command])
     for option in for_command(command):
         if option.positional and option.name == "model" and command != CONVERT_LEGACY:
             Option(option.name, option.help, positional=True, required=True, metavar="MODEL").add_to(parser)

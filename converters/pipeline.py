@@ -380,6 +380,7 @@ def run(argv):
     report, verify_report, status, failing = convert_legacy(args, log)
     out = os.path.abspath(args.out or verify.default_out(args.model))
     print(summary(out, report, verify_report, failing))
+    cli.write_result(out, "fail" if status else "pass", failing)
     return status
 
 

@@ -764,6 +764,7 @@ def run(argv):
     report = verify(Options(**vars(args)))
     print(format_table(matrix_rows(report)))
     print("\nverdict: %s; report: %s" % (report["verdict"], os.path.join(report["run"], "report.md")))
+    cli.write_result(report["run"], report["verdict"], report.get("failing") or ())
     return 1 if report["verdict"] == "fail" else 0
 
 

@@ -105,7 +105,10 @@ def describe_problems(reasons, limit=3):
 
 
 def rebuild_command(name):
-    """The command a user runs to rebuild environment ``name`` by hand."""
+    """The command a user runs to rebuild environment ``name`` by hand: the installed ``tfbridge``'s when
+    that command started this process (``TFBRIDGE_PROG``, tfbridge/_layout.py), else the nox session."""
+    if os.environ.get("TFBRIDGE_PROG", "").startswith("tfbridge "):
+        return "tfbridge envs --rebuild %s" % name
     return "nox -s envs -- --rebuild %s" % name
 
 

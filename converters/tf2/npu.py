@@ -377,7 +377,7 @@ def run(argv):
             _usage_error(message)
 
     parser = Parser(
-        prog="nox -s npu --",
+        prog=os.environ.get("TFBRIDGE_PROG") or "nox -s npu --",
         description="Is every op and tensor of this .tflite int8, and which of its ops run on each NPU target "
                     "(Arm Vela for Ethos-U, the VX delegate's rules for the i.MX 8M Plus)? Runs in tf2.")
     parser.add_argument("model", help="a .tflite file")

@@ -10,7 +10,7 @@ Sources (``load_source`` picks one), each with its *route* (recorded in tflite.j
 source               route / entry point       how
 ==================== ========================= ==================================================
 in-memory Keras      ``keras``                 concrete function with batch 1 -> from_concrete_functions
-                     ``from_keras_model``
+                     ``from_keras_model``      (a Keras 3 object: ``from_keras3_model``, as a ``.keras``)
 ``.h5``              ``keras_h5`` ``from_h5``  tf_keras.models.load_model (legacy Keras 2), then as above
 ``.keras``           ``keras3``                keras.saving.load_model (Keras 3, ``safe_mode`` unless
                      ``from_keras3``           trusted), export() to a SavedModel, then as a SavedModel
@@ -229,13 +229,39 @@ def from_keras3(path, workdir, trust_model=False):
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError("Keras %s could not load %s (%s)." % (keras.__version__, path,
                              str(exc).splitlines()[0][:300]), step="load") from exc
+    return from_keras3_model(model, workdir, path)
+
+
+def from_keras3_model(model, workdir, path=None):
+    """A ``Source`` (route ``keras3``) from a Keras 3 model object (loaded from a ``.keras`` file, or
+    live in the user's process: ``tfbridge.inprocess``), exported to a SavedModel in ``workdir``."""
     # Keras 3 models are not tf.keras models: the converter reads them through an exported SavedModel.
     exported = os.path.join(workdir, "keras3_saved_model")
-    model.export(exported, format="tf_saved_model", verbose=False)
+    model.export(exported, format="tf_saved_model", verbose=False, input_signature=_keras3_signature(model))
     source = from_saved_model(exported, kind="keras3")
     source.path = path
     source.keras_model = model
     return source
+
+
+def _keras3_signature(model):
+    """A single-input functional model's input, named after its InputLayer (as the model loaded from its
+    ``.keras`` file names it; a live model's input tensor is named "keras_tensor"), so that the live
+    model and its file convert to the same bytes. None (Keras's own signature) for any other model."""
+    inputs = list(getattr(model, "inputs", None) or [])
+    history = getattr(inputs[0], "_keras_history", None) if len(inputs) == 1 else None
+    if history is None:
+        return None
+    return [tf.TensorSpec(inputs[0].shape, inputs[0].dtype, name=history.operation.name)]
+
+
+def is_keras3_model(model):
+    """True for a Keras 3 model object (package ``keras`` >= 3), False for tf_keras / tf.keras 2.x."""
+    if type(model).__module__.split(".")[0] != "keras":
+        return False
+    import keras
+
+    return int(keras.__version__.split(".")[0]) >= 3
 
 
 def from_frozen_graph(run_dir, manifest):
@@ -354,6 +380,8 @@ def load_source(source, workdir, trust_model=False):
     without ``trust_model``, ``ModelLoadError`` when the source does not load.
     """
     if hasattr(source, "inputs") and hasattr(source, "layers"):
+        if is_keras3_model(source):  # the same route as its .keras file: exported to a SavedModel
+            return from_keras3_model(source, workdir)
         return from_keras_model(source, "keras", None)
     path = str(source)
     if not os.path.exists(path):

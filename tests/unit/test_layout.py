@@ -49,6 +49,9 @@ def module_name(path):
 def host_files():
     files = sorted(glob.glob(os.path.join(REPO_ROOT, "envs", "**", "*.py"), recursive=True))
     files += sorted(glob.glob(os.path.join(REPO_ROOT, "converters", "*.py")))
+    # the installed command and the host API (tfbridge.inprocess runs in the user's TF process: left out)
+    files += sorted(path for path in glob.glob(os.path.join(REPO_ROOT, "tfbridge", "*.py"))
+                    if os.path.basename(path) != "inprocess.py")
     return files
 
 
