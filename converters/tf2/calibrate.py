@@ -838,9 +838,19 @@ class ShardedCalibration(object):
             return self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
                                              debug_options)
 
-        chosen, calibrated, plain, section, extras = search.search(
-            bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
-            log=lambda message: sys.stderr.write(message + "\n"))
+        try:
+            chosen, calibrated, plain, section, extras = search.search(
+                bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
+                log=lambda message: sys.stderr.write(message + "\n"))
+        except Exception as exc:  # noqa: BLE001 - a model the rewrites do not expect: never worse than plain
+            if os.environ.get("TFBRIDGE_DEBUG"):
+                raise
+            self.quantization = {"requested": list(self.recovery), "chosen": "plain",
+                                 "why": "the search failed on this model (%s: %s); TFLite's plain calibration "
+                                        "was kept. Please report it." % (type(exc).__name__, str(exc)[:300])}
+            sys.stderr.write("note: %s\n" % self.quantization["why"])
+            self.samples = samples[:self.keep_samples]
+            return None
         self.info = dict(infos[0]) if infos else {}
         self.info["spool_seconds"] = spool_seconds
         self.info["calibrate_seconds"] = section["timings"]["calibrate"]

@@ -231,3 +231,38 @@ def test_the_search_scores_and_chooses_by_the_margin():
     one_sample[1]["noise"][0] = 1.0
     name, why = search.choose(one_sample)
     assert name == "plain" and "does not hold" in why, why
+
+
+def test_a_search_that_fails_on_a_model_keeps_the_plain_conversion(tf_bits, monkeypatch):
+    """A model the rewrites do not expect must never cost the user the conversion: plain is kept, and
+    the report says why."""
+    from converters.tf2 import calibrate
+    from converters.tf2.recovery import equalize, search
+
+    tf, tf_keras = tf_bits
+    model = _model(tf_keras)
+    samples = [sample[0] for sample in _inputs(30, 0)]
+
+    def converter():
+        made = tf.lite.TFLiteConverter.from_keras_model(model)
+        made.optimizations = [tf.lite.Optimize.DEFAULT]
+        made.representative_dataset = lambda: ([x] for x in samples)
+        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        made.inference_input_type = made.inference_output_type = tf.int8
+        return made
+
+    plain = converter()
+    calibrate.install(plain, recovery=search.parse("plain"))
+    expected = plain.convert()
+
+    def broken(graph, stats):
+        raise IndexError("an op layout the rewrites do not know")
+
+    monkeypatch.setattr(equalize, "plan", broken)
+    monkeypatch.delenv("TFBRIDGE_DEBUG", raising=False)
+    failing = converter()
+    hook = calibrate.install(failing, recovery=search.parse("auto"))
+    content = failing.convert()
+    assert hook.quantization["chosen"] == "plain"
+    assert "IndexError" in hook.quantization["why"] and "plain" in hook.quantization["why"]
+    assert content == expected  # TFLite's own plain conversion, on every calibration sample
