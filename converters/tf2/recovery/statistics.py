@@ -96,13 +96,7 @@ def collect(model_content, samples, tensors, threads=2, seed=0):
     if not samples:
         return {}
     shapes = [list(np.shape(x)) for x in samples[0]]
-    plan, _ = calibrate.observation_plan(bytes(model_content))
-    if plan is not None:
-        try:
-            overwritten = set(i for i, _ in calibrate.in_place_inputs(bytes(model_content), plan, shapes)[0])
-        except ValueError:  # an op writes over part of its input: nothing read after a run can be trusted
-            return {}
-        tensors = [t for t in tensors if t not in overwritten]
+    tensors = [t for t in tensors if t not in overwritten_inputs(model_content, shapes)]
     interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
     inputs = interpreter.get_input_details()
     rng = np.random.RandomState(seed)
@@ -113,7 +107,10 @@ def collect(model_content, samples, tensors, threads=2, seed=0):
             interpreter.set_tensor(detail["index"], np.asarray(array, dtype=detail["dtype"]))
         interpreter.invoke()
         for t in tensors:
-            view = interpreter.tensor(t)()
+            try:
+                view = interpreter.tensor(t)()
+            except ValueError:  # a tensor TFLite gave no buffer of its own (e.g. a RESHAPE's output)
+                continue
             if view.size == 0:
                 del view
                 continue
@@ -123,6 +120,37 @@ def collect(model_content, samples, tensors, threads=2, seed=0):
             del view
     del interpreter
     return stats
+
+
+def overwritten_inputs(model_content, shapes):
+    """The tensors an op overwrites in place (its output in the input's buffer), from an interpreter
+    planned as the calibrator's (nothing run); tensors without a buffer of their own are skipped, and a
+    model whose buffers cannot be read at all gives the empty set (its statistics are then as read)."""
+    from converters.tf2.recovery.graph import Graph
+
+    graph = Graph(bytearray(model_content))
+    try:
+        interpreter = calibrate._interpreter(bytes(model_content), shapes)
+    except Exception:  # noqa: BLE001 - the statistics pass reports its own failure
+        return set()
+
+    def span(t):
+        try:
+            return calibrate._data_span(interpreter, t)
+        except ValueError:  # no buffer of its own
+            return None
+
+    found = set()
+    for op in graph.ops:
+        outputs = [span(o) for o in op.outputs if o >= 0]
+        for i in op.inputs:
+            if i < 0 or graph.is_constant(i):
+                continue
+            own = span(i)
+            if own is not None and own[1] and any(o is not None and o[0] == own[0] for o in outputs):
+                found.add(i)
+    del interpreter
+    return found
 
 
 def run(model_content, samples, threads=2, tensors=()):
