@@ -53,21 +53,29 @@ def _run_host_module(session, module, args):
 
 @nox.session(venv_backend="none")
 def envs(session):
-    """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one)."""
+    """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one; -- --tf 2.4,2.12: make those)."""
+    from converters.errors import TfbridgeError
+    from converters.preflight import tf_environments
     from envs import report
 
     args = list(session.posargs)
+    extra = []
     if args:
-        if args[0] != "--rebuild" or len(args) < 2:
-            session.error("usage: nox -s envs [-- --rebuild NAME [NAME ...]]; known: %s"
-                          % ", ".join(registry.ENVIRONMENTS))
+        if args[0] not in ("--rebuild", "--tf") or len(args) < 2:
+            session.error("usage: nox -s envs [-- --rebuild NAME [NAME ...] | --tf VERSION[,VERSION...]]; known: %s, "
+                          "or tfX.Y[.Z] for any TensorFlow release" % ", ".join(registry.ENVIRONMENTS))
         try:
-            report.rebuild(args[1:], log=session.log)
+            if args[0] == "--tf":  # the environments of these TF releases, made (locked first) unless ready
+                extra = tf_environments(",".join(args[1:]))
+                for name in extra:
+                    venvs.ensure(name, log=session.log)
+            else:
+                report.rebuild(args[1:], log=session.log)
         except KeyError as error:
             session.error(str(error))
-        except EnvError as error:
+        except TfbridgeError as error:  # EnvError (exit 3), or a --tf value refused (UsageError, exit 2)
             _fail(session, error)
-    session.log("\n" + report.environments_table())
+    session.log("\n" + report.environments_table(extra))
 
 
 @nox.session(venv_backend="none")

@@ -201,7 +201,7 @@ def upgrade_lines(report):
     first), each holding that line's status there. ``[header, row, ...]`` (plain strings)."""
     origin = report.get("origin") or {}
     columns = sorted(set([origin.get("tensorflow")] + [cell.get("tf_version") for cell in report.get("parity") or []
-                                                       if cell.get("tf_version")]) - set([None]), key=key)
+                                                       if lines_of(cell)]) - set([None]), key=key)
     rows = [["line"] + columns]
     for line, _what in LINES:
         row = [line]

@@ -144,9 +144,6 @@ KERAS3_DEFAULT = (2, 16)  # from TF 2.16, tf.keras is Keras 3; Keras 2 lives on 
 EXTRA_PLATFORM = "x86_64-manylinux_2_28"
 # standalone Keras of the TF 1.x minors (the Keras a TF 1.x model was written with)
 _STANDALONE_KERAS = {(1, 13): "2.2.4", (1, 14): "2.2.5", (1, 15): "2.3.1"}
-# Keras 3 of the TF 2.16+ minors: the newest Keras 3 released before the next TF minor (Keras 3 runs on the
-# TF of its time; the newest Keras 3 needs a newer TF than 2.16)
-_KERAS3 = {(2, 16): "3.4", (2, 17): "3.6", (2, 18): "3.9", (2, 19): "3.11", (2, 20): "3.13"}
 _VERSION = re.compile(r"^(?:tf)?(\d+)\.(\d+)(?:\.(\d+))?$")
 
 
@@ -238,7 +235,10 @@ def tf_requirements(version):
         requirements.append("keras>=2.%d,<2.%d" % (minor[1], minor[1] + 1))  # TF 2.6.0 let keras 2.7 in
     elif minor >= KERAS3_DEFAULT:
         requirements.append("tf-keras==%d.%d.*" % minor)
-        requirements.append("keras>=3,<%s" % _KERAS3[minor] if minor in _KERAS3 else "keras>=3,<4")
+        # Keras 3 as `pip install tensorflow==2.16.*` gives it today: TF requires keras >= 3.0 with no upper
+        # bound. (Measured: Keras 3.3.3, of TF 2.16's time, cannot load a keras 2.2.4 LSTM's .h5 at all
+        # ("Could not interpret initializer identifier: Orthogonal ... gain"); 3.15.1 loads it on TF 2.16.2.)
+        requirements.append("keras>=3,<4")
     requirements.append("h5py<3" if minor < (2, 5) else "h5py")  # h5py 3 reads strings as str: Keras < 2.5 fails
     if minor < (1, 15):
         requirements.append("numpy<1.17")  # TF 1.13/1.14 fail to import with numpy >= 1.17
