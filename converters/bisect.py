@@ -114,9 +114,10 @@ class Search(object):
                                                    "--tf to search from")
         good = matches[-1]
         bad = [point for point in points if point[1] == "mismatch" and point[0] > good[0]][0]
-        self.log("  bisect %s: %s matches, %s differs; searching the releases between them"
-                 % (self.line, _text(good[0]), _text(bad[0])))
         minors = [minor for minor in registry.TF_RELEASES if good[0][:2] < key(minor) < bad[0][:2]]
+        self.log("  bisect %s: %s matches, %s differs; %d minor release(s) between them: about %d probe(s), then "
+                 "the first differing minor's patch releases (an environment each, made when first needed)"
+                 % (self.line, _text(good[0]), _text(bad[0]), len(minors), _probes(len(minors))))
         good, bad = self.narrow(minors, good, bad)
         patches = [release for release in registry.releases_of(_text(bad[0][:2]))
                    if good[0] < key(release) < bad[0]]
@@ -190,6 +191,15 @@ class Search(object):
             if cell is old:
                 self.cells[index] = new
         return new
+
+
+def _probes(count):
+    """How many probes a bisection of ``count`` candidates takes (at most)."""
+    probes = 0
+    while count:
+        count //= 2
+        probes += 1
+    return probes
 
 
 def _text(version_key):

@@ -43,7 +43,7 @@ import struct
 import zipfile
 
 from converters import options as declared
-from converters.errors import CalibrationDataError, InputFileError, UsageError
+from converters.errors import CalibrationDataError, InputFileError, TfbridgeError, UsageError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -806,7 +806,11 @@ def tf_environments(text, backend=None):
         name = registry.env_name(version)
         if name in registry.ENVIRONMENTS or name in names:
             continue  # a built-in environment, in the matrix already
-        registry.choose_python(version)  # refused here, before any step, when no Python for it is found
+        try:
+            registry.choose_python(version)  # refused here, before any step, when no Python for it is found
+        except TfbridgeError as error:
+            error.step = "preflight"
+            raise
         names.append(name)
     return sorted(names, key=lambda name: registry.tf_version_key(name[2:]))
 

@@ -36,6 +36,12 @@ outputs, what will be fixed to inference), the re-save (``legacy_tf1.graphs``) w
 (``tf2-graph``), each with the first-divergent-node search. The Keras cells (tf2 with tf-keras, Keras 3, the
 migrated ``model.keras``) do not exist for a graph: the report's ``skipped_cells`` says so.
 
+``--tf VERSION[,...]`` adds the cells of more TF releases (``extra_cells``: the ``.h5`` in that TF's own Keras,
+the frozen graph), each in an environment made from the rule of ``envs.registry`` (``tf_environment``) and
+checked by ``preflight.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
+other in one chain. Every cell records its environment, TF version and Python (``read_cell``). ``--bisect``
+then searches for the first release that differs (``converters.bisect``), after the divergence searches.
+
 Exit status and tolerances (one policy, ``POLICY``; also report.json's ``policy`` and README "Verdicts and
 tolerances"): 0 when every cell matches or its failure is tolerated; 1 when any cell is ``mismatch`` or
 ``load_error`` and not tolerated. Tolerated, reported honestly but not a regression of the user's model:
@@ -784,7 +790,7 @@ def matrix_rows(report):
         if cell.get("warnings"):
             note = (note + "; " if note else "") + "warning: saturated probe outputs"
         if cell.get("role") == "bisect":
-            note = ("bisect probe; " + note) if note else "bisect probe"
+            note = ("bisect probe; " + note.strip()) if note.strip() else "bisect probe"
         rows.append((cell["env"], cell.get("tf_version") or "-", cell.get("runtime", "-"), cell["status"],
                      _number(cell.get("max_abs")),
                      _number(cell.get("cosine"), 7), _number(cell.get("top1_agreement")), note))
@@ -914,8 +920,13 @@ def run(argv):
         os.environ["TFBRIDGE_BACKEND"] = args.backend
     report = verify(Options(**vars(args)))
     print(format_table(matrix_rows(report)))
-    for line in upgrade_line_lines(report) + bisect_lines(report):
-        print(line.replace("**", ""))
+    if upgrade_line_lines(report):  # the matrix by release, as a plain table
+        from converters import bisect
+
+        rows = bisect.upgrade_lines(report)
+        print("\nBy TensorFlow release:\n" + report_tables.format_table(rows[0], rows[1:]))
+    for line in bisect_lines(report):
+        print(line.replace("**", "").replace("`", ""))
     print("\nverdict: %s; report: %s" % (report["verdict"], os.path.join(report["run"], "report.md")))
     return 1 if report["verdict"] == "fail" else 0
 

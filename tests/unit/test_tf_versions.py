@@ -157,3 +157,14 @@ def test_the_matrix_by_release_has_a_column_per_release_checked():
     rows = bisect.upgrade_lines(report)
     assert rows == [["line", "1.13.2", "2.4.4", "2.16.2"], ["tf.keras", "origin", "match", "mismatch"],
                     ["keras2", "origin", "match", "match"]]
+
+
+def test_nox_envs_lists_the_rule_made_environments_that_exist_and_those_asked_for(tmp_path, monkeypatch):
+    from envs import report
+
+    monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path))
+    (tmp_path / "envs" / "tf2.12").mkdir(parents=True)
+    (tmp_path / "envs" / "scratch").mkdir()
+    names = report.environment_names(extra=["tf2.4"])
+    assert names == list(registry.ENVIRONMENTS) + ["tf2.4", "tf2.12"]
+    assert venvs.lock_path("tf2.12") == str(tmp_path / "locks" / "tf2.12.txt")  # made on first use, per home
