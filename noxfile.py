@@ -80,10 +80,10 @@ def envs(session):
 
 @nox.session(venv_backend="none")
 def lock(session):
-    """Regenerate the hash-pinned lock of each environment (or of those named after --)."""
+    """Regenerate the hash-pinned lock of each environment and the shipped --tf ones (or of those named after --: tf2.12 writes envs/locks/extra/)."""
     from envs import locking
 
-    names = session.posargs or list(registry.ENVIRONMENTS) + [locking.HOST_TOOLS_LOCK]
+    names = session.posargs or list(registry.ENVIRONMENTS) + [locking.HOST_TOOLS_LOCK] + locking.shipped_names()
     for name in names:
         try:
             locking.write_lock(name, log=session.log)

@@ -37,6 +37,14 @@ HOST_TOOLS_LOCK = "host-tools"
 FINGERPRINT = "# Declaration fingerprint: "
 
 
+def shipped_names():
+    """The rule-made environments whose locks tfbridge ships (``envs/locks/extra/``: the test releases')."""
+    import glob
+
+    return sorted((os.path.basename(path)[:-4] for path in glob.glob(venvs.shipped_lock_path("*"))),
+                  key=lambda name: registry.tf_version_key(name[2:]))
+
+
 def fingerprint(env):
     """sha256 of what a lock is resolved from: Python, platform, requirements (for ``ensure_lock``)."""
     text = json.dumps([env.python, env.platform, list(env.requirements)])
