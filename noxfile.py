@@ -59,16 +59,16 @@ def _run(session, command, cwd=None):
 
 @nox.session(venv_backend="none")
 def envs(session):
-    """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one)."""
+    """Show every environment: interpreter, lock hash, state and installed versions (-- --rebuild NAME: recreate one; -- --tf 2.4,2.12: make those)."""
     _run(session, "envs")
 
 
 @nox.session(venv_backend="none")
 def lock(session):
-    """Regenerate the hash-pinned lock of each environment (or of those named after --)."""
+    """Regenerate the hash-pinned lock of each environment and the shipped --tf ones (or of those named after --: tf2.12 writes envs/locks/extra/)."""
     from envs import locking
 
-    names = session.posargs or list(registry.ENVIRONMENTS) + [locking.HOST_TOOLS_LOCK]
+    names = session.posargs or list(registry.ENVIRONMENTS) + [locking.HOST_TOOLS_LOCK] + locking.shipped_names()
     for name in names:
         try:
             locking.write_lock(name, log=session.log)

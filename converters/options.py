@@ -279,6 +279,21 @@ OPTIONS = (
            doc="skip the Keras 3 migration: no `model.keras` (the re-saved model migrated to Keras 3, with "
                "names Keras 3 refuses made legal and Keras 3's behaviour changes undone: see \"Keras 3\"), "
                "and no `tf2-keras3-migrated` parity cell"),
+    Option("--tf", "more TensorFlow releases to check the model in: VERSION[,VERSION...] (e.g. 2.4,2.12,2.15)",
+           commands=LEGACY, metavar="VERSION[,VERSION...]",
+           doc="more TensorFlow releases to check the model in, beside the built-in matrix (TF 1.15 and 2.21): "
+               "any release from 1.13 to the newest, as `MAJOR.MINOR` (its newest release, e.g. `2.12` is 2.12.1) "
+               "or `MAJOR.MINOR.PATCH`. Each gets an environment made from one rule (the TF version gives the "
+               "Python, the Keras, the numpy/h5py/protobuf pins: see \"Any TensorFlow release\"), locked on first "
+               "use under `$TFBRIDGE_HOME` and reused after; its cells: the `.h5` in that TF's own Keras (tf.keras "
+               "before 2.16; tf-keras and Keras 3 from 2.16) and the frozen graph. A release with no wheel for a "
+               "Python found here is refused before any step, naming the Pythons it needs."),
+    Option("--bisect", "when the newest TF differs and an older one matches: find the first release that differs",
+           commands=LEGACY, flag=True,
+           doc="when a cell of the newest TF mismatches and an older TF's cell of the same kind matches, find the "
+               "first release that differs by bisection over the releases between them (minor versions, then "
+               "that minor's patch releases), building only the environments it needs; the report names that "
+               "release and the first divergent layer (`report.json` `bisect`)."),
     Option("--jobs", "processes that work at once (default: the number of cores)", steps=(TFLITE,), type=int,
            metavar="N",
            doc="how many processes work at once (default: the number of cores). The parity cells (TF 1.15; "

@@ -106,6 +106,11 @@ def stage_keys(args):
         "probe": _data_key(getattr(args, "probe", None)),
         "preprocess": args.preprocess, "code": code,
         "no_keras3": bool(getattr(args, "no_keras3", False)),
+        # --tf, --bisect: more cells, each in an environment fixed by its lock (made on first use, under
+        # $TFBRIDGE_HOME: not in the code key)
+        "tf": getattr(args, "tf", None), "bisect": bool(getattr(args, "bisect", False)),
+        "tf_locks": [sha256_of(venvs.lock_path(name)) if os.path.exists(venvs.lock_path(name)) else None
+                     for name in preflight.tf_environments(getattr(args, "tf", None))],
         # a TF 1.x graph's signature options (converters/options.py)
         "graph": [getattr(args, key, None) for key in ("inputs", "outputs", "tags", "signature")],
     }

@@ -36,6 +36,12 @@ outputs, what will be fixed to inference), the re-save (``legacy_tf1.graphs``) w
 (``tf2-graph``), each with the first-divergent-node search. The Keras cells (tf2 with tf-keras, Keras 3, the
 migrated ``model.keras``) do not exist for a graph: the report's ``skipped_cells`` says so.
 
+``--tf VERSION[,...]`` adds the cells of more TF releases (``extra_cells``: the ``.h5`` in that TF's own Keras,
+the frozen graph), each in an environment made from the rule of ``envs.registry`` (``tf_environment``) and
+checked by ``preflight.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
+other in one chain. Every cell records its environment, TF version and Python (``read_cell``). ``--bisect``
+then searches for the first release that differs (``converters.bisect``), after the divergence searches.
+
 Exit status and tolerances (one policy, ``POLICY``; also report.json's ``policy`` and README "Verdicts and
 tolerances"): 0 when every cell matches or its failure is tolerated; 1 when any cell is ``mismatch`` or
 ``load_error`` and not tolerated. Tolerated, reported honestly but not a regression of the user's model:
@@ -76,8 +82,9 @@ import time
 from converters import cli, errors, preflight, runfolder, safety, steps
 from converters import options as declared
 from converters.options import VERIFY_UPGRADE
-from envs import registry
+from envs import registry, venvs
 from envs import report as report_tables
+from envs.errors import EnvError
 
 INSPECT_ENV = "tf1.15"
 # Cells whose load_error is informative, not a failure (see the module docstring). The migrated Keras 3
@@ -90,7 +97,8 @@ GRAPH_LABEL = "tf2-graph"  # converters.shared.parity.GRAPH_LABEL: model.pb in t
 PY3_11_KERAS_CELLS = ("tf2", "tf2-keras3", MIGRATED_LABEL)
 POLICY = ("exit 1 on any mismatch or load_error, except: %s (a load_error; a mismatch too when %s matches); "
           "for a model with Lambda layers of Python 3.7 bytecode, a load_error of %s (cause lambda_bytecode) when "
-          "%s matches; a load_error of %s when tf2 matches"
+          "%s matches; a load_error of %s when tf2 matches; the cells of a --tf environment E alike (E-keras3 as "
+          "tf2-keras3, E-graph as tf2-graph, E's Keras cells' lambda_bytecode when E-graph matches)"
           % (", ".join(LOAD_ERROR_TOLERATED), MIGRATED_LABEL, ", ".join(PY3_11_KERAS_CELLS), GRAPH_LABEL,
              GRAPH_LABEL))
 MIGRATION = "migration.json"
@@ -120,10 +128,37 @@ SKIPPED_FOR_GRAPHS = {"cells": ["tf2", "tf2-keras3", MIGRATED_LABEL],
                              "migration do not apply; the graph itself runs in every environment"}
 
 
-def cells_for(origin_env, keras3=True, graph=False):
+def cells_for(origin_env, keras3=True, graph=False, extra=()):
     """The parity cells to check for a model from ``origin_env``: (label, env, keras flavour).
     ``keras3``: also the cell of the migrated Keras 3 model (``model.keras``; off with ``--no-keras3``).
-    ``graph``: a TF 1.x graph source: the graph in tf1.15 (origin tf1.13) and in tf2 only."""
+    ``graph``: a TF 1.x graph source: the graph in tf1.15 (origin tf1.13) and in tf2 only.
+    ``extra``: the environments of ``--tf`` (``extra_cells``), after the built-in ones."""
+    cells = _builtin_cells(origin_env, keras3, graph)
+    for env in extra:
+        cells += extra_cells(env, graph)
+    return cells
+
+
+def extra_cells(env, graph=False):
+    """The cells of a ``--tf`` environment (``tf2.12``): the ``.h5`` in the Keras that TF ships as tf.keras
+    (TF 1.x: the model's own Keras, as in tf1.15; 2.0 ... 2.15: tf.keras, Keras 2; from 2.16: tf-keras, label
+    ``<env>``, and Keras 3, label ``<env>-keras3``), and the frozen graph (``<env>-graph``). A graph source:
+    the graph only."""
+    graph_cell = [(env + "-graph", env, GRAPH_FLAVOUR)]
+    if graph:
+        return graph_cell
+    kind = registry.keras_default(env[2:])
+    if kind == "standalone":
+        return [(env, env, "auto")] + graph_cell
+    if kind == "tf.keras":
+        return [(env, env, "tf.keras")] + graph_cell
+    return [(env, env, "tf_keras"), (env + KERAS3_SUFFIX, env, "keras3")] + graph_cell
+
+
+KERAS3_SUFFIX = "-keras3"
+
+
+def _builtin_cells(origin_env, keras3=True, graph=False):
     if graph:
         cells = [("tf1.15", "tf1.15", GRAPH_FLAVOUR)] if origin_env == "tf1.13" else []
         return cells + [(GRAPH_LABEL, "tf2", GRAPH_FLAVOUR)]
@@ -370,10 +405,19 @@ def begin_verify(options, run_dir, log):
     # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
     # side by side, --jobs at a time (default: the cores), each step a process of its own.
     samples = str(int(getattr(options, "parity_samples", None) or 0))  # --parity-samples (0: the whole probe)
+    extra = preflight.tf_environments(getattr(options, "tf", None))  # --tf: checked by preflight.check already
     chains = []
-    for label, env, flavour in cells_for(origin_env, keras3, graph):
-        chain = [("parity-%s" % label, env, "converters.shared.parity",
-                  [run_dir, "--label", label, "--keras", flavour, "--samples", samples])]
+    by_env = {}
+    for label, env, flavour in cells_for(origin_env, keras3, graph, extra):
+        step = ("parity-%s" % label, env, "converters.shared.parity",
+                [run_dir, "--label", label, "--keras", flavour, "--samples", samples])
+        if env in extra:  # a --tf environment's cells: one chain, one after the other (a process each)
+            if env not in by_env:
+                by_env[env] = []
+                chains.append(by_env[env])
+            by_env[env].append(step)
+            continue
+        chain = [step]
         if label == MIGRATED_LABEL:  # model.keras: the re-saved model migrated to Keras 3 (converters/tf2/migrate.py)
             chain.insert(0, ("migrate", "tf2", "converters.tf2.migrate", [run_dir]))
         chains.append(chain)
@@ -384,7 +428,8 @@ def begin_verify(options, run_dir, log):
     # the re-save first, then the longest parity chain (the tf2 cells in one process), then the others
     first = [0] + [i for i, chain in enumerate(chains) if getattr(chain[0], "step_name", None) == TOGETHER_STEP]
     return VerifyRun(runner=runner, run_dir=run_dir, chains=chains, origin_env=origin_env,
-                     origin_reason=origin_reason, graph=graph, keras3=keras3, first=first)
+                     origin_reason=origin_reason, graph=graph, keras3=keras3, first=first, extra=extra,
+                     samples=samples)
 
 
 TOGETHER_ENV = "tf2"  # the environment whose cells run in one process (``together``)
@@ -442,30 +487,30 @@ def finish_verify(run, options):
     verdict policy (``tolerate``, written into each parity_<label>.json too); returns the report dict."""
     runner, run_dir, origin_env, graph, keras3 = run.runner, run.run_dir, run.origin_env, run.graph, run.keras3
     origin_reason = run.origin_reason
+    extra = getattr(run, "extra", [])
     manifest = runfolder.read_json(os.path.join(run_dir, runfolder.MANIFEST))
     cells = []
     origin_activations = set()
-    for label, env, flavour in cells_for(origin_env, keras3, graph):
-        cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
+    for label, env, flavour in cells_for(origin_env, keras3, graph, extra):
+        cell = read_cell(run_dir, label, env, flavour)
         if cell.get("status") == "mismatch":
-            # Keras cells: layer by layer (Keras in the origin); graph cells: node by node (model.pb in the origin)
-            origin_label = origin_env if flavour != GRAPH_FLAVOUR else origin_env + "-graph"
-            if origin_label not in origin_activations:
-                if flavour == GRAPH_FLAVOUR:
-                    runner.step("activations-%s" % origin_label, origin_env, "converters.shared.parity",
-                                ["activations", run_dir, "--label", origin_label, "--keras", GRAPH_FLAVOUR])
-                else:
-                    runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
-                                ["activations", run_dir, "--label", origin_env])
-                origin_activations.add(origin_label)
-            runner.step("activations-%s" % label, env, "converters.shared.parity",
-                        ["activations", run_dir, "--label", label, "--keras", flavour])
-            runner.step("divergence-%s" % label, env, "converters.shared.parity",
-                        ["divergence", run_dir, "--label", label, "--origin-label", origin_label])
-            cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
-            _drop_activations(run_dir, label, options.debug)
+            cell = search_divergence(runner, run_dir, origin_env, label, env, flavour, origin_activations,
+                                     options.debug)
         cells.append(cell)
+    bisected = None
+    if getattr(options, "bisect", False):
+        from converters import bisect
 
+        def run_cell(label, env, flavour):
+            runner.step("parity-%s" % label, env, "converters.shared.parity",
+                        [run_dir, "--label", label, "--keras", flavour, "--samples", getattr(run, "samples", "0")])
+            return read_cell(run_dir, label, env, flavour)
+
+        def divergent(cell):
+            return search_divergence(runner, run_dir, origin_env, cell["env"], cell["environment"], cell["keras"],
+                                     origin_activations, options.debug)
+
+        bisected = bisect.bisect_all(cells, manifest["origin"], graph, run_cell, divergent, log=runner.log)
     for origin_label in origin_activations:
         _drop_activations(run_dir, origin_label, options.debug)
     tolerate(cells)
@@ -488,24 +533,96 @@ def finish_verify(run, options):
         "migration": _migration_summary(run_dir) if keras3 else None,
         "skipped_cells": [SKIPPED_FOR_GRAPHS] if graph else [],
         "transforms": (manifest["model"].get("transforms") or []) if graph else [],
+        "environments": environments_used(cells),
+        "bisect": bisected,
     }
 
 
+def read_cell(run_dir, label, env, flavour):
+    """A cell's ``parity_<label>.json`` with what the host knows of it: the environment it ran in, that
+    environment's TensorFlow (from its lock) and Python, and the Keras flavour asked for."""
+    cell = runfolder.read_json(os.path.join(run_dir, runfolder.parity_name(label)))
+    cell["environment"] = env
+    cell.setdefault("keras", flavour)
+    cell["tf_version"] = venvs.locked_tf_version(env)
+    try:
+        cell["python"] = registry.get(env).python
+    except (KeyError, EnvError):
+        pass
+    return cell
+
+
+def search_divergence(runner, run_dir, origin_env, label, env, flavour, origin_activations, debug):
+    """The first divergent layer (Keras cells: layer by layer, Keras in the origin) or node (graph cells:
+    ``model.pb`` in the origin) of a mismatching cell; returns the cell as rewritten by the search.
+    ``origin_activations``: the origin's activation files made so far (a set, filled here)."""
+    origin_label = origin_env if flavour != GRAPH_FLAVOUR else origin_env + "-graph"
+    if origin_label not in origin_activations:
+        if flavour == GRAPH_FLAVOUR:
+            runner.step("activations-%s" % origin_label, origin_env, "converters.shared.parity",
+                        ["activations", run_dir, "--label", origin_label, "--keras", GRAPH_FLAVOUR])
+        else:
+            runner.step("activations-%s" % origin_env, origin_env, "legacy_tf1",
+                        ["activations", run_dir, "--label", origin_env])
+        origin_activations.add(origin_label)
+    runner.step("activations-%s" % label, env, "converters.shared.parity",
+                ["activations", run_dir, "--label", label, "--keras", flavour])
+    runner.step("divergence-%s" % label, env, "converters.shared.parity",
+                ["divergence", run_dir, "--label", label, "--origin-label", origin_label])
+    _drop_activations(run_dir, label, debug)
+    return read_cell(run_dir, label, env, flavour)
+
+
+def environments_used(cells):
+    """One entry per environment the cells ran in: its TensorFlow, Python, and, from its state file, how
+    long it took to install and its size on disk (``report.json`` ``environments``)."""
+    seen = []
+    for cell in cells:
+        env = cell.get("environment")
+        if env and env not in [entry["env"] for entry in seen]:
+            state = venvs.read_state(env) or {}
+            seen.append({"env": env, "tensorflow": cell.get("tf_version"), "python": cell.get("python"),
+                         "from_rule": registry.is_derived(env), "install_seconds": state.get("install_seconds"),
+                         "size_bytes": state.get("size_bytes")})
+    return seen
+
+
 def tolerate(cells):
-    """Set every cell's ``tolerated`` by the one policy (``POLICY``, the module docstring)."""
+    """Set every cell's ``tolerated`` by the one policy (``POLICY``, the module docstring). A ``--tf``
+    environment's cells follow the rules of tf2's of the same kind: ``<env>-keras3`` as ``tf2-keras3``,
+    ``<env>-graph`` as ``tf2-graph``, its Keras cells' Lambda bytecode as tf2's."""
     status = dict((cell.get("env"), cell.get("status")) for cell in cells)
     for cell in cells:
-        cell["tolerated"] = cell.get("status") == "load_error" and cell.get("env") in LOAD_ERROR_TOLERATED
+        cell["tolerated"] = cell.get("status") == "load_error" and _keras3_as_is(cell.get("env"))
     _tolerate_keras3_as_is(cells)
     for cell in cells:
         if cell.get("status") != "load_error":
             continue
-        if (cell.get("env") in PY3_11_KERAS_CELLS and cell.get("cause") == "lambda_bytecode"
-                and status.get(GRAPH_LABEL) == "match"):
+        env = _environment_of(cell)
+        graph_label = GRAPH_LABEL if env == TOGETHER_ENV else env + "-graph"
+        if (cell.get("env") != graph_label and cell.get("keras") != GRAPH_FLAVOUR
+                and (cell.get("env") in PY3_11_KERAS_CELLS or env != TOGETHER_ENV)
+                and cell.get("cause") == "lambda_bytecode" and status.get(graph_label) == "match"):
             cell["tolerated"] = True
-        if cell.get("env") == GRAPH_LABEL and status.get("tf2") == "match":
+        if cell.get("env") == graph_label and status.get(env) == "match":
             cell["tolerated"] = True
     return cells
+
+
+def _keras3_as_is(label):
+    """Is this the cell of ``model.h5`` read as it is by Keras 3 (``tf2-keras3``, ``tf2.17-keras3``)?"""
+    return bool(label) and (label in LOAD_ERROR_TOLERATED or (label.endswith(KERAS3_SUFFIX) and label != MIGRATED_LABEL))
+
+
+def _environment_of(cell):
+    """The environment a cell ran in (``read_cell`` records it; else from its label: ``tf2-keras3`` -> tf2)."""
+    if cell.get("environment"):
+        return cell["environment"]
+    label = cell.get("env") or ""
+    for suffix in ("-keras3-migrated", KERAS3_SUFFIX, "-graph"):
+        if label.endswith(suffix):
+            return label[:-len(suffix)]
+    return label
 
 
 def _tolerate_keras3_as_is(cells):
@@ -516,7 +633,7 @@ def _tolerate_keras3_as_is(cells):
     if not migrated or migrated[0].get("status") != "match":
         return
     for cell in cells:
-        if cell.get("env") in LOAD_ERROR_TOLERATED and cell.get("status") == "mismatch":
+        if _keras3_as_is(cell.get("env")) and cell.get("status") == "mismatch":
             cell["tolerated"] = True
 
 
@@ -632,7 +749,7 @@ def _public_cell(cell):
     keep = ("env", "runtime", "keras", "status", "max_abs", "max_rel", "cosine", "top1_agreement", "error",
             "error_class", "hint", "first_divergent_layer", "divergence", "hazards", "hazard_note", "tolerated",
             "warnings", "per_output", "tolerances", "timings", "cause", "explanation", "divergence_note",
-            "first_divergent_node", "nodes_compared", "samples")
+            "first_divergent_node", "nodes_compared", "samples", "environment", "tf_version", "python", "role")
     return dict((key, cell[key]) for key in keep if key in cell)
 
 
@@ -645,11 +762,11 @@ def _number(value, digits=3):
 
 
 def matrix_rows(report):
-    rows = [("env", "runtime", "status", "max_abs", "cosine", "top1", "note")]
+    rows = [("env", "tf", "runtime", "status", "max_abs", "cosine", "top1", "note")]
     origin = report["origin"]
     runtime = ("tensorflow %s (graph)" % origin.get("tensorflow") if origin.get("keras_flavour") == "graph" else
                "tensorflow %s + %s %s" % (origin.get("tensorflow"), origin.get("keras_flavour"), origin.get("keras")))
-    rows.append((origin["env"], runtime, "origin", "0", "1", "-", "reference"))
+    rows.append((origin["env"], origin.get("tensorflow") or "-", runtime, "origin", "0", "1", "-", "reference"))
     for cell in report["parity"]:
         if cell.get("first_divergent_node"):
             note = "first divergent node: %s" % cell["first_divergent_node"]
@@ -672,7 +789,10 @@ def matrix_rows(report):
             note += " (tolerated: %s matches)" % MIGRATED_LABEL
         if cell.get("warnings"):
             note = (note + "; " if note else "") + "warning: saturated probe outputs"
-        rows.append((cell["env"], cell.get("runtime", "-"), cell["status"], _number(cell.get("max_abs")),
+        if cell.get("role") == "bisect":
+            note = ("bisect probe; " + note.strip()) if note.strip() else "bisect probe"
+        rows.append((cell["env"], cell.get("tf_version") or "-", cell.get("runtime", "-"), cell["status"],
+                     _number(cell.get("max_abs")),
                      _number(cell.get("cosine"), 7), _number(cell.get("top1_agreement")), note))
     return rows
 
@@ -695,6 +815,8 @@ def markdown(report):
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     for row in rows[1:]:
         lines.append("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |")
+    lines += upgrade_line_lines(report)
+    lines += bisect_lines(report)
     lines += graph_lines(report)
     lines += hazard_lines(report)
     lines += ["", "Tolerances: max_abs <= atol + rtol * max|ref| (atol 1e-4, rtol 1e-3), cosine >= 0.9999, "
@@ -703,6 +825,41 @@ def markdown(report):
     for timing in report["timings"]:
         lines.append("| %s | %s | %s |" % (timing["step"], timing["env"], timing["seconds"]))
     return "\n".join(lines) + "\n"
+
+
+def upgrade_line_lines(report):
+    """The matrix by TF release (``converters.bisect.upgrade_lines``: one column per release checked), in
+    markdown; nothing when the run checked no more releases than the built-in ones."""
+    from converters import bisect
+
+    rows = bisect.upgrade_lines(report)
+    if len(rows) < 2 or not any(entry.get("from_rule") for entry in report.get("environments") or []):
+        return []
+    lines = ["", "By TensorFlow release (%s):" % "; ".join("%s: %s" % item for item in bisect.LINES), "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return lines
+
+
+def bisect_lines(report):
+    """``--bisect``'s answer in words (markdown): per line, the first release that differs and why."""
+    lines = []
+    for search in report.get("bisect") or []:
+        if search.get("searched"):
+            where = search.get("first_divergent_layer") or search.get("first_divergent_node")
+            lines += ["", "**Bisect %s**: the first TensorFlow release that differs is **%s** (%s matches)%s%s. "
+                          "Probed: %s; environments built: %s." % (
+                              search["line"], search["first_differing"], search["last_matching"],
+                              "; first divergent %s: `%s`" % ("layer" if search.get("first_divergent_layer") else
+                                                              "node", where) if where else "",
+                              " (known hazard: %s)" % ", ".join(search["hazards"]) if search.get("hazards") else "",
+                              ", ".join("%s %s" % (p["tf"], p["status"]) for p in search["probed"]) or "none",
+                              ", ".join(search["environments_built"]) or "none")]
+        elif report.get("bisect") is not None and search.get("why"):
+            lines += ["", "Bisect %s: not searched (%s)." % (search["line"], search["why"])]
+        for skipped in search.get("skipped") or []:
+            lines.append("- TF %s skipped: %s" % (skipped["tf"], skipped["why"]))
+    return lines
 
 
 def graph_lines(report):
@@ -763,6 +920,13 @@ def run(argv):
         os.environ["TFBRIDGE_BACKEND"] = args.backend
     report = verify(Options(**vars(args)))
     print(format_table(matrix_rows(report)))
+    if upgrade_line_lines(report):  # the matrix by release, as a plain table
+        from converters import bisect
+
+        rows = bisect.upgrade_lines(report)
+        print("\nBy TensorFlow release:\n" + report_tables.format_table(rows[0], rows[1:]))
+    for line in bisect_lines(report):
+        print(line.replace("**", "").replace("`", ""))
     print("\nverdict: %s; report: %s" % (report["verdict"], os.path.join(report["run"], "report.md")))
     cli.write_result(report["run"], report["verdict"], report.get("failing") or ())
     return 1 if report["verdict"] == "fail" else 0

@@ -7,13 +7,26 @@ from envs.interpreters import find_python
 COLUMNS = ("environment", "python", "interpreter", "lock", "state", "tensorflow", "keras", "h5py", "numpy")
 
 
-def environment_rows(diagnoses=None):
+def environment_names(extra=()):
+    """The built-in environments, then those made from the rule (``--tf``) that exist under
+    ``$TFBRIDGE_HOME`` or are named in ``extra``, oldest TensorFlow first."""
+    import os
+
+    folder = os.path.join(venvs.home(), "envs")
+    made = [name for name in (os.listdir(folder) if os.path.isdir(folder) else []) if registry.is_derived(name)]
+    derived = sorted(set(made) | set(extra), key=lambda name: registry.tf_version_key(name[2:]))
+    return list(registry.ENVIRONMENTS) + derived
+
+
+def environment_rows(diagnoses=None, extra=()):
     """One row per environment (``COLUMNS``). ``diagnoses``: a dict filled with ``{name: (state, reasons)}``."""
     rows = []
-    for name, env in registry.ENVIRONMENTS.items():
+    for name in environment_names(extra):
         try:
+            env = registry.get(name)
             interpreter = find_python(env.python)
         except EnvError:
+            env = registry.Environment(name, "-", (), "", "")
             interpreter = "NOT FOUND (see README: Requirements)"
         try:
             lock = venvs.lock_sha256(name)[:12]
@@ -41,13 +54,17 @@ def format_table(header, rows):
     return "\n".join(lines)
 
 
-def environments_table():
+def environments_table(extra=()):
     diagnoses = {}
-    table = format_table(COLUMNS, environment_rows(diagnoses))
+    table = format_table(COLUMNS, environment_rows(diagnoses, extra))
     broken = ["%s is broken: %s. Rebuild it with `%s` (the next run that uses it rebuilds it too)."
               % (name, venvs.describe_problems(reasons), venvs.rebuild_command(name))
               for name, (state, reasons) in diagnoses.items() if state == "broken"]
+    made = ["%s: made in %s s, %.2f GB" % (name, state.get("install_seconds"), state["size_bytes"] / 1e9)
+            for name in environment_names(extra) for state in [venvs.read_state(name) or {}]
+            if registry.is_derived(name) and state.get("size_bytes")]
     return table + ("\n\n" + "\n".join(broken) if broken else "") + (
+        "\n\nMade from the rule (--tf): " + "; ".join(made) if made else "") + (
         "\n\nready: installed from the current lock, still holding what it pins, and reused; broken: the "
         "lock is unchanged but a package it pins is missing, of another version or damaged (rebuilt on "
         "next use); stale: the lock changed or an install was interrupted (rebuilt on next use); missing: "

@@ -44,7 +44,18 @@ def venv_dir(name):
 
 
 def lock_path(name):
+    """The lock an environment installs from: ``envs/locks/<name>.txt`` for the built-in ones (committed),
+    ``$TFBRIDGE_HOME/locks/<name>.txt`` for one made from the rule (``--tf``: locked on first use,
+    ``envs.locking.ensure_lock``)."""
+    if registry.is_derived(name):
+        return os.path.join(home(), "locks", name + ".txt")
     return os.path.join(LOCK_DIR, name + ".txt")
+
+
+def shipped_lock_path(name):
+    """Where tfbridge ships the lock of a rule-made environment (``nox -s lock -- tf2.12``; used when its
+    declaration fingerprint matches, see ``envs.locking.ensure_lock``)."""
+    return os.path.join(LOCK_DIR, "extra", name + ".txt")
 
 
 def log_path(name):
@@ -115,9 +126,15 @@ def rebuild_command(name):
 def locked_distribution(name, module):
     """``(distribution, version)`` that environment ``name``'s lock pins for the import ``module``, or
     None (not pinned, unknown environment, no lock)."""
-    if name not in registry.ENVIRONMENTS:
+    if name not in registry.ENVIRONMENTS and not registry.is_derived(name):
         return None
     return health.pinned_distribution(lock_path(name), module)
+
+
+def locked_tf_version(name):
+    """The TensorFlow version environment ``name``'s lock pins (read from the lock: no import), or None."""
+    pinned = locked_distribution(name, "tensorflow")
+    return pinned[1] if pinned else None
 
 
 def broken_by_import(exc, module, step=None, env_name=None):
@@ -161,6 +178,10 @@ def ensure(name, log=print, force=False):
     with a one-paragraph message.
     """
     env = registry.get(name)
+    if registry.is_derived(name):  # --tf: its lock is made (or taken from those tfbridge ships) on first use
+        from envs import locking
+
+        locking.ensure_lock(env, log=log)
     state, reasons = diagnose(name)
     if state == "ready" and not force:
         recorded = read_state(name)
@@ -219,6 +240,7 @@ def ensure(name, log=print, force=False):
                 )
     bytecode = compile_bytecode(name)
     seconds = time.time() - started
+    size = folder_bytes(target)
     _write_json_atomic(
         os.path.join(target, STATE_FILE),
         {
@@ -228,11 +250,24 @@ def ensure(name, log=print, force=False):
             "installer": installer,
             "bytecode": bytecode,
             "install_seconds": round(seconds, 2),
+            "size_bytes": size,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    log("environment %s: ready in %.1f s (%s)" % (name, seconds, installer))
+    log("environment %s: ready in %.1f s (%s, %.2f GB)" % (name, seconds, installer, size / 1e9))
     return python_of(name)
+
+
+def folder_bytes(path):
+    """The bytes of every file under ``path`` (symbolic links not followed): an environment's size on disk."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def compile_bytecode(name):

@@ -18,6 +18,11 @@ RECURRENT = ("LSTM", "GRU", "LSTMCell", "GRUCell")
 TF1_ORIGINS = ("tf1.13", "tf1.15")
 
 
+def _tf1(label):
+    """Is this cell run in TF 1.x (tf1.15, or a --tf environment such as tf1.14, tf1.14-graph)?"""
+    return str(label or "").startswith("tf1.")
+
+
 def _activation_name(value):
     if isinstance(value, dict):
         config = value.get("config") or {}
@@ -41,7 +46,7 @@ def _match_hard_sigmoid(class_name, config, context):
 
 
 def _match_resize(class_name, config, context):
-    if context.get("origin") not in TF1_ORIGINS or context.get("env") in TF1_ORIGINS:
+    if context.get("origin") not in TF1_ORIGINS or _tf1(context.get("env")):
         return None
     if class_name == "UpSampling2D" and config.get("interpolation") == "bilinear":
         return "interpolation=bilinear"
@@ -49,7 +54,7 @@ def _match_resize(class_name, config, context):
 
 
 def _match_bn_epsilon(class_name, config, context):
-    if context.get("origin") not in TF1_ORIGINS or context.get("env") in TF1_ORIGINS:
+    if context.get("origin") not in TF1_ORIGINS or _tf1(context.get("env")):
         return None
     if class_name != "BatchNormalization":
         return None

@@ -99,14 +99,30 @@ def keras_module(flavour):
         raise ModelLoadError("Keras flavour %s is not installed here (%s)." % (flavour, exc), step="parity",
                              hint="Pick the flavour of this environment: keras/tf.keras in TF 1.x, "
                                   "tf_keras/keras3 in tf2.")
-    major = int(module.__version__.split(".")[0])
+    major = int(version_of(module).split(".")[0])
     if flavour == "keras" and major >= 3:
         raise ModelLoadError("`keras` is Keras %s here; standalone Keras 2 is a TF 1.x flavour."
-                             % module.__version__, step="parity", hint="Use --keras keras3 or tf_keras.")
+                             % version_of(module), step="parity", hint="Use --keras keras3 or tf_keras.")
     if flavour == "keras3" and major < 3:
-        raise ModelLoadError("`keras` is %s here, not Keras 3." % module.__version__, step="parity",
-                             hint="Keras 3 exists only in the tf2 environment.")
+        raise ModelLoadError("`keras` is %s here, not Keras 3." % version_of(module), step="parity",
+                             hint="Keras 3 exists in TF 2.16 and later (tf2; --tf 2.16 on).")
     return module
+
+
+def version_of(module):
+    """A Keras module's version. TF 2.6 ... 2.15: ``tf.keras`` is the keras package's ``keras.api._v2.keras``,
+    which has no ``__version__``; the keras package's is the one."""
+    version = getattr(module, "__version__", None)
+    if version:
+        return version
+    try:
+        import keras
+
+        return keras.__version__
+    except (ImportError, AttributeError):
+        import tensorflow as tf
+
+        return tf.__version__
 
 
 def environment_broken(exc, module=None, step="parity"):
@@ -131,7 +147,7 @@ def runtime(flavour):
     """A one-line description of what ran, e.g. "tensorflow 2.21.0 + tf_keras 2.21.0"."""
     import tensorflow as tf
 
-    return "tensorflow %s + %s %s" % (tf.__version__, flavour, keras_module(flavour).__version__)
+    return "tensorflow %s + %s %s" % (tf.__version__, flavour, version_of(keras_module(flavour)))
 
 
 def check_h5(path, trust_model, step="parity"):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -165,5 +166,8 @@ def test_a_sigterm_to_the_command_reaches_its_child_which_stops_cleanly():
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_SCRIPT], stdout=subprocess.PIPE,
                                 universal_newlines=True)
     assert launcher.stdout.readline().strip() == "waiting"
+    # "waiting" is printed just before _layout.wait installs its SIGTERM handler: give it the moment to
+    # (a SIGTERM in between would end the launcher itself, -15; seen on a loaded machine)
+    time.sleep(1.0)
     launcher.terminate()
     assert launcher.wait(timeout=30) == 130  # the child's status: it got the SIGTERM, the launcher waited
