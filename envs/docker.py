@@ -313,7 +313,17 @@ def build_images(names=None, base_images=None, log=print):
         log("building %s with %s from %s%s" % (
             tag, chosen.name, os.path.relpath(dockerfile_path(name), venvs.REPO_ROOT),
             " (BASE_IMAGE=%s)" % arguments["BASE_IMAGE"] if arguments else ""))
-        chosen.build(dockerfile_path(name), tag, arguments, log=log)
+        try:
+            chosen.build(dockerfile_path(name), tag, arguments, log=log)
+        except DockerUnavailable as error:
+            if arguments:
+                raise
+            python = registry.get(name).python
+            raise DockerUnavailable(
+                "%s If the pinned base image %s cannot be pulled here (no image registry, no mirror), build a "
+                "local base from Debian's package registry, `python -m envs.docker_base %s` (as root), and "
+                "pass the tag it prints: `nox -s docker_build -- %s --base %s=TAG` (README, Docker)."
+                % (error, base_images()[python], python, name, python))
         tags.append(tag)
     return tags
 

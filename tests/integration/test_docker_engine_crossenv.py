@@ -8,7 +8,11 @@ Both stay cached (the base images by their content key, the images' slow layer, 
 the engine's layer cache), so a warm run rebuilds only the project's code layers.
 
 Without an engine, or as non-root (debootstrap), the test skips, unless TFBRIDGE_TEST_CONTAINERS=require
-(CI), where it fails.
+(CI), where it fails, and where images of other locks and older bases are removed after the build.
+
+The demo model is trained once, in the tf1.13 image, and the venvs' run converts that same model: its
+training is not bit-reproducible from run to run (two trainings in the same venv differ), so equal
+results are asked of convert_legacy's steps, given the same model.
 """
 
 import json
@@ -52,8 +56,23 @@ def images():
         tags = docker.build_images(base_images=bases)
         seconds = time.time() - started
         name = engine.name
+        if os.environ.get("TFBRIDGE_TEST_CONTAINERS") == "require":  # CI: the disk is not endless
+            remove_stale_images(name, tags + list(bases.values()))
     print("images %s built with %s in %.0f s" % (", ".join(tags), name, seconds))
     return dict(zip(registry.TF_ENVIRONMENTS, tags)), name
+
+
+def remove_stale_images(engine_name, keep):
+    """Remove tfbridge's images of other locks and older base images (a tf2 image is ~2.7 GB), then the
+    dangling layers that rebuilding the code layers left behind."""
+    listed = subprocess.run([engine_name, "images", "--format", "{{.Repository}}:{{.Tag}}"], stdout=subprocess.PIPE,
+                            universal_newlines=True, check=True).stdout.split()
+    keep = set(tag.rsplit("/", 1)[-1] for tag in keep)
+    for image in listed:
+        short = image.rsplit("/", 1)[-1]
+        if short.split(":")[0] in ("tfbridge", "tfbridge-base") and short not in keep:
+            subprocess.call([engine_name, "rmi", image], stdout=subprocess.DEVNULL)
+    subprocess.call([engine_name, "image", "prune", "--force"], stdout=subprocess.DEVNULL)
 
 
 def convert_demo(cwd, *args, **extra_env):

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -151,3 +152,13 @@ def test_a_base_image_override_applies_to_the_environments_of_its_python():
     assert docker.build_args("tf1.13", bases) == docker.build_args("tf1.15", bases) == {"BASE_IMAGE": bases["3.7"]}
     assert docker.build_args("tf2", bases) == {}  # the pinned public image stays
     assert docker.build_args("tf2", None) == {}
+
+
+def test_the_repositorys_docker_folder_is_not_taken_for_the_docker_sdk(monkeypatch):
+    # Without the SDK, `import docker` from the repository root finds docker/ (a namespace package);
+    # that is "no SDK", said as such, not "module 'docker' has no attribute 'from_env'".
+    folder = types.ModuleType("docker")
+    folder.__path__ = [docker.DOCKER_DIR]
+    monkeypatch.setitem(sys.modules, "docker", folder)
+    with pytest.raises(docker.DockerUnavailable, match="Docker SDK for Python .* is not installed"):
+        docker.sdk_client()
