@@ -1,20 +1,22 @@
 """Local base images for the Docker images, built from Debian's package registry.
 
 For machines that cannot pull the pinned public ``python:*`` images of docker/base-images.cfg (no image
-registry, an air-gapped mirror): ``debootstrap`` makes a minimal Debian rootfs, the Python of one
-environment goes in, and the engine imports it as ``localhost/tfbridge-base:py<version>-<key>``, to be
-passed to ``nox -s docker_build -- --base <version>=<tag>`` (the Dockerfiles' ``BASE_IMAGE``)::
+registry, an air-gapped mirror): ``debootstrap`` makes a minimal Debian rootfs (once: it is kept as a
+tarball in $TFBRIDGE_HOME/docker-base and shared by every base), the Python of one environment goes in,
+and the engine imports it as ``localhost/tfbridge-base:py<version>-<key>``, to be passed to
+``nox -s docker_build -- --base <version>=<tag>`` (the Dockerfiles' ``BASE_IMAGE``)::
 
     python -m envs.docker_base 3.11 3.7        # prints "3.11=localhost/tfbridge-base:py3.11-..." lines
 
-Python 3.11 is Debian bookworm's own; any other version is the interpreter tfbridge already finds
-(``envs.interpreters.find_python``: pyenv, PATH, ``TFBRIDGE_PYTHON_X_Y``) copied into ``/usr/local``
-with the shared libraries it needs from Debian. The image also carries this machine's TLS trust and
-pip index (``/etc/pip.conf``), so that ``pip install`` in the image build reaches the registry the way
-pip on the host does (e.g. through a proxy with its own certificate authority).
+Python 3.11 is Debian bookworm's own (in every base; ``python`` on PATH is the environment's); any
+other version is the interpreter tfbridge already finds (``envs.interpreters.find_python``: pyenv, PATH,
+``TFBRIDGE_PYTHON_X_Y``) copied into ``/usr/local``, with the shared libraries it needs from Debian. The
+image also carries this machine's TLS trust and pip index (``/etc/pip.conf``), so that ``pip install``
+in the image build reaches the registry the way pip on the host does (e.g. through a proxy with its own
+certificate authority).
 
 The tag's key hashes everything that goes in (suite, packages, mirror, interpreter, CA bundle, pip
-configuration): an unchanged key reuses the image. Needs root (debootstrap) and a Debian mirror
+configuration): an unchanged key reuses the image. Needs root (debootstrap, chroot) and a Debian mirror
 (default: the first one in /etc/apt/sources.list*). Host side; standard library only.
 """
 
@@ -31,7 +33,7 @@ import tempfile
 from envs import docker, interpreters, venvs
 from envs.errors import EnvError
 
-FORMAT = "1"  # raise when what goes into a base image changes without a change in its inputs
+FORMAT = "2"  # raise when what goes into a base image changes without a change in its inputs
 SUITE = "bookworm"
 DEBIAN_PYTHON = "3.11"  # bookworm's python3
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -102,7 +104,7 @@ def image_key(python, mirror):
     """The content key of a base image (module docstring)."""
     digest = hashlib.sha256()
     executable, prefix = _interpreter(python)
-    packages = RUNTIME_PACKAGES + (DEBIAN_PYTHON_PACKAGES if executable is None else ())
+    packages = RUNTIME_PACKAGES + DEBIAN_PYTHON_PACKAGES
     for part in (FORMAT, SUITE, mirror, " ".join(packages), python, executable or "debian", pip_conf()):
         digest.update(part.encode() + b"\0")
     if executable:
@@ -127,19 +129,15 @@ def ensure_base_image(python, mirror=None, log=print):
     if engine.has_image(tag):
         log("base image %s: present" % tag)
         return tag
-    if not shutil.which("debootstrap"):
-        raise BaseImageError("A local base image needs debootstrap, which is not installed (Debian: "
-                             "`apt-get install debootstrap`).")
     if os.geteuid() != 0:
-        raise BaseImageError("A local base image is made with debootstrap, which needs root; run as root.")
+        raise BaseImageError("A local base image is made with debootstrap and chroot, which need root; run as root.")
     executable, prefix = _interpreter(python)
-    workdir = tempfile.mkdtemp(prefix="base-", dir=venvs.home())
+    rootfs_tar = debian_rootfs(mirror, log)
+    workdir = tempfile.mkdtemp(prefix="base-", dir=os.path.dirname(rootfs_tar))
     rootfs = os.path.join(workdir, "rootfs")
     try:
-        packages = RUNTIME_PACKAGES + (DEBIAN_PYTHON_PACKAGES if executable is None else ())
-        log("base image %s: debootstrap %s from %s" % (tag, SUITE, mirror))
-        _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(packages), SUITE, rootfs, mirror],
-             "debootstrap (is %s reachable?)" % mirror)
+        os.mkdir(rootfs)
+        _run(["tar", "-C", rootfs, "-xf", rootfs_tar], "unpacking %s" % rootfs_tar)
         if executable:
             log("base image %s: Python %s from %s" % (tag, python, prefix))
             _copy_python(prefix, python, rootfs)
@@ -147,11 +145,9 @@ def ensure_base_image(python, mirror=None, log=print):
             shutil.copyfile(host_ca_bundle(), rootfs + CA_BUNDLE)
         with open(os.path.join(rootfs, "etc", "pip.conf"), "w") as handle:
             handle.write(pip_conf())
-        for path in glob.glob(os.path.join(rootfs, "var/cache/apt/archives/*.deb")) + \
-                glob.glob(os.path.join(rootfs, "var/lib/apt/lists/*_Packages")):
-            os.remove(path)
-        _run(["chroot", rootfs, "python", "-c", "import ssl, sqlite3, venv, ensurepip, ctypes"],
-             "the Python in the new base image does not run")
+        check = "import sys, ssl, sqlite3, venv, ensurepip, ctypes; assert sys.version.startswith('%s.')" % python
+        _run(["chroot", rootfs, "python", "-c", check], "checking the new base image's Python %s" % python,
+             environ={"PATH": IMAGE_PATH, "LANG": "C.UTF-8"})
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         _run(list(engine.cli) + ["import", "--change", "ENV PATH=" + IMAGE_PATH, "--change", "ENV LANG=C.UTF-8",
                                  "-", tag], "importing the rootfs", stdin=tar.stdout)
@@ -160,6 +156,40 @@ def ensure_base_image(python, mirror=None, log=print):
         shutil.rmtree(workdir, ignore_errors=True)
     log("base image %s: built" % tag)
     return tag
+
+
+def debian_rootfs(mirror, log=print):
+    """A tarball of the minimal Debian rootfs that every base image starts from (debootstrap, about a
+    minute), made once per suite, mirror and package list and kept in $TFBRIDGE_HOME/docker-base."""
+    packages = RUNTIME_PACKAGES + DEBIAN_PYTHON_PACKAGES
+    key = hashlib.sha256("\0".join((FORMAT, SUITE, mirror) + packages).encode()).hexdigest()[:12]
+    folder = os.path.join(venvs.home(), "docker-base")
+    os.makedirs(folder, exist_ok=True)
+    tarball = os.path.join(folder, "%s-%s.tar" % (SUITE, key))
+    if os.path.exists(tarball):
+        return tarball
+    if not shutil.which("debootstrap"):
+        raise BaseImageError("A local base image needs debootstrap, which is not installed (Debian: "
+                             "`apt-get install debootstrap`).")
+    if os.geteuid() != 0:
+        raise BaseImageError("A local base image is made with debootstrap, which needs root; run as root.")
+    workdir = tempfile.mkdtemp(prefix="debootstrap-", dir=folder)
+    rootfs = os.path.join(workdir, "rootfs")
+    try:
+        log("debootstrap %s from %s" % (SUITE, mirror))
+        _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(packages), SUITE, rootfs, mirror],
+             "debootstrap (is %s reachable?)" % mirror)
+        for path in glob.glob(os.path.join(rootfs, "var/cache/apt/archives/*.deb")) + \
+                glob.glob(os.path.join(rootfs, "var/lib/apt/lists/*_Packages")):
+            os.remove(path)
+        _run(["tar", "-C", rootfs, "-cf", tarball + ".tmp", "."], "packing the rootfs")
+        os.replace(tarball + ".tmp", tarball)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for old in glob.glob(os.path.join(folder, "*.tar")):  # rootfs of another mirror or package list
+        if old != tarball:
+            os.remove(old)
+    return tarball
 
 
 def _copy_python(prefix, python, rootfs):
@@ -178,9 +208,9 @@ def _copy_python(prefix, python, rootfs):
     _run(["chroot", rootfs, "ldconfig"], "ldconfig in the new rootfs")
 
 
-def _run(argv, what, stdin=None):
+def _run(argv, what, stdin=None, environ=None):
     result = subprocess.run(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True)
+                            universal_newlines=True, env=environ)
     if result.returncode != 0:
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         raise BaseImageError("Building a local base image failed in %s: `%s` exited with %d (%s)."
