@@ -159,7 +159,7 @@ def docker_build(session):
             names.append(arg)
     try:
         session.log("container engine: %s" % docker.engine().name)
-        docker.build_images(names or None, base_images=base_images, log=session.log)
+        docker.build_images(names or None, bases=base_images, log=session.log)
     except EnvError as error:
         _fail(session, error)
 

@@ -201,10 +201,10 @@ class PodmanEngine(Engine):
         for key in sorted(build_args):
             argv += ["--build-arg", "%s=%s" % (key, build_args[key])]
         argv.append(venvs.REPO_ROOT)
-        # podman's own progress goes to our output as it comes (a cold build takes minutes); the last
-        # lines go into the error paragraph.
+        # podman's own progress goes to our output as it comes (a cold build takes minutes); its last
+        # line (podman's "Error: ...") goes into the error paragraph.
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-        tail = collections.deque(maxlen=3)
+        tail = collections.deque(maxlen=1)
         for line in process.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
@@ -213,7 +213,7 @@ class PodmanEngine(Engine):
         if process.wait() != 0:
             raise DockerUnavailable(
                 "Building %s with podman failed (exit %d): %s. The command was `%s`; its output is above."
-                % (tag, process.returncode, " / ".join(tail) or "no output", " ".join(argv)))
+                % (tag, process.returncode, "".join(tail) or "no output", " ".join(argv)))
 
 
 ALL_ENGINES = {"docker": DockerEngine, "podman": PodmanEngine}
@@ -293,23 +293,23 @@ def sdk_client():
             "to use tfbridge's local environments." % (where, _first_line(error)))
 
 
-def build_args(env_name, base_images=None):
-    """The build arguments of ``env_name``'s image: BASE_IMAGE when ``base_images`` ({python version:
-    image}) overrides the pinned one for its Python."""
+def build_args(env_name, bases=None):
+    """The build arguments of ``env_name``'s image: BASE_IMAGE when ``bases`` ({python version: image})
+    overrides the pinned one for its Python."""
     python = registry.get(env_name).python
-    if base_images and python in base_images:
-        return {"BASE_IMAGE": base_images[python]}
+    if bases and python in bases:
+        return {"BASE_IMAGE": bases[python]}
     return {}
 
 
-def build_images(names=None, base_images=None, log=print):
+def build_images(names=None, bases=None, log=print):
     """Build the image of each environment (all by default) on ``engine()``; return the tags.
-    ``base_images``: {python version: image} replacing docker/base-images.cfg's (module docstring)."""
+    ``bases``: {python version: image} replacing docker/base-images.cfg's (module docstring)."""
     chosen = engine()
     tags = []
     for name in names or registry.TF_ENVIRONMENTS:
         tag = image_tag(name)
-        arguments = build_args(name, base_images)
+        arguments = build_args(name, bases)
         log("building %s with %s from %s%s" % (
             tag, chosen.name, os.path.relpath(dockerfile_path(name), venvs.REPO_ROOT),
             " (BASE_IMAGE=%s)" % arguments["BASE_IMAGE"] if arguments else ""))

@@ -53,7 +53,7 @@ def images():
         started = time.time()
         pythons = sorted(set(registry.get(name).python for name in registry.TF_ENVIRONMENTS))
         bases = dict((python, docker_base.ensure_base_image(python)) for python in pythons)
-        tags = docker.build_images(base_images=bases)
+        tags = docker.build_images(bases=bases)
         seconds = time.time() - started
         name = engine.name
         if os.environ.get("TFBRIDGE_TEST_CONTAINERS") == "require":  # CI: the disk is not endless
