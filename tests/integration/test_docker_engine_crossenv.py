@@ -40,7 +40,7 @@ def _unavailable(reason):
 
 @pytest.fixture(scope="module")
 def images():
-    """Build (or reuse) the local bases and the three images; {env: tag}, the engine's name, seconds."""
+    """Build (or reuse) the local bases and the three images: ({env: tag}, the engine)."""
     with pytest.MonkeyPatch.context() as patch:
         # engine() exports its choice; keep it out of the other tests of this process
         patch.delenv(docker.ENGINE_VARIABLE, raising=False)
@@ -55,11 +55,10 @@ def images():
         bases = dict((python, docker_base.ensure_base_image(python)) for python in pythons)
         tags = docker.build_images(bases=bases)
         seconds = time.time() - started
-        name = engine.name
         if os.environ.get("TFBRIDGE_TEST_CONTAINERS") == "require":  # CI: the disk is not endless
-            remove_stale_images(name, tags + list(bases.values()))
-    print("images %s built with %s in %.0f s" % (", ".join(tags), name, seconds))
-    return dict(zip(registry.TF_ENVIRONMENTS, tags)), name
+            remove_stale_images(engine.name, tags + list(bases.values()))
+    print("images %s built with %s in %.0f s" % (", ".join(tags), engine.name, seconds))
+    return dict(zip(registry.TF_ENVIRONMENTS, tags)), engine
 
 
 def remove_stale_images(engine_name, keep):
@@ -88,13 +87,13 @@ def npz_members(path):
 
 
 def test_the_images_build_from_the_dockerfiles_and_run_their_environment(images):
-    tags, engine_name = images
+    tags, engine = images
     for env_name, tag in tags.items():
         assert tag == docker.image_tag(env_name)  # derived from the lock
-        assert docker.engine().has_image(tag)
+        assert engine.has_image(tag)
         env = registry.get(env_name)
         result = subprocess.run(
-            [engine_name, "run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c",
+            list(engine.cli) + ["run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c",
              "import json, sys, tensorflow as tf; print(json.dumps([sys.version.split()[0], tf.__version__]))"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -104,7 +103,8 @@ def test_the_images_build_from_the_dockerfiles_and_run_their_environment(images)
 
 
 def test_the_demo_in_the_images_equals_the_demo_in_the_venvs(images, tmp_path):
-    tags, engine_name = images
+    tags, engine = images
+    engine_name = engine.name
     in_images, in_venvs = tmp_path / "images", tmp_path / "venvs"
     in_images.mkdir()
     started = time.time()
