@@ -126,11 +126,24 @@ def docker_files(session):
 
 @nox.session(venv_backend="none")
 def docker_build(session):
-    """Build the Docker image of each environment (or of those named after --); needs a Docker engine."""
+    """Build the image of each environment (or of those named after --) with Docker, else podman; -- --base 3.11=IMAGE replaces a pinned base."""
     from envs import docker
 
+    names, base_images = [], {}
+    args = list(session.posargs)
+    while args:
+        arg = args.pop(0)
+        if arg == "--base" and args and "=" in args[0]:
+            python, image = args.pop(0).split("=", 1)
+            base_images[python] = image
+        elif arg.startswith("-") or arg not in registry.TF_ENVIRONMENTS:
+            session.error("usage: nox -s docker_build [-- NAME ...] [--base PYTHON=IMAGE ...]; environments: %s; "
+                          "Pythons: %s" % (", ".join(registry.TF_ENVIRONMENTS), ", ".join(sorted(docker.base_images()))))
+        else:
+            names.append(arg)
     try:
-        docker.build_images(session.posargs or None, log=session.log)
+        session.log("container engine: %s" % docker.engine().name)
+        docker.build_images(names or None, bases=base_images, log=session.log)
     except EnvError as error:
         _fail(session, error)
 

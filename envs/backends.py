@@ -82,7 +82,8 @@ class LocalBackend(Backend):
 
 
 class DockerBackend(Backend):
-    """Runs each step in its environment's image (``tfbridge:<env>-<lock sha>``), see envs/docker.py."""
+    """Runs each step in its environment's image (``tfbridge:<env>-<lock sha>``), see envs/docker.py,
+    on Docker or podman (``docker.engine()``: the same command line for both)."""
 
     name = "docker"
 
@@ -90,7 +91,7 @@ class DockerBackend(Backend):
         docker.check_image(env_name, log=log)
 
     def command(self, env_name, module, args=(), mounts=(), extra_env=None, user_paths=()):
-        argv = ["docker", "run", "--rm", "--init", "--user", "%d:%d" % (os.getuid(), os.getgid()),
+        argv = docker.engine_cli() + ["run", "--rm", "--init", "--user", "%d:%d" % (os.getuid(), os.getgid()),
                 "--network", "none", "--env", "HOME=/tmp"]
         mounts = list(mounts)
         passed = dict((key, os.environ[key]) for key in ("TFBRIDGE_DEBUG",) if os.environ.get(key))
@@ -105,7 +106,7 @@ class DockerBackend(Backend):
         for mount in merge_mounts(mounts):
             argv += ["--volume", "%s:%s:%s" % (mount.path, mount.path, "rw" if mount.writable else "ro")]
         argv += [docker.image_tag(env_name), module] + [str(arg) for arg in args]
-        return argv, dict(os.environ)  # the docker client's own environment (DOCKER_HOST, PATH, ...)
+        return argv, dict(os.environ)  # the engine client's own environment (DOCKER_HOST, PATH, ...)
 
     def sandbox(self):
         return {"network": "isolated", "method": "docker --network none", "reason": None}

@@ -138,7 +138,8 @@ def fake_docker():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log = os.path.join(root, "docker-commands.jsonl")
     environ = dict(os.environ, PYTHONPATH=REPO, PATH=bindir + os.pathsep + os.environ["PATH"],
-                   DOCKER_HOST="unix://" + socket_path, FAKE_DOCKER_LOG=log)
+                   DOCKER_HOST="unix://" + socket_path, FAKE_DOCKER_LOG=log,
+                   TFBRIDGE_CONTAINER_ENGINE="docker")  # this fake, never a real podman beside it
     try:
         yield environ, log, engine.requests, engine.known
     finally:

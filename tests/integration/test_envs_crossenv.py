@@ -133,7 +133,8 @@ def test_nox_tests_without_python37_fails_with_the_paragraph(tmp_path):
 def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
     nox = os.path.join(os.path.dirname(sys.executable), "nox")
     assert os.path.exists(nox), "nox is locked in the host environment (envs/registry.py HOST_TOOLS) but missing"
-    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    # Docker asked for by name: where podman is installed (CI), the session would otherwise build with it
+    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", TFBRIDGE_CONTAINER_ENGINE="docker")
     result = subprocess.run([nox, "-f", os.path.join(venvs.REPO_ROOT, "noxfile.py"), "-s", "docker_build"],
                             env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, timeout=300)
@@ -146,7 +147,8 @@ def test_docker_build_session_without_engine_fails_with_the_paragraph(tmp_path):
 def test_backend_docker_without_engine_names_the_engine(tmp_path, module):
     model = tmp_path / "model.h5"
     model.write_bytes(b"\x89HDF\r\n\x1a\n")  # never read: the backend is checked first
-    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", PYTHONPATH=venvs.REPO_ROOT)
+    environ = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock", PYTHONPATH=venvs.REPO_ROOT,
+                   TFBRIDGE_CONTAINER_ENGINE="docker")  # not podman, where it is installed
     result = subprocess.run([sys.executable, "-m", module, str(model), "--origin", "1.13", "--backend", "docker",
                              "--calib", "skimage", "--out", str(tmp_path / "run")], env=environ, cwd=str(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)

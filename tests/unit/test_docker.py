@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -26,7 +27,12 @@ def test_dockerfile_parses_and_pins_equal_the_lock(env_name):
     parser = DockerfileParser(path=docker.dockerfile_path(env_name))
     env = registry.get(env_name)
     instructions = [item["instruction"] for item in parser.structure if item["instruction"] != "COMMENT"]
-    assert instructions[0] == "FROM" and instructions.count("FROM") == 1
+    assert instructions[:2] == ["ARG", "FROM"] and instructions.count("FROM") == 1
+    assert parser.structure[[i["instruction"] for i in parser.structure].index("FROM")]["value"] == "${BASE_IMAGE}"
+    # the base is a build argument whose default is the pinned public image (a local base replaces it)
+    assert DockerfileParser(path=docker.dockerfile_path(env_name),
+                            build_args={"BASE_IMAGE": "localhost/base:1"}).baseimage == "localhost/base:1"
+    assert parser.baseimage == docker.base_images()[env.python]
     image, digest = parser.baseimage.split("@sha256:")
     assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
     assert image.startswith("python:%s." % env.python)  # the declared Python, by tag
@@ -50,7 +56,8 @@ def test_dockerignore_keeps_venvs_out_of_the_build_context():
     assert ".tfbridge" in ignored and ".git" in ignored
 
 
-def test_docker_backend_command_line_and_mounts(tmp_path):
+def test_docker_backend_command_line_and_mounts(tmp_path, monkeypatch):
+    monkeypatch.delenv(docker.ENGINE_VARIABLE, raising=False)
     model = tmp_path / "models" / "face.h5"
     model.parent.mkdir()
     model.write_bytes(b"x")
@@ -60,7 +67,7 @@ def test_docker_backend_command_line_and_mounts(tmp_path):
         mounts=[Mount(str(model.parent)), Mount(str(run), writable=True), Mount(str(run / "sub"))],
     )
     assert environ["PATH"] == os.environ["PATH"]  # the docker client's own environment, a real mapping
-    assert argv[:4] == ["docker", "run", "--rm", "--init"]
+    assert argv[:4] == ["docker", "run", "--rm", "--init"]  # no engine chosen yet: docker
     assert argv[argv.index("--user") + 1] == "%d:%d" % (os.getuid(), os.getgid())
     assert argv[argv.index("--network") + 1] == "none"  # a step never needs the network
     volumes = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--volume"]
@@ -108,11 +115,50 @@ def test_unknown_backend_lists_the_known_ones():
         backends.get_backend("podman")
 
 
-def test_missing_engine_is_one_paragraph_naming_the_engine(monkeypatch):
+def test_missing_engine_is_one_paragraph_naming_the_engine(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman either
+    monkeypatch.delenv(docker.ENGINE_VARIABLE, raising=False)
     with pytest.raises(docker.DockerUnavailable) as caught:
         backends.get_backend("docker").prepare("tf1.13")
     message = str(caught.value)
     assert "\n" not in message
     assert "engine (dockerd) is the missing piece" in message
     assert "unix:///nonexistent/docker.sock" in message and "--backend docker" in message
+    assert "podman is not on PATH" in message and "apt-get install podman" in message
+
+
+def test_a_chosen_engine_is_used_alone_and_an_unknown_one_is_named(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv(docker.ENGINE_VARIABLE, "docker")
+    with pytest.raises(docker.DockerUnavailable, match="engine \\(dockerd\\) is the missing piece") as caught:
+        docker.engine()
+    assert "podman" not in str(caught.value)  # docker was asked for: no fallback
+    monkeypatch.setenv(docker.ENGINE_VARIABLE, "containerd")
+    with pytest.raises(docker.DockerUnavailable, match="choose one of: docker, podman"):
+        docker.engine()
+
+
+@pytest.mark.parametrize("engine_name", ["docker", "podman"])
+def test_steps_run_with_the_chosen_engine_and_the_same_arguments(monkeypatch, engine_name):
+    monkeypatch.setenv(docker.ENGINE_VARIABLE, engine_name)
+    argv, _ = backends.get_backend("docker").command("tf2", "converters.shared.parity", ["/r"])
+    assert argv[:4] == [engine_name, "run", "--rm", "--init"]
+    assert argv[argv.index("--network") + 1] == "none"
+
+
+def test_a_base_image_override_applies_to_the_environments_of_its_python():
+    bases = {"3.7": "localhost/base:py3.7"}
+    assert docker.build_args("tf1.13", bases) == docker.build_args("tf1.15", bases) == {"BASE_IMAGE": bases["3.7"]}
+    assert docker.build_args("tf2", bases) == {}  # the pinned public image stays
+    assert docker.build_args("tf2", None) == {}
+
+
+def test_the_repositorys_docker_folder_is_not_taken_for_the_docker_sdk(monkeypatch):
+    # Without the SDK, `import docker` from the repository root finds docker/ (a namespace package);
+    # that is "no SDK", said as such, not "module 'docker' has no attribute 'from_env'".
+    folder = types.ModuleType("docker")
+    folder.__path__ = [docker.DOCKER_DIR]
+    monkeypatch.setitem(sys.modules, "docker", folder)
+    with pytest.raises(docker.DockerUnavailable, match="Docker SDK for Python .* is not installed"):
+        docker.sdk_client()
