@@ -223,7 +223,7 @@ OPTIONS = (
                "the calibration samples), else seeded random data in `--input-range`"
                % (DEFAULT_PROBE_SAMPLES, 2 * DEFAULT_PROBE_SAMPLES)),
     Option("--parity-samples", "probe samples the parity cells compare (default %d; 0 = all)"
-           % DEFAULT_PARITY_SAMPLES, commands=LEGACY, steps=(RESAVE,), type=int, default=DEFAULT_PARITY_SAMPLES,
+           % DEFAULT_PARITY_SAMPLES, commands=LEGACY, steps=(RESAVE, TFLITE), type=int, default=DEFAULT_PARITY_SAMPLES,
            metavar="N",
            doc="how many of the probe's samples (its first N) the parity cells run in each newer TF and compare "
                "with the origin (default %d; `0`: every probe sample). Each cell compares every output value "

@@ -132,7 +132,8 @@ def run_step(argv):
         timings["evaluate"] = round(time.perf_counter() - started, 2)
         if result.get("quantization"):  # issue 22: the plain file on the same probe; the equalized float model
             started = time.perf_counter()
-            recovery_checks(out_dir, result["quantization"], prepared, [name for name, _ in inputs])
+            recovery_checks(out_dir, result["quantization"], prepared, [name for name, _ in inputs],
+                            args.parity_samples)
             timings["quantization_checks"] = round(time.perf_counter() - started, 2)
         result["reference_env"] = prepared.origin
         result["calibration"] = calib.describe()
@@ -181,11 +182,12 @@ def run_step(argv):
 CLE_CELL = "tflite-float-cle"
 
 
-def recovery_checks(out_dir, section, prepared, input_names):
+def recovery_checks(out_dir, section, prepared, input_names, parity_samples=0):
     """Issue 22, on the probe (held out from calibration and from the candidates' validation): the plain
-    converter's int8 file measured as the chosen one is (``section["plain_probe"]``), and the float model
-    after cross-layer equalization compared with the origin's references within the float tolerances: a
-    parity cell of its own (``parity_tflite-float-cle.json``)."""
+    converter's int8 file measured as the chosen one is, on the whole probe (``section["plain_probe"]``),
+    and the float model after cross-layer equalization compared with the origin's references within the
+    float tolerances on the probe's first ``parity_samples`` (0: all), as every parity cell: a cell of its
+    own (``parity_tflite-float-cle.json``)."""
     from converters.shared import metrics
     from converters.tf2 import tflite_run
 
@@ -199,8 +201,11 @@ def recovery_checks(out_dir, section, prepared, input_names):
         return
     import numpy as np
 
+    count = parity_samples or len(references[0])
+    probe = [x[:count] for x in prepared.probe] if isinstance(prepared.probe, list) else prepared.probe[:count]
+    references = [np.asarray(r)[:count] for r in references]
     names = ["output_%d" % k for k in range(len(references))]
-    outputs, _, interpreter = tflite_run.run(os.path.join(out_dir, section["cle_float_path"]), prepared.probe,
+    outputs, _, interpreter = tflite_run.run(os.path.join(out_dir, section["cle_float_path"]), probe,
                                              input_names=input_names)
     summary = metrics.compare_outputs(
         dict((n, np.asarray(r, np.float32)) for n, r in zip(names, references)),

@@ -80,9 +80,14 @@ def converted(tf_bits):
     content = _float_tflite(tf, _model(tf_keras))
     graph = Graph(bytearray(content))
     calibration = _inputs(24, 0)
-    raw = statistics.collect(content, calibration, list(graph.inputs) + graph.activation_tensors())
-    stats = dict((graph.tensor_names[t], s) for t, s in raw.items())
+    stats = statistics.collect(content, calibration, _everything(graph))
     return content, graph, stats
+
+
+def _everything(graph):
+    """Every statistic of every activation tensor and input (statistics.TensorStats' kinds)."""
+    return dict((graph.tensor_names[t], ("mean", "range", "values"))
+                for t in list(graph.inputs) + graph.activation_tensors())
 
 
 def test_equalization_keeps_the_float_function_on_new_inputs(converted):
@@ -131,8 +136,7 @@ def test_relu6_channels_that_clip_keep_their_scale(tf_bits):
     tf, tf_keras = tf_bits
     content = _float_tflite(tf, _model(tf_keras, relu6_clip=True))
     graph = Graph(bytearray(content))
-    raw = statistics.collect(content, _inputs(24, 0), graph.activation_tensors())
-    stats = dict((graph.tensor_names[t], s) for t, s in raw.items())
+    stats = statistics.collect(content, _inputs(24, 0), _everything(graph))
     pairs, totals, details = equalize.plan(graph, stats)
     relu6 = [(pair, total) for pair, total in zip(pairs, totals) if pair["relu6"]]
     assert len(relu6) == 1
@@ -183,6 +187,18 @@ def test_bias_correction_removes_the_mean_error_of_int8_weights(tf_bits, convert
     fixed = statistics.run(bytes(corrected), fresh)[0][0]
     # the mean output error per class, on inputs not used to measure it
     assert np.abs((fixed - reference).mean(axis=0)).max() < np.abs((plain - reference).mean(axis=0)).max()
+
+
+def test_the_search_asks_only_for_the_statistics_its_candidates_read(converted):
+    from converters.tf2.recovery import search
+
+    _, graph, _ = converted
+    assert search.wanted_statistics(graph, ("plain",)) == {}
+    bias_only = search.wanted_statistics(graph, ("plain", "bias"))
+    assert set(kind for kinds in bias_only.values() for kind in kinds) == {"mean"}
+    assert len(bias_only) == 6  # the input of every conv, depthwise and dense
+    everything = search.wanted_statistics(graph, search.AUTO)
+    assert {"mean", "range", "values"} <= set(kind for kinds in everything.values() for kind in kinds)
 
 
 def test_range_choice_takes_the_least_int8_error_and_percentiles_cut_the_tail():

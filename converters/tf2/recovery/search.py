@@ -35,7 +35,7 @@ MARGIN_DB = 0.2
 BOOTSTRAP = 500
 MIN_VALIDATION = 8
 MAX_VALIDATION = 50
-LAYER_SAMPLES = 8
+LAYER_SAMPLES = 4
 
 
 def parse(spec):
@@ -135,6 +135,31 @@ def layer_errors(float_models, int8_models, samples):
     return rows
 
 
+def wanted_statistics(float_graph, requested):
+    """{tensor name: kinds} the requested candidates read (``statistics.TensorStats``): the input means of
+    every linear op (bias correction), per-channel ranges of the tensors equalization rescales and of its
+    ReLU6 outputs, and value samples of every activation when a range choice is requested."""
+    parts = set(p for name in requested for p in _parts(name))
+    names = float_graph.tensor_names
+    wanted = {}
+
+    def want(t, kind):
+        wanted.setdefault(names[t], set()).add(kind)
+
+    if "bias" in parts:
+        for op in float_graph.ops:
+            if op.name in LINEAR_OPS and op.inputs and op.inputs[0] >= 0:
+                want(op.inputs[0], "mean")
+    if "cle" in parts:
+        for pair in equalize.find_pairs(float_graph):
+            for t in pair["rescaled"] + pair["relu6"]:
+                want(t, "range")
+    if parts & set(ranges.METHODS):
+        for t in float_graph.activation_tensors():
+            want(t, "values")
+    return wanted
+
+
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
     """Build, score and choose (see the module docstring). ``float_model``: the converter's float model
     (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
@@ -158,18 +183,18 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
                                "are scored on the samples they were calibrated on" % (3 * MIN_VALIDATION))}}
     timings = {}
     t0 = time.perf_counter()
-    collector = statistics.Collector(Graph(bytearray(calibration_model or float_model)).tensor_names, len(train))
+    float_graph = Graph(bytearray(float_model))
+    wanted = wanted_statistics(float_graph, requested)
+    collector = statistics.Collector(Graph(bytearray(calibration_model or float_model)).tensor_names, len(train),
+                                     wanted)
     calibrated = calibrate(train, collector)
     timings["calibrate"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    float_graph = Graph(bytearray(float_model))
     if collector.complete():  # gathered by the calibration's own pass over the samples
         stats = collector.stats
         section["statistics"] = "gathered during calibration (the interpreter's pass)"
     else:
-        tensors = list(float_graph.inputs) + float_graph.activation_tensors()
-        raw_stats = statistics.collect(float_model, train, tensors)
-        stats = dict((float_graph.tensor_names[t], s) for t, s in raw_stats.items())
+        stats = statistics.collect(float_model, train, wanted)
         section["statistics"] = "a pass of their own (the calibration took TFLite's calibrator)"
     timings["statistics"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()

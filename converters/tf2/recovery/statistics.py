@@ -16,11 +16,17 @@ from converters.tf2 import calibrate
 VALUE_SAMPLES = 16384  # values kept per tensor for the range choice (spread over the samples)
 
 
-class TensorStats(object):
-    """Per-channel statistics of one tensor over the samples seen (see the module docstring)."""
+MEAN_ROWS = 4096  # positions per sample a channel mean is taken over (evenly strided): ample for a mean
 
-    def __init__(self, channels):
+
+class TensorStats(object):
+    """Per-channel statistics of one tensor over the samples seen (see the module docstring); only the
+    ``kinds`` asked for are kept: "mean" (bias correction's E[x]), "range" (per-channel min and max:
+    equalization's rescaled tensors and its ReLU6 rule), "values" (a sample for the range choice)."""
+
+    def __init__(self, channels, kinds=("mean", "range", "values")):
         self.channels = channels
+        self.kinds = frozenset(kinds)
         self.sum = np.zeros(channels, np.float64)
         self.count = 0
         self.min = np.full(channels, np.inf, np.float64)
@@ -30,17 +36,23 @@ class TensorStats(object):
 
     def add(self, array, keep, rng):
         flat = np.asarray(array, np.float32).reshape(-1, self.channels)
-        self.sum += flat.sum(axis=0, dtype=np.float64)
-        self.count += flat.shape[0]
-        np.minimum(self.min, flat.min(axis=0), out=self.min)
-        np.maximum(self.max, flat.max(axis=0), out=self.max)
-        if keep:
+        if "mean" in self.kinds:
+            step = max(1, flat.shape[0] // MEAN_ROWS)
+            rows = flat[::step]
+            self.sum += rows.mean(axis=0, dtype=np.float64) if rows.shape[0] > 1 else rows[0]
+            self.count += 1
+        if "range" in self.kinds:
+            np.minimum(self.min, flat.min(axis=0), out=self.min)
+            np.maximum(self.max, flat.max(axis=0), out=self.max)
+        if keep and "values" in self.kinds:
             picked = rng.randint(0, flat.size, size=min(keep, flat.size))
             self.values.append(flat.reshape(-1)[picked].copy())
             self.value_channels.append((picked % self.channels).astype(np.int32))
 
     @property
     def mean(self):
+        """Per-channel mean: the mean over samples of each sample's mean over positions (equal weights:
+        every sample has the same number of positions)."""
         return self.sum / max(1, self.count)
 
     def samples(self, channel_scale=None):
@@ -56,12 +68,14 @@ class TensorStats(object):
 class Collector(object):
     """Statistics gathered while the calibration's fast route runs the float model over the same samples
     (``converters.tf2.calibrate.InterpreterObserver``), so that they cost no second pass. ``names``: the
-    model's tensor names; ``count``: how many samples will be fed. ``complete()`` says whether every
-    sample was seen (a route that fell back to TFLite's calibrator leaves it incomplete: ``collect``)."""
+    model's tensor names; ``count``: how many samples will be fed; ``wanted``: {tensor name: kinds}
+    (``TensorStats``), the only tensors observed. ``complete()`` says whether every sample was seen (a
+    route that fell back to TFLite's calibrator leaves it incomplete: ``collect``)."""
 
-    def __init__(self, names, count, seed=0):
+    def __init__(self, names, count, wanted, seed=0):
         self.names = names
         self.count = count
+        self.wanted = wanted
         self.rng = np.random.RandomState(seed)
         self.keep = -(-VALUE_SAMPLES // max(1, count))
         self.stats = {}
@@ -72,8 +86,11 @@ class Collector(object):
         if t in self.excluded or view.size == 0:
             return
         name = self.names[t]
+        kinds = self.wanted.get(name)
+        if not kinds:
+            return
         if name not in self.stats:
-            self.stats[name] = TensorStats(int(view.shape[-1]) if view.ndim else 1)
+            self.stats[name] = TensorStats(int(view.shape[-1]) if view.ndim else 1, kinds)
         self.stats[name].add(view, self.keep, self.rng)
 
     def sample_done(self, index):
@@ -86,17 +103,22 @@ class Collector(object):
         return len(self.seen) == self.count and bool(self.stats)
 
 
-def collect(model_content, samples, tensors, threads=2, seed=0):
-    """{tensor: TensorStats} for ``tensors`` of ``model_content`` (a float TFLite model) over ``samples``
-    (a list of samples, each a list of arrays in the model's input order).
+def collect(model_content, samples, wanted, threads=2, seed=0):
+    """{tensor name: TensorStats} for the tensors of ``model_content`` (a float TFLite model) that
+    ``wanted`` names ({name: kinds}, as ``Collector``), over ``samples`` (a list of samples, each a list of
+    arrays in the model's input order).
 
     Left out: a tensor that an op overwrites in place (TFLite runs e.g. a residual ADD in its input's
     buffer, even with every tensor kept: ``calibrate.in_place_inputs``), since after the run its buffer
     holds that op's output; the rewrites then leave the layers that read it alone."""
     if not samples:
         return {}
+    from converters.tf2.recovery.graph import Graph
+
     shapes = [list(np.shape(x)) for x in samples[0]]
-    tensors = [t for t in tensors if t not in overwritten_inputs(model_content, shapes)]
+    names = Graph(bytearray(model_content)).tensor_names
+    overwritten = overwritten_inputs(model_content, shapes)
+    tensors = [t for t, name in enumerate(names) if wanted.get(name) and t not in overwritten]
     interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
     inputs = interpreter.get_input_details()
     rng = np.random.RandomState(seed)
@@ -114,9 +136,9 @@ def collect(model_content, samples, tensors, threads=2, seed=0):
             if view.size == 0:
                 del view
                 continue
-            if t not in stats:
-                stats[t] = TensorStats(int(view.shape[-1]) if view.ndim else 1)
-            stats[t].add(view, keep, rng)
+            if names[t] not in stats:
+                stats[names[t]] = TensorStats(int(view.shape[-1]) if view.ndim else 1, wanted[names[t]])
+            stats[names[t]].add(view, keep, rng)
             del view
     del interpreter
     return stats
