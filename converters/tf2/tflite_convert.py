@@ -192,7 +192,7 @@ def recovery_checks(out_dir, section, prepared, input_names, parity_samples=0):
     from converters.tf2 import tflite_run
 
     references = prepared.reference_outputs()
-    if section.get("plain_path"):
+    if section.get("plain_path") and section.get("chosen") != "plain":  # plain chosen: its figures are the file's
         measured = tflite_run.evaluate(os.path.join(out_dir, section["plain_path"]), prepared.probe, references,
                                        input_names=input_names)
         section["plain_probe"] = dict((key, measured.get(key)) for key in (

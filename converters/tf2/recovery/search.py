@@ -33,6 +33,7 @@ REWRITES = ("cle", "bias") + ranges.METHODS
 AUTO = ("plain", "bias", "cle", "cle+bias", "cle+bias+mse")
 MARGIN_DB = 0.2
 BOOTSTRAP = 500
+FLOOR_MARGIN_DB = 1.0
 MIN_VALIDATION = 8
 MAX_VALIDATION = 50
 LAYER_SAMPLES = 4
@@ -87,6 +88,20 @@ def score(outputs, references, scales):
             "cosine": round(min(o["cosine"] for o in per_output), 5),
             "top1_agreement": round(min(top1), 4) if top1 else None,
             "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1), "noise": noise}
+
+
+def rounding_floor(references, scales):
+    """The SQNR (dB) that rounding each output to its int8 step alone allows, worst output: signal power
+    over scale^2 / 12 (the power of a uniform rounding error). None when an output has no step."""
+    floors = []
+    for reference, scale in zip(references, scales):
+        if not scale:
+            return None
+        power = float(np.mean(np.asarray(reference, np.float64) ** 2))
+        if power <= 0:
+            return None
+        floors.append(10.0 * np.log10(power / (scale ** 2 / 12.0)))
+    return min(floors) if floors else None
 
 
 def output_scales(model_content):
@@ -261,8 +276,18 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             plain_content = content
         log("quantization: %-22s SQNR %6.2f dB on validation (%.1f s)" % (name, entry["sqnr_db"], entry["seconds"]))
         section.setdefault("candidates", []).append(entry)
+        if name == "plain" and len(requested) > 1:
+            floor = rounding_floor(references, output_scales(content))
+            section["rounding_floor_db"] = None if floor is None else round(floor, 2)
+            if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
+                section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor (%.2f dB: the "
+                                      "SQNR that rounding the output alone allows): nothing left to recover, "
+                                      "no other candidate built" % (FLOOR_MARGIN_DB, floor))
+                break
 
     chosen, why = choose(section["candidates"])
+    if section.get("stopped"):
+        why = section["stopped"]
     for entry in section["candidates"]:
         entry.pop("noise", None)
     content, base = built[chosen]
@@ -275,16 +300,15 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         bias_correction.shift_float(Graph(moved), base["errors"])
         section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), held)[0], references)
     t0 = time.perf_counter()
-    try:
-        models = {"plain": plain_content}
-        floats = {"plain": float_model}
-        if chosen != "plain":
-            models[chosen] = content
-            floats[chosen] = extras["cle_float_model"] if "cle" in _parts(chosen) else float_model
-        section["layers"] = layer_errors(floats, models, held[:LAYER_SAMPLES])
-        section["layers_samples"] = min(LAYER_SAMPLES, len(held))
-    except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
-        section["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
+    if chosen != "plain":  # plain chosen: nothing to compare (the per-layer debugger's plot shows its layers)
+        try:
+            models = {"plain": plain_content, chosen: content}
+            floats = {"plain": float_model,
+                      chosen: extras["cle_float_model"] if "cle" in _parts(chosen) else float_model}
+            section["layers"] = layer_errors(floats, models, held[:LAYER_SAMPLES])
+            section["layers_samples"] = min(LAYER_SAMPLES, len(held))
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
+            section["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
     timings["layers"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - started, 2)
     section["timings"] = timings
