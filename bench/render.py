@@ -446,7 +446,8 @@ def _macs(value):
 
 def render_recovery(data):
     """Section 7: the ablation (held-out top-1 of every candidate, validation SQNR) and what auto costs."""
-    lines = ["Each model converted once with `--quantize auto --eval` (`convert_legacy`, calibrated on the train split, "
+    lines = ["Each model converted once with `--quantize bias,cle,cle+bias,cle+bias+mse --eval` (`convert_legacy`: every "
+             "candidate built, auto's four and a range choice; calibrated on the train split, "
              "200 samples: 160 calibrate, the last 40 are the validation split that scores the candidates); top-1 on "
              "the held-out test digits (540, never seen by training, calibration or the choice). \"SQNR\" is on the "
              "validation split; \"probe\" is the held-out probe (plain's file measured on the same probe).", "",

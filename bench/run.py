@@ -45,6 +45,8 @@ from bench.measure import run_measured
 from envs import registry, venvs
 
 NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "imx8mp")
+# section 7's ablation: every rewrite alone and combined (auto's four, and the range choice auto leaves out)
+ABLATION = "bias,cle,cle+bias,cle+bias+mse"
 
 
 class Config(object):
@@ -353,7 +355,7 @@ class Bench(object):
                 result = self.on_host("converters.pipeline", [
                     os.path.join(folder, name), "--origin", "1.13", "--calib", os.path.join(folder, "calib.npy"),
                     "--preprocess", "raw", "--eval", os.path.join(folder, "eval.npz"), "--no-keras3",
-                    "--out", out] + extra, cwd=self.work)
+                    "--quantize", ABLATION, "--out", out] + extra, cwd=self.work)
                 with open(os.path.join(out, "report.json")) as handle:
                     report = json.load(handle)
                 quantization = report.get("quantization") or {}

@@ -30,10 +30,34 @@ STEPS = (RESAVE, TFLITE)
 ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf1.15"}
 IO_TYPES = ("int8", "uint8", "float32")
 BACKENDS = ("local", "docker")
-# issue 22: --quantize. The rewrites of converters.tf2.recovery and the combinations a user may ask for
-# (auto searches plain, bias, cle, cle+bias, cle+bias+mse; converters.tf2.recovery.search)
-QUANTIZE_CHOICES = ("auto", "plain", "bias", "cle", "cle+bias", "cle+bias+mse", "mse", "bias+mse", "cle+mse",
-                    "percentile", "bias+percentile", "cle+bias+percentile")
+# issue 22: --quantize. The rewrites of converters.tf2.recovery (combined with '+' into a candidate; several
+# candidates separated by ',' are a search of their own; auto searches plain, bias, cle, cle+bias)
+QUANTIZE_REWRITES = ("cle", "bias", "mse", "percentile")
+QUANTIZE_RANGE_METHODS = ("mse", "percentile")
+
+
+def quantize_candidates(spec):
+    """``--quantize`` -> the candidate names it asks for ("auto" -> None: the default search), or raise
+    ValueError saying what is wrong. "plain" is always among them: the baseline every figure is compared
+    with. Standard library only: the host checks the option before any step."""
+    if spec in (None, "", "auto"):
+        return None
+    names = ["plain"]
+    for item in [part.strip() for part in str(spec).split(",") if part.strip()]:
+        if item == "plain":
+            continue
+        parts = item.split("+")
+        unknown = [p for p in parts if p not in QUANTIZE_REWRITES]
+        if unknown:
+            raise ValueError("unknown rewrite %s in --quantize %r: give auto, plain, or rewrites joined by '+' "
+                             "(%s), several candidates separated by ','" % (
+                                 ", ".join(repr(u) for u in unknown), spec, ", ".join(QUANTIZE_REWRITES)))
+        if len(set(parts) & set(QUANTIZE_RANGE_METHODS)) > 1:
+            raise ValueError("--quantize %r: one range method per candidate (mse or percentile)" % spec)
+        name = "+".join(sorted(set(parts), key=QUANTIZE_REWRITES.index))
+        if name not in names:
+            names.append(name)
+    return names
 # converters.shared.preprocess.PRESETS has the arithmetic; its names are repeated here because the host
 # cannot import numpy (tests/unit/test_options.py checks that both lists agree).
 PREPROCESS_PRESETS = ("raw", "unit", "tf", "caffe", "vggface1", "vggface2", "torch")
@@ -246,15 +270,14 @@ OPTIONS = (
            doc="one weight scale per tensor (VeriSilicon NPUs run them much faster than per-channel); checked "
                "in the written file"),
     Option("--quantize", "how the int8 model is made: auto (search), plain (TFLite's min/max) or rewrites",
-           commands=CONVERTING, steps=(TFLITE,), choices=QUANTIZE_CHOICES, default="auto",
-           metavar="auto|plain|cle|bias|cle+bias|...",
+           commands=CONVERTING, steps=(TFLITE,), default="auto", metavar="auto|plain|REWRITE[+REWRITE...][,...]",
            doc="how the int8 model is made (see \"Int8 accuracy recovery\"). `auto` (default): candidates "
-               "(`plain`, `bias`, `cle`, `cle+bias`, `cle+bias+mse`) are built and scored on a validation split "
+               "(`plain`, `bias`, `cle`, `cle+bias`) are built and scored on a validation split "
                "of the calibration data, the best is written as `model_int8.tflite` and the plain one as "
                "`model_int8_plain.tflite`. `plain`: TFLite's own min/max calibration only, on every calibration "
-               "sample (the by-hand recipe's file). A combination (`cle`, `bias`, `cle+bias`, `mse`, "
-               "`percentile`, ...): that candidate against `plain`. Every candidate has the same ops, full int8 "
-               "and the same I/O types."),
+               "sample (the by-hand recipe's file). Rewrites joined by `+` (`cle`, `bias`, `mse`, `percentile`, e.g. "
+               "`cle+bias+mse`): that candidate against `plain`; several separated by `,` (`bias,cle+bias+mse`): a "
+               "search among them and `plain`. Every candidate has the same ops, full int8 and the same I/O types."),
     Option("--allow-float-ops", "keep ops without an int8 kernel in float instead of failing", commands=CONVERTING,
            steps=(TFLITE,), flag=True,
            doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "

@@ -839,6 +839,12 @@ def check(command, values, demo=False):
     if values.get("parity_samples") is not None and int(values["parity_samples"]) < 0:
         raise UsageError("--parity-samples must be 0 (the whole probe) or more (got %s)." % values["parity_samples"],
                          step="preflight")
+    if command in declared.CONVERTING and values.get("quantize") is not None:
+        try:
+            declared.quantize_candidates(values["quantize"])
+        except ValueError as exc:
+            raise UsageError("%s." % exc, step="preflight",
+                             hint="See README.md, \"Int8 accuracy recovery\" (e.g. --quantize cle+bias).")
     if values.get("tf") or values.get("bisect"):
         found["tf_environments"] = tf_environments(values.get("tf"), values.get("backend"))
     if values.get("custom_objects"):

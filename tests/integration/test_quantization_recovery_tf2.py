@@ -197,8 +197,10 @@ def test_the_search_asks_only_for_the_statistics_its_candidates_read(converted):
     bias_only = search.wanted_statistics(graph, ("plain", "bias"))
     assert set(kind for kinds in bias_only.values() for kind in kinds) == {"mean"}
     assert len(bias_only) == 6  # the input of every conv, depthwise and dense
-    everything = search.wanted_statistics(graph, search.AUTO)
-    assert {"mean", "range", "values"} <= set(kind for kinds in everything.values() for kind in kinds)
+    automatic = search.wanted_statistics(graph, search.AUTO)  # no range choice in auto: no value samples
+    assert set(kind for kinds in automatic.values() for kind in kinds) == {"mean", "range"}
+    everything = search.wanted_statistics(graph, search.parse("bias,cle+bias+mse"))
+    assert {"mean", "range", "values"} == set(kind for kinds in everything.values() for kind in kinds)
 
 
 def test_range_choice_takes_the_least_int8_error_and_percentiles_cut_the_tail():
@@ -224,8 +226,10 @@ def test_the_search_scores_and_chooses_by_the_margin():
     assert search.parse("auto") == search.AUTO
     assert search.parse("plain") == ("plain",)
     assert search.parse("bias+cle") == ("plain", "cle+bias")
-    with pytest.raises(ValueError):
-        search.parse("cle+mse+percentile")
+    assert search.parse("bias, cle+bias+mse,plain") == ("plain", "bias", "cle+bias+mse")
+    for bad in ("cle+mse+percentile", "cle+magic", "auto+bias"):
+        with pytest.raises(ValueError):
+            search.parse(bad)
     assert search.validation_count(200) == 40 and search.validation_count(10) == 0
     assert search.validation_count(1000) == search.MAX_VALIDATION
     rng = np.random.RandomState(0)
