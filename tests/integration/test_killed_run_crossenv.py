@@ -14,7 +14,6 @@ After each kill:
 CI runs ``CI_POINTS`` points; ``nox -s faults`` (``TFBRIDGE_FAULTS=full``) runs all ``FULL_POINTS``.
 """
 
-import glob
 import hashlib
 import json
 import os
@@ -94,15 +93,25 @@ def kill_points(offsets, count):
     return points
 
 
+def started(out, step):
+    """Has ``step`` started in a partial folder of ``out``? (its log exists: ``logs/`` or a stage's
+    ``.stage-*/logs/``; glob would skip the hidden stage folders)"""
+    parent, prefix = os.path.dirname(str(out)), ".%s.partial-" % os.path.basename(str(out))
+    for name in os.listdir(parent):
+        if name.startswith(prefix):
+            for root, _, files in os.walk(os.path.join(parent, name)):
+                if os.path.basename(root) == "logs" and step + ".log" in files:
+                    return True
+    return False
+
+
 def kill_at(out, step, seconds, *extra):
     """Run the command; once ``step`` has started (its log appeared in the partial folder), wait ``seconds``
     and SIGKILL the whole process group. Returns what happened."""
     process = subprocess.Popen(command(out, *extra), cwd=REPO, env=environ(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
-    parent, prefix = os.path.dirname(str(out)), ".%s.partial-" % os.path.basename(str(out))
-    pattern = os.path.join(parent, prefix + "*", "**", "logs", step + ".log")
     try:
-        while process.poll() is None and not glob.glob(pattern, recursive=True):
+        while process.poll() is None and not started(out, step):
             time.sleep(0.05)
         process.wait(timeout=seconds)
         return "finished before the kill"
