@@ -61,8 +61,8 @@ sibling folder (``.<name>.partial-XXXX`` next to ``--out``) and swapped into pla
 completed (a parity mismatch is a completed run with a negative answer), carrying over every file of the
 old run folder that tfbridge did not write (``runfolder.publish_run``). A failed or interrupted run
 removes its temporary folder (kept with ``--debug`` for inspection) and leaves an existing ``--out``
-untouched. Steps run through ``converters.steps.StepRunner``, without network where the OS allows it;
-the report's ``sandbox`` says how.
+untouched. Steps run through ``converters.steps.StepRunner``, in bubblewrap's file-system box and without
+network where the OS allows it; the report's ``sandbox`` says how.
 """
 
 import errno

@@ -1,8 +1,8 @@
 """A run killed with SIGKILL at seeded moments never leaves a folder a later run trusts (issue 26).
 
 ``convert_legacy`` (the embedded demo) runs once cleanly; its ``steps.json`` says when each step ran. Then,
-for each seeded kill point (a step of the clean run, and a moment inside it: a fraction of its clean
-duration), the same command runs in its own process group, and once that step has started (its log
+for each seeded kill point (a step of the clean run, and a moment inside it: up to half its clean
+duration, at most ``MAX_DELAY`` s in), the same command runs in its own process group, and once that step has started (its log
 appeared) and that moment passed, the whole group (the orchestrator, bwrap and every step) gets SIGKILL. Half the points kill a first run (``--out`` absent), half a ``--force`` rerun over a complete run.
 After each kill:
 
@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SEED = 26
 FULL_POINTS = 10
 CI_POINTS = 2
+MAX_DELAY = 5.0
 FULL = os.environ.get("TFBRIDGE_FAULTS") == "full"
 
 
@@ -84,12 +85,15 @@ def clean(tmp_path_factory):
 
 
 def kill_points(offsets, count):
-    """(number, step, fraction of that step's clean duration, mode) for each seeded point."""
+    """(number, step, seconds into that step, mode) for each seeded point."""
     rng = random.Random(SEED)
     points = []
     for number in range(count):
         step, start, end = rng.choice(offsets)
-        points.append((number, step, round(rng.random() * (end - start), 2), "rerun" if number % 2 else "first"))
+        # within the first half of the step's clean duration (at most 5 s in): a loaded machine runs a step
+        # at another speed than the clean run did, and the kill must still land in (or right after) it
+        delay = rng.random() * min(0.5 * (end - start), MAX_DELAY)
+        points.append((number, step, round(delay, 2), "rerun" if number % 2 else "first"))
     return points
 
 
@@ -151,6 +155,6 @@ def test_a_killed_run_leaves_nothing_a_later_run_trusts(clean, tmp_path, point):
     assert result_of(out) == expected, "the next run's result differs from a clean run's"
     assert leftovers(out) == [], "the next run cleaned what the killed one left"
     sys.stderr.write("kill point %d (%s run, %.1f s into step %s): %s; left %d folder(s) beside --out; next run %s\n"
-                     % (number, mode, step, seconds, what, len(left), "reused it" if reused else "redid it"))
+                     % (number, mode, seconds, step, what, len(left), "reused it" if reused else "redid it"))
     if mode == "rerun":
         assert reused, "the complete run was reused"
