@@ -3,7 +3,8 @@
 For whom: the loaders that hand a stored config to Keras (``legacy_tf1.loading``). Keras 2.2/2.3 rebuild a
 functional model by retrying, in a loop, every layer whose inbound layers are not built yet: a layer whose
 ``inbound_nodes`` name a layer the config does not have, or layers that feed each other in a cycle, make
-that loop endless (a damaged or hand-edited file hangs the step). ``check`` refuses such a config in one
+that loop endless (a damaged or hand-edited file hangs the step), and so does an inbound node that names
+no layer at all. ``check`` refuses such a config in one
 paragraph instead. Standard library only, Python 3.7 compatible; it never imports Keras.
 """
 
@@ -47,7 +48,13 @@ def problems(config):
         known = set(name for name in names if isinstance(name, str))
         needs = {}
         for name, layer in zip(names, layers):
-            inbound = _inbound_names(layer.get("inbound_nodes"))
+            nodes = layer.get("inbound_nodes")
+            if isinstance(nodes, list) and any(not isinstance(node, list) or not node or not all(
+                    isinstance(entry, list) and entry and isinstance(entry[0], str) for entry in node)
+                    for node in nodes):
+                # an empty or malformed node is never called: Keras 2 waits for it forever
+                found.append("in %s, layer %r has an inbound node that names no input layer" % (where, name))
+            inbound = _inbound_names(nodes)
             missing = sorted(set(inbound) - known)
             if missing:
                 found.append("in %s, layer %r takes its input from %s, which the config does not have"

@@ -34,6 +34,8 @@ def test_a_dangling_input_a_cycle_and_a_missing_output_are_named():
                     layer("d", "inner")])
     assert layer_graph.problems(nested) == ["in inner, layer 'j' takes its input from 'nowhere', which the "
                                             "config does not have"]
+    empty = model([layer("x"), dict(layer("a"), inbound_nodes=[[]]), layer("d", "a")])
+    assert layer_graph.problems(empty) == ["in m, layer 'a' has an inbound node that names no input layer"]
     no_output = model([layer("x"), layer("a", "x")])
     assert layer_graph.problems(no_output) == ["in m, output_layers names 'd', which the config does not have"]
     with pytest.raises(ModelLoadError) as caught:
