@@ -152,5 +152,7 @@ def test_verify_processes_a_nested_trap_with_trust_and_boxes_its_code(traps, tmp
         attempts = [line.split(" ")[1] for line in lines]
         assert sorted(set(attempts)) == ["connect", "read", "write"], lines
         assert all(" blocked: " in line for line in lines), lines
+    sys.stderr.write("trap %s: %d escape attempts in %s, all blocked\n"
+                     % (case, sum(len(lines) for lines in said.values()), ", ".join(sorted(said))))
     assert not os.path.exists(trap["marker"]), "the trusted code wrote outside its run folder"
     assert len(listener[1]) == connections, "the trusted code reached the host's network"
