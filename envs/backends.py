@@ -12,8 +12,8 @@ mounts. The local backend boxes each step with bubblewrap (``bwrap``, Debian's `
 self-test (``bwrap ... true``, once per process) passes: the system, the environment, the interpreter,
 $TFBRIDGE_HOME, the repository and the step's inputs read-only; the run folder (``Mount(..., writable=True)``)
 read-write, less the files in it the step only reads (the re-saved model, the probe, the references);
-an empty private ``/tmp`` and home folder; no network (``--unshare-net``); killed with its parent
-(``--die-with-parent``). Without bwrap it falls back to a network namespace alone, ``unshare --net --`` as
+an empty private ``/tmp`` and home folder; no network (``--unshare-net``); only its own processes in
+``/proc`` (``--unshare-pid``); killed with its parent (``--die-with-parent``). Without bwrap it falls back to a network namespace alone, ``unshare --net --`` as
 root or ``unshare --user --map-root-user --net --`` otherwise, when a probe shows that the kernel allows
 it; where neither works, steps run with the user's rights and network. ``sandbox()`` records which and why.
 
@@ -244,7 +244,9 @@ def box_prefix(mounts, read=()):
     bound back read-only, every writable ``Mount`` read-write, and read-only ``Mount``s inside a writable one
     (files the step only reads) read-only again on top; no network."""
     roots = hidden_roots()
-    argv = ["bwrap", "--die-with-parent", "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev",
+    # --unshare-pid: with the host's processes in its /proc, a step could reach the whole file system through
+    # /proc/<a process of the user's>/root (found by the escape test: it wrote outside the box that way)
+    argv = ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev",
             "--proc", "/proc"]
     for root in roots:
         argv += ["--tmpfs", root]

@@ -1,8 +1,8 @@
 """A test-only step for tests/integration/test_step_runner_crossenv.py: ``python -m tests.integration._step_probe``.
 
 ``connect PORT``: try a TCP connection to 127.0.0.1:PORT and print one JSON line with the outcome (exit 0
-either way). ``escape FILE SECRET PORT``: try to write FILE,
-read SECRET (``~`` is expanded) and connect to 127.0.0.1:PORT, and print one JSON line saying which of them worked (exit 0
+either way). ``escape FILE SECRET PORT``: try to write FILE (directly,
+and through ``/proc/<pid>/root`` of every process it sees), read SECRET (``~`` is expanded) and connect to 127.0.0.1:PORT, and print one JSON line saying which of them worked (exit 0
 either way; what a model's trusted code might try). ``fail``: print noise and a line, then fail with a typed error (one paragraph, written to
 TFBRIDGE_ERROR_FILE by converters.cli). ``crash``: exit 9 without reporting an error. ``sleep``: sleep.
 Standard library only, so it runs in any environment.
@@ -18,9 +18,20 @@ from converters import cli, errors
 
 
 def escape(write_path, secret_path, port):
-    """{"write": ..., "read": ..., "connect": ...}: "escaped" or "blocked: <the error>" for each attempt."""
+    """{"write", "proc", "read", "connect"}: "escaped" or "blocked: <the error>" for each attempt."""
     outcome = {}
+    def through_proc():  # /proc/<pid>/root of any process it sees leads to that process's file system
+        for pid in sorted(name for name in os.listdir("/proc") if name.isdigit()):
+            try:
+                with open("/proc/%s/root%s" % (pid, write_path), "w") as handle:
+                    handle.write("written through /proc/%s/root" % pid)
+                return
+            except OSError as error:
+                last = error
+        raise last
+
     attempts = (("write", lambda: open(write_path, "w").write("written from inside a step")),
+                ("proc", through_proc),
                 ("read", lambda: open(os.path.expanduser(secret_path)).read()),
                 ("connect", lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close()))
     for name, attempt in attempts:

@@ -187,11 +187,13 @@ def test_a_boxed_step_writes_only_its_run_folder_and_sees_no_home_and_no_network
     output = run.step("escape", "host", PROBE, ["escape", os.path.join(run.run_dir, "mine.txt"), str(model), port])
     inside_run = json.loads(output.strip().splitlines()[-1])
     assert inside_run["write"] == "escaped" and inside_run["read"] == "escaped", inside_run
+    os.remove(os.path.join(run.run_dir, "mine.txt"))
     # the control: the same step, run as the user without the box, does each
     direct = subprocess.run(venvs.module_command("host", PROBE, ["escape", str(outside), "~/.ssh/id_rsa", port]),
                             env=venvs.run_environ("host"), cwd=venvs.REPO_ROOT, stdout=subprocess.PIPE,
                             universal_newlines=True, check=True)
-    assert json.loads(direct.stdout) == {"write": "escaped", "read": "escaped", "connect": "escaped"}
+    assert json.loads(direct.stdout) == {"write": "escaped", "proc": "escaped", "read": "escaped",
+                                         "connect": "escaped"}
     assert outside.exists() and len(accepted) == 1
 
 

@@ -104,7 +104,7 @@ def test_the_box_hides_tmp_and_home_and_binds_back_only_what_the_step_needs(tmp_
                                   str(home / "missing")],
                                  writable=[str(run)], read_only_files=[str(run / "model.h5")])
     argv = backends.box_prefix(mounts, read=["/usr", str(home / "models")])
-    assert argv[:3] == ["bwrap", "--die-with-parent", "--unshare-net"]
+    assert argv[:4] == ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-pid"]
     assert argv[argv.index("--ro-bind"):argv.index("--ro-bind") + 3] == ["--ro-bind", "/", "/"]
     tmpfs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs"]
     assert tmpfs == ["/tmp", str(home)]
