@@ -5,6 +5,7 @@
     nox -s convert -- MODEL [options]            a TF 2.x model straight to int8
     nox -s npu -- FILE.tflite [--target NAME]    an existing .tflite on NPU targets (Vela, VX delegate rules)
     nox -s tests                                 every test, in every environment
+    nox -s faults                                the fault tests at full size (mutations, full disk, kills)
     nox -s envs [-- --rebuild NAME ...]          the environments and their state; recreate one
     nox -s lock [-- NAME ...]                    regenerate the hash-pinned locks
 
@@ -89,6 +90,19 @@ def tests(session):
         _fail(session, error)
     if code != 0:
         session.error("tests failed (see the summary above)")
+
+
+@nox.session(venv_backend="none", tags=["faults"])
+def faults(session):
+    """The fault tests at full size: 1000+ mutated inputs, every disk-full case, 10 kill points (long; not in tests)."""
+    from envs import testing
+
+    try:
+        code = testing.run_faults(session.posargs, log=session.log)
+    except EnvError as error:
+        _fail(session, error)
+    if code != 0:
+        session.error("fault tests failed (see the summary above)")
 
 
 @nox.session(venv_backend="none")

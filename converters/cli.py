@@ -8,16 +8,18 @@ Every ``python -m`` entry point of tfbridge (host orchestrators and in-environme
 - when ``TFBRIDGE_ERROR_FILE`` is set (the host does that for each in-environment step), the error is
   also written there as JSON, so the host can report it as the step's own paragraph;
 - SIGTERM is turned into KeyboardInterrupt so that ``finally`` blocks and atomic writes clean up;
+- an ``OSError`` of a full disk (ENOSPC, errno 28, or that message in any exception) is a ``DiskFullError``;
 - anything else is an internal error: one paragraph asking for ``--debug`` and a bug report.
 """
 
+import errno
 import json
 import os
 import signal
 import sys
 import traceback
 
-from converters.errors import Interrupted, TfbridgeError
+from converters.errors import Interrupted, TfbridgeError, disk_full, says_no_space
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -53,6 +55,11 @@ def main(run, argv=None, step=None):
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence, reported as a bug
+        if getattr(exc, "errno", None) == errno.ENOSPC or says_no_space(str(exc)):
+            where = getattr(exc, "filename", None)
+            where = os.path.dirname(os.path.abspath(str(where))) if where else None
+            return _report(disk_full(where, "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0]),
+                                     step=step), debug)
         error = TfbridgeError(
             "internal error (%s: %s)." % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
             step=step,

@@ -25,9 +25,9 @@ exit 10) after the report is written. Every option is declared in ``converters.o
 
 Run-folder safety: ``--out`` is checked before any step (``runfolder.check_out``: a non-empty folder
 tfbridge did not make, or one holding the model or data, is refused) and marked as a tfbridge run folder
-(``runfolder.RUN_MARKER``, listing the files tfbridge wrote). The steps (``converters.steps.StepRunner``,
-without network where the OS allows it: ``sandbox.json`` says how) write into a staging folder inside the
-run folder. On success its files replace tfbridge's old ones (each rename is atomic); files tfbridge did
+(``runfolder.RUN_MARKER``, listing the files tfbridge wrote). The steps (``converters.steps.StepRunner``, in
+the file-system box and without network where the OS allows it: ``sandbox.json`` says how) write into a
+staging folder inside the run folder. On success its files replace tfbridge's old ones (each rename is atomic); files tfbridge did
 not write are never touched. On failure nothing in the run folder is replaced: the failed attempt, with
 a report that explains it, is kept in ``RUN/last_failure/``.
 """

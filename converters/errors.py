@@ -22,6 +22,7 @@ Exit status, one per class (README.md, "Exit status", shows this table; a unit t
 10    ``NotInt8Error``           ops or tensors that cannot be int8 (--allow-float-ops, --strict-npu)
 11    ``EnvironmentStepError``   a step crashed or was killed without reporting an error
 12    ``EnvironmentBroken``      an environment lacks a package its lock pins (not a model verdict)
+13    ``DiskFullError``          the disk that holds the run folder is full (or too full to start a step)
 70                               internal error: a bug in tfbridge (rerun with --debug, report it)
 130   ``Interrupted``            SIGINT or SIGTERM
 ====  =========================  ==========================================================
@@ -134,6 +135,60 @@ class EnvironmentBroken(TfbridgeError):
         data = super(EnvironmentBroken, self).to_dict()
         data.update(env=self.env, package=self.package)
         return data
+
+
+class DiskFullError(TfbridgeError):
+    """The disk holding the run folder is full: a write failed with ENOSPC (errno 28), in the host or in a
+    step (whose own report may be lost with it), or too little space is left to start a step."""
+
+    kind = "disk"
+    exit_code = 13
+
+
+# How a full disk shows in an exception or in a step's last output lines: the C library's message, errno 28
+# (h5py: "errno = 28"; Python: "[Errno 28]"), the symbol.
+NO_SPACE_MARKS = ("No space left on device", "errno = 28", "[Errno 28]", "ENOSPC")
+
+
+def says_no_space(text):
+    """True when ``text`` (an exception's message, a step's output) reports a full disk."""
+    return bool(text) and any(mark in text for mark in NO_SPACE_MARKS)
+
+
+def disk_full(where, detail, step=None, left=""):
+    """The ``DiskFullError`` paragraph for the disk holding ``where`` (None: not known, e.g. inside a step):
+    how much is free there, what failed."""
+    if where:
+        message = "the disk holding %s is full%s (%s)." % (where, _free_text(where), detail.rstrip(". "))
+    else:
+        message = "a write failed: the disk is full (%s)." % detail.rstrip(". ")
+    hint = ("Free some space there, or give --out a folder on a disk with more room, then run the same "
+            "command again. %s" % left).strip()
+    return DiskFullError(message, step=step, hint=hint)
+
+
+def no_space_words(text):
+    """The part of ``text`` that says the disk is full (e.g. "[Errno 28] No space left on device"), or None."""
+    import re
+
+    found = re.search(r"(\[Errno 28\] [A-Za-z ]*|errno = 28|No space left on device|ENOSPC)", text or "")
+    return found.group(1).strip() if found else None
+
+
+def _free_text(where):
+    import os
+
+    folder = where
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return ""
+        folder = parent
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return ""
+    return ": %.1f MB free of %.1f MB" % (stat.f_bavail * stat.f_frsize / 1e6, stat.f_blocks * stat.f_frsize / 1e6)
 
 
 class Interrupted(TfbridgeError):

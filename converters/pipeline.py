@@ -46,12 +46,12 @@ Exit status: 0 when every parity cell and the int8 model match; 1 on a mismatch 
 2 and above for errors, each one paragraph (``--debug`` for the traceback).
 """
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 from converters import cli, convert, errors, options, preflight, runfolder, steps, verify
@@ -207,6 +207,7 @@ def convert_legacy(args, log):
         prepare_demo(args, log)
     out = runfolder.check_out(args.out or verify.default_out(args.model), runfolder.protected_inputs(args),
                               step="convert_legacy")
+    runfolder.recover(out, log)  # what a killed run of this --out left beside it, before its steps.json is read
     verify_key, convert_key = stage_keys(args)
     recorded = _read_steps(out)
     if not args.force and recorded.get("convert") == convert_key and os.path.exists(os.path.join(out, "report.json")):
@@ -215,7 +216,7 @@ def convert_legacy(args, log):
 
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".%s.partial-" % os.path.basename(out), dir=parent)
+    temporary = runfolder.partial_folder(out)
     succeeded = False
     skipped = []
     timings = {}
@@ -286,6 +287,11 @@ def convert_legacy(args, log):
         if not args.debug:
             failure.hint = ((failure.hint or "") + " " + _left_as_it_was(out)).strip()
         raise
+    except OSError as failure:  # a write of the host's own into the partial folder (e.g. publishing it)
+        if not errors.says_no_space(str(failure)) and failure.errno != errno.ENOSPC:
+            raise
+        raise errors.disk_full(out, "%s: %s" % (type(failure).__name__, failure), step="convert_legacy",
+                               left="" if args.debug else _left_as_it_was(out))
     except KeyboardInterrupt:  # SIGINT, or SIGTERM via converters.cli: say what was left
         raise errors.Interrupted(
             "interrupted; the running step was stopped and this run's partial folder removed; %s"

@@ -366,7 +366,7 @@ def _swap(temporary, out):
 
     old = None
     if os.path.lexists(out):
-        old = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(out), dir=os.path.dirname(out))
+        old = tempfile.mkdtemp(prefix=".%s.old-%d-" % (os.path.basename(out), os.getpid()), dir=os.path.dirname(out))
         os.rmdir(old)
         os.rename(out, old)
     try:
@@ -377,3 +377,62 @@ def _swap(temporary, out):
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- what a killed run left behind
+#
+# A run builds in ``.<name>.partial-<pid>-XXXX`` beside ``--out`` and, when publishing, renames the old run to
+# ``.<name>.old-<pid>-XXXX`` for an instant. A run killed with SIGKILL (or a power cut) cleans up neither.
+# Nothing ever reads them (a run trusts only a published folder), and the next run of the same ``--out``
+# removes those whose process is gone; an ``.old-`` folder whose run died between the two renames is the
+# complete earlier run, and is put back when ``--out`` is missing.
+
+
+def partial_folder(out):
+    """A new, empty partial folder for a run into ``out`` (its sibling, named with this process's id)."""
+    return tempfile.mkdtemp(prefix=".%s.partial-%d-" % (os.path.basename(out), os.getpid()),
+                            dir=os.path.dirname(out))
+
+
+def _owner(name, out):
+    """The process id in a partial / old folder name of ``out``, or None for another name."""
+    import re
+
+    found = re.match(r"^\.%s\.(partial|old)-(\d+)-[^/]+$" % re.escape(os.path.basename(out)), name)
+    return (found.group(1), int(found.group(2))) if found else None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def recover(out, log=None):
+    """Clean what killed runs into ``out`` left beside it (see above); return the names removed or restored."""
+    import shutil
+
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    done = []
+    for name in names:
+        owner = _owner(name, out)
+        if owner is None or owner[1] == os.getpid() or _alive(owner[1]):
+            continue
+        path = os.path.join(parent, name)
+        if owner[0] == "old" and not os.path.lexists(out) and read_marker(path) is not None:
+            os.rename(path, out)  # the complete earlier run, renamed aside by a run killed while publishing
+            done.append("restored " + name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append("removed " + name)
+    if done and log is not None:
+        log("%s: cleaned what an interrupted run left: %s" % (os.path.basename(out), ", ".join(done)))
+    return done

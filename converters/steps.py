@@ -2,7 +2,8 @@
 
 Host side, standard library only, Python 3.7 compatible. A step is ``python -m MODULE ARGS`` inside an
 environment, through the backend of the run (``envs.backends``: tfbridge's venvs, or ``--backend docker``),
-in the network sandbox the backend gives (``StepRunner.sandbox``)::
+in the sandbox the backend gives (``StepRunner.sandbox``: no network, and where bubblewrap works a
+file-system box in which only the run folder is writable, less the files the step only reads)::
 
     runner = StepRunner(run_dir, log=log, debug=False)
     stdout = runner.step("inspect", "tf1.15", "legacy_tf1", ["inspect", model])        # captured
@@ -38,7 +39,7 @@ NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
     r"|To enable the following instructions|fully_quantize: |INFO: Created TensorFlow Lite XNNPACK)")
 
-_SANDBOX_NOTED = []  # the "no network sandbox" note is said once per process
+_SANDBOX_NOTED = []  # the "no network sandbox" / "no file-system box" notes are said once per process
 _RUNNING = set()  # the step processes running now, in any thread (stop_running)
 _STOPPED = []  # stop_running was called: this process is being interrupted
 
@@ -59,6 +60,90 @@ def stop_running():
     for process in list(_RUNNING):
         if process.poll() is None:
             _stop(process)
+
+
+# Files of a run folder that a step finds there when it starts only read (the steps that write them run
+# before they exist: the re-save, the tf2 preparation): a boxed step gets them read-only.
+READ_ONLY_NAMES = ("manifest.json", "model.h5", "model.pb", "model.keras", "probe.npz", "custom_objects.py")
+READ_ONLY_PREFIXES = ("reference_",)
+
+
+def read_only_files(run_dir):
+    """The files of ``run_dir`` a step may read but not change (``READ_ONLY_NAMES``), present now."""
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return []
+    return [os.path.join(run_dir, name) for name in sorted(names)
+            if name in READ_ONLY_NAMES or (name.startswith(READ_ONLY_PREFIXES) and name.endswith(".npz"))]
+
+
+# Free space a step needs to start: below this the run folder's disk is called full before the step starts
+# (and a step that failed with less than LOW_SPACE_BYTES left is taken to have run out of disk).
+# TFBRIDGE_MIN_FREE_MB overrides it (0: no check before a step).
+MIN_FREE_BYTES = 2 * 1024 * 1024
+LOW_SPACE_BYTES = 256 * 1024
+
+
+def free_bytes(folder):
+    """Bytes free for the user on the disk holding ``folder`` (or its nearest existing parent)."""
+    while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return float("inf")
+    return stat.f_bavail * stat.f_frsize
+
+
+def check_free_space(run_dir, name):
+    """Raise ``DiskFullError`` when the run folder's disk has less than ``MIN_FREE_BYTES`` free."""
+    need = MIN_FREE_BYTES
+    if os.environ.get("TFBRIDGE_MIN_FREE_MB"):
+        need = float(os.environ["TFBRIDGE_MIN_FREE_MB"]) * 1024 * 1024
+    free = free_bytes(run_dir)
+    if free < need:
+        raise errors.disk_full(_place(run_dir), "step %s needs at least %.1f MB free to start" % (name, need / 1e6),
+                               step=name)
+
+
+def _place(run_dir):
+    """The folder to name for a run folder's disk: the folder that holds a run's partial folder (which is
+    removed when the run fails), else the run folder."""
+    if os.path.basename(run_dir).startswith(".") and ".partial-" in os.path.basename(run_dir):
+        return os.path.dirname(run_dir)
+    return run_dir
+
+
+class _Log(object):
+    """The step's log file; a failed write (a full disk) is remembered, not raised, so that the step runs
+    on and its own error, if any, is the one reported."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.failure = None
+
+    def write(self, data):
+        if self.failure is not None:
+            return
+        try:
+            self.handle.write(data)
+        except OSError as error:
+            self.failure = error
+
+
+def _read_tail(path, size=8192):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _last_lines(text, count=5):
+    return [line for line in (text or "").splitlines() if line.strip()][-count:]
 
 
 def user_paths(preprocess=None, arch=None):
@@ -99,6 +184,7 @@ class StepRunner(object):
         typed error when it fails. ``nice``: added to its niceness (default the runner's ``nice``)."""
         if _STOPPED:
             raise errors.Interrupted("interrupted before step %s started." % name, step=name)
+        check_free_space(self.run_dir, name)
         self.prepare(env)
         self._note_sandbox()
         logs = logs or os.path.join(self.run_dir, "logs")
@@ -109,7 +195,8 @@ class StepRunner(object):
         if os.path.exists(error_file):
             os.remove(error_file)
         args = [str(arg) for arg in args] + (["--debug"] if self.debug and "--debug" not in args else [])
-        argv, environ = self.backend.command(env, module, args, backends.mounts_for(args),
+        mounts = backends.mounts_for(args, writable=[self.run_dir, logs], read_only_files=read_only_files(self.run_dir))
+        argv, environ = self.backend.command(env, module, args, mounts,
                                              extra_env=dict(self.extra_env, TFBRIDGE_ERROR_FILE=error_file),
                                              user_paths=self.user_paths)
         nice = self.nice if nice is None else nice
@@ -118,10 +205,11 @@ class StepRunner(object):
             # between fork and exec is not safe in a threaded process (the subprocess documentation)
             argv = ["nice", "-n", str(int(nice))] + list(argv)
         started = time.time()
-        with open(log_path, "wb", buffering=0) as log_file:
+        with open(log_path, "wb", buffering=0) as opened:
+            log_file = _Log(opened)
             log_file.write(("$ %s\n" % " ".join(argv)).encode("utf-8"))
             process = subprocess.Popen(argv, cwd=venvs.REPO_ROOT, env=environ, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT if stream else log_file)
+                                       stderr=subprocess.STDOUT if stream else opened)
             _RUNNING.add(process)
             try:
                 output = _pump(process, log_file, _Shown(error_file) if stream else None)
@@ -137,21 +225,42 @@ class StepRunner(object):
                              "started": round(started, 2), "ended": round(ended, 2)})
         self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, _outcome(process.returncode)))
         if process.returncode != 0:
-            raise self._error(name, env, process.returncode, error_file, log_path)
+            raise self._error(name, env, process.returncode, error_file, log_path, output, log_file.failure)
+        if log_file.failure is not None and errors.says_no_space(str(log_file.failure)):
+            raise errors.disk_full(_place(self.run_dir), "writing logs/%s.log: %s" % (name, log_file.failure),
+                                   step=name)
         return output
 
     def _note_sandbox(self):
         sandbox = self.sandbox
-        if sandbox.get("network") != "isolated" and not _SANDBOX_NOTED:
-            _SANDBOX_NOTED.append(True)
-            # not "tfbridge: ...": that prefix starts an error paragraph
+        # not "tfbridge: ...": that prefix starts an error paragraph
+        if sandbox.get("filesystem") != "boxed" and "filesystem" not in _SANDBOX_NOTED:
+            _SANDBOX_NOTED.append("filesystem")
+            self.log("file-system box unavailable: %s; steps run with your user's file access"
+                     % sandbox.get("filesystem_reason"))
+        if sandbox.get("network") != "isolated" and "network" not in _SANDBOX_NOTED:
+            _SANDBOX_NOTED.append("network")
             self.log("network sandbox unavailable: %s; steps run with network access" % sandbox.get("reason"))
 
-    def _error(self, name, env, code, error_file, log_path):
+    def _error(self, name, env, code, error_file, log_path, output="", log_failure=None):
         error = cli.read_step_error(error_file, default_step=name)
         if error is None:
             error = self._crash(name, env, code, log_path)
-        return self._classify(name, env, error)
+        full = self._disk_full(name, error, log_path, output, log_failure)
+        return full if full is not None else self._classify(name, env, error)
+
+    def _disk_full(self, name, error, log_path, output, log_failure):
+        """A ``DiskFullError`` when the failed step ran out of disk: its error or its last output lines say
+        so (errno 28; TF 1.13's h5py even dies with SIGSEGV on it, its report lost), the host could not
+        write its log for that reason, or the run folder's disk is nearly full now. None otherwise."""
+        said = [error.message, str(log_failure or "")] + _last_lines(output) + _last_lines(_read_tail(log_path))
+        evidence = [line for line in said if errors.says_no_space(line)]
+        if not evidence and not isinstance(error, errors.DiskFullError) and \
+                free_bytes(self.run_dir) >= LOW_SPACE_BYTES:
+            return None
+        detail = "step %s ran out of space: %s" % (name, errors.no_space_words(evidence[-1])) if evidence else \
+            "step %s failed with %d bytes left: %s" % (name, free_bytes(self.run_dir), error.message.rstrip()[:200])
+        return errors.disk_full(_place(self.run_dir), detail, step=name)
 
     def _classify(self, name, env, error):
         """The honest class of a failed step's error: ``EnvironmentBroken`` when the step says a locked
@@ -237,7 +346,10 @@ class _Shown(object):
 
     def close(self):
         paragraph = _paragraph_in(self.error_file)
-        if paragraph and self.held and self.held[0].decode("utf-8", "replace").strip() == paragraph.strip():
+        held = self.held[0].decode("utf-8", "replace").strip() if self.held else ""
+        if paragraph and held == paragraph.strip():
+            self.held = []
+        elif held and errors.says_no_space(held):  # its error file could not be written: the host reports it
             self.held = []
         self.flush()
 

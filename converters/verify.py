@@ -67,15 +67,15 @@ sibling folder (``.<name>.partial-XXXX`` next to ``--out``) and swapped into pla
 completed (a parity mismatch is a completed run with a negative answer), carrying over every file of the
 old run folder that tfbridge did not write (``runfolder.publish_run``). A failed or interrupted run
 removes its temporary folder (kept with ``--debug`` for inspection) and leaves an existing ``--out``
-untouched. Steps run through ``converters.steps.StepRunner``, without network where the OS allows it;
-the report's ``sandbox`` says how.
+untouched. Steps run through ``converters.steps.StepRunner``, in bubblewrap's file-system box and without
+network where the OS allows it; the report's ``sandbox`` says how.
 """
 
+import errno
 import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -305,7 +305,8 @@ def verify(options):
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         os.makedirs(parent)
-    temporary = tempfile.mkdtemp(prefix=".%s.partial-" % os.path.basename(out), dir=parent)
+    runfolder.recover(out, log)  # what a killed run of this --out left beside it
+    temporary = runfolder.partial_folder(out)
     succeeded = False
     started = time.time()
     try:
@@ -316,6 +317,11 @@ def verify(options):
         succeeded = True
         report["seconds"] = round(time.time() - started, 2)
         return report
+    except OSError as failure:  # a write of the host's own into the partial folder (e.g. publishing it)
+        if not errors.says_no_space(str(failure)) and failure.errno != errno.ENOSPC:
+            raise
+        left = "%s was left as it was before this run." % out if os.path.exists(out) else ""
+        raise errors.disk_full(out, "%s: %s" % (type(failure).__name__, failure), step="verify", left=left)
     finally:
         if not succeeded:
             if options.debug:

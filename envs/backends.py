@@ -6,17 +6,23 @@ runs it in the environment's image (the image and Dockerfile helpers live in env
 ``TFBRIDGE_BACKEND`` so that every step of one run uses the same one). The one step runner that uses a
 backend is ``converters.steps.StepRunner``.
 
-Network sandbox (defence in depth: a step that loads an untrusted model never needs the network): the
-docker backend runs every container with ``--network none``; the local backend wraps each step in a new
-network namespace, ``unshare --net --`` as root or ``unshare --user --map-root-user --net --`` otherwise,
-when a probe (``unshare ... true``, once per process) shows that the kernel allows it. Where it does not,
-steps run with network access and ``sandbox()`` says so and why.
+Sandbox (defence in depth: a step that loads a model, trusted or not, needs neither the network nor the
+user's files): the docker backend runs every container with ``--network none`` and only the step's
+mounts. The local backend boxes each step with bubblewrap (``bwrap``, Debian's ``bubblewrap``) when a
+self-test (``bwrap ... true``, once per process) passes: the system, the environment, the interpreter,
+$TFBRIDGE_HOME, the repository and the step's inputs read-only; the run folder (``Mount(..., writable=True)``)
+read-write, less the files in it the step only reads (the re-saved model, the probe, the references);
+an empty private ``/tmp`` and home folder; no network (``--unshare-net``); only its own processes in
+``/proc`` (``--unshare-pid``); killed with its parent (``--die-with-parent``). Without bwrap it falls back to a network namespace alone, ``unshare --net --`` as
+root or ``unshare --user --map-root-user --net --`` otherwise, when a probe shows that the kernel allows
+it; where neither works, steps run with the user's rights and network. ``sandbox()`` records which and why.
 
 Standard library only; Python 3.7 compatible.
 """
 
 import abc
 import os
+import shutil
 import subprocess
 import sys
 
@@ -58,7 +64,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def sandbox(self):
-        """How a step's network is cut off: {"network": "isolated"|"not_isolated", "method", "reason"}."""
+        """How a step is boxed: {"network": "isolated"|"not_isolated", "method", "reason", "filesystem":
+        "boxed"|"not_boxed", "filesystem_method", "filesystem_reason"} (the reasons say why not)."""
 
 
 class LocalBackend(Backend):
@@ -74,11 +81,19 @@ class LocalBackend(Backend):
         environ.update(extra_env or {})
         if user_paths:
             environ["PYTHONPATH"] = os.pathsep.join([environ["PYTHONPATH"]] + [str(p) for p in user_paths])
+        argv = venvs.module_command(env_name, module, args)
+        if filesystem_box()[0]:
+            read = [venvs.REPO_ROOT, venvs.home(), venvs.venv_dir(env_name), interpreter_prefix(argv[0])]
+            read += [str(path) for path in user_paths]
+            return box_prefix(list(mounts), read) + argv, environ
         prefix, _ = network_sandbox()
-        return list(prefix) + venvs.module_command(env_name, module, args), environ
+        return list(prefix) + argv, environ
 
     def sandbox(self):
-        return dict(network_sandbox()[1])
+        box, record = filesystem_box()
+        if box:
+            return dict(record)
+        return dict(network_sandbox()[1], filesystem="not_boxed", filesystem_reason=record["filesystem_reason"])
 
 
 class DockerBackend(Backend):
@@ -109,25 +124,45 @@ class DockerBackend(Backend):
         return argv, dict(os.environ)  # the engine client's own environment (DOCKER_HOST, PATH, ...)
 
     def sandbox(self):
-        return {"network": "isolated", "method": "docker --network none", "reason": None}
+        return {"network": "isolated", "method": "docker --network none", "reason": None,
+                "filesystem": "boxed", "filesystem_method": "docker (only the step's mounts)",
+                "filesystem_reason": None}
 
 
-def mounts_for(args):
+def mounts_for(args, writable=None, read_only_files=()):
     """The mounts a step needs, derived from its arguments: an existing file's folder read-only (a
     model, a custom-objects file), an existing folder read-write (a run folder; calibration folders
-    too, harmlessly), a path that does not exist yet its parent folder read-write (an output)."""
+    too, harmlessly), a path that does not exist yet its parent folder read-write (an output).
+
+    ``writable`` (the step runner's: its run folder and log folder): only these and what lies in them are
+    read-write, every other path in ``args`` read-only (a file's folder, or the file alone where its folder
+    holds a folder the box hides), and ``read_only_files`` (files inside a writable folder that the step
+    only reads) are mounted read-only on top."""
     mounts = []
     for arg in args:
         arg = str(arg)
         if not os.path.isabs(arg):
             continue
         if os.path.isfile(arg):
-            mounts.append(Mount(os.path.dirname(arg)))
+            folder = os.path.dirname(arg)
+            if writable is not None and any(_within(root, os.path.realpath(folder)) for root in hidden_roots()):
+                folder = arg  # the file alone: its folder would bring back the hidden home folder or /tmp
+            mounts.append(Mount(folder))
         elif os.path.isdir(arg):
-            mounts.append(Mount(arg, writable=True))
+            mounts.append(Mount(arg, writable=writable is None))
         elif os.path.isdir(os.path.dirname(arg)):
-            mounts.append(Mount(os.path.dirname(arg), writable=True))
+            mounts.append(Mount(os.path.dirname(arg), writable=writable is None))
+    if writable is not None:
+        writable = [os.path.abspath(path) for path in writable if path]
+        # inside a writable folder an argument is the step's own (a stage folder, an output): writable too
+        mounts = [m for m in mounts if not any(_within(m.path, folder) for folder in writable)]
+        mounts += [Mount(path, writable=True) for path in writable]
+        mounts += [Mount(path) for path in read_only_files]
     return mounts
+
+
+def _within(path, folder):
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def merge_mounts(mounts):
@@ -180,6 +215,102 @@ def network_sandbox():
 
 def _not_isolated(reason):
     return {"network": "not_isolated", "method": None, "reason": reason}
+
+
+# --------------------------------------------------------------------------- the file-system box (bubblewrap)
+
+# What a boxed step does not see: its own empty /tmp (TensorFlow and h5py write temporary files) and home.
+HIDDEN = ("/tmp",)
+
+
+def hidden_roots():
+    """The folders a boxed step gets empty and private: /tmp and the user's home folder."""
+    roots = list(HIDDEN)
+    home = os.path.expanduser("~")
+    if home and os.path.isabs(home) and os.path.realpath(home) != "/" and os.path.isdir(home):
+        roots.append(os.path.realpath(home))
+    return roots
+
+
+def interpreter_prefix(python):
+    """The installation folder of the interpreter behind a venv's ``python`` (e.g. a pyenv version under
+    the home folder), which a boxed step must still see."""
+    real = os.path.realpath(python)
+    return os.path.dirname(os.path.dirname(real))
+
+
+def box_prefix(mounts, read=()):
+    """The bwrap command prefix for one step: the whole system read-only, /tmp and the home folder empty,
+    then ``read`` (folders the step runs from) and every read-only ``Mount`` that lies in a hidden folder
+    bound back read-only, every writable ``Mount`` read-write, and read-only ``Mount``s inside a writable one
+    (files the step only reads) read-only again on top; no network."""
+    roots = hidden_roots()
+    # --unshare-pid: with the host's processes in its /proc, a step could reach the whole file system through
+    # /proc/<a process of the user's>/root (found by the escape test: it wrote outside the box that way)
+    argv = ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc"]
+    for root in roots:
+        argv += ["--tmpfs", root]
+
+    def hidden(path):
+        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+    def reveals(path):  # a hidden folder itself, or a folder holding one (e.g. the parent of the home folder)
+        return any(root == path or root.startswith(path.rstrip("/") + "/") for root in roots)
+
+    def inside_writable(path):
+        return any(m.writable and path != m.path and path.startswith(m.path.rstrip("/") + "/") for m in mounts)
+
+    wanted = [Mount(path) for path in read if path and os.path.exists(path)] + list(mounts)
+    seen = set((os.path.realpath(m.path), False) for m in mounts if m.writable)  # read-write wins
+    # shortest first: a folder is bound before what lies inside it, so the inner binding wins
+    for mount in sorted(wanted, key=lambda m: (len(m.path), m.writable)):
+        path = os.path.realpath(mount.path)
+        if not os.path.exists(path) or (path, mount.writable) in seen:
+            continue
+        seen.add((path, mount.writable))
+        if reveals(path) and not (mount.writable and os.path.isfile(path)):
+            continue  # never the whole home folder or /tmp back: a step names what it needs inside them
+        if mount.writable:
+            argv += ["--bind", path, path]
+        elif hidden(path) or inside_writable(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
+def probe_filesystem_box():
+    """(usable, record): whether ``bwrap`` is installed and boxes a process here (a self-test: a private
+    /tmp, the system read-only, no network), checked now."""
+    if not sys.platform.startswith("linux"):
+        return False, _not_boxed("bubblewrap needs Linux (this is %s)" % sys.platform)
+    if shutil.which("bwrap") is None:
+        return False, _not_boxed("bubblewrap is not installed (`apt-get install bubblewrap` gives `bwrap`)")
+    test = box_prefix([]) + ["sh", "-c", "! touch /usr/.tfbridge-box-test 2>/dev/null && touch /tmp/t"]
+    try:
+        result = subprocess.run(test, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                                timeout=20)
+    except (OSError, subprocess.SubprocessError) as error:
+        return False, _not_boxed("`bwrap` could not run (%s)" % error)
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return False, _not_boxed("`bwrap` failed its self-test: %s" % (lines[-1] if lines else
+                                                                      "exit %d" % result.returncode))
+    return True, {"network": "isolated", "method": "bwrap --unshare-net", "reason": None,
+                  "filesystem": "boxed", "filesystem_method": "bwrap", "filesystem_reason": None}
+
+
+def _not_boxed(reason):
+    return {"filesystem": "not_boxed", "filesystem_method": None, "filesystem_reason": reason}
+
+
+_BOX = []
+
+
+def filesystem_box():
+    """``probe_filesystem_box()``, probed once per process."""
+    if not _BOX:
+        _BOX.append(probe_filesystem_box())
+    return _BOX[0]
 
 
 def get_backend(name=None):

@@ -16,6 +16,11 @@ from envs.report import format_table
 
 NO_TESTS_COLLECTED = 5
 
+# ``nox -s faults``: the fault tests at full size (README "Reliability under faults")
+FAULTS_SELECTION = "mutated or full_disk or killed_run or boxed or boxes_its_code"
+FAULTS_ENV = "TFBRIDGE_FAULTS"
+FAULTS_LOG_ENV = "TFBRIDGE_FAULTS_LOG"
+
 
 def groups():
     """(environment, marker, label) for every test group, in run order."""
@@ -93,3 +98,40 @@ def junit_counts(path):
         counts["skipped"] += skipped
         counts["passed"] += tests - failed - skipped
     return counts
+
+
+def run_faults(pytest_args=(), log=print):
+    """The fault tests at full size (``TFBRIDGE_FAULTS=full``): every mutation campaign (over 1000 mutated
+    inputs), every disk-full case, every kill point; then the mutations by kind and outcome. Returns 0
+    only if all passed."""
+    log_path = os.path.join(venvs.home(), "test-results", "faults.jsonl")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    if os.path.exists(log_path):
+        os.remove(log_path)
+    os.environ[FAULTS_ENV] = "full"
+    os.environ[FAULTS_LOG_ENV] = log_path
+    code = run_all(["-s", "-k", FAULTS_SELECTION] + list(pytest_args), log=log)
+    print(mutation_summary(log_path), flush=True)
+    return code
+
+
+def mutation_summary(log_path):
+    """A table of the mutation campaigns in ``log_path`` (one JSON line each): file type, kind, mutants,
+    and how many ended in each outcome ("refused (exit N)", "handled", or what the tests hunt for)."""
+    import json
+
+    rows = []
+    total = 0
+    try:
+        with open(log_path) as handle:
+            campaigns = [json.loads(line) for line in handle if line.strip()]
+    except (OSError, ValueError):
+        campaigns = []
+    for result in campaigns:
+        for kind, counts in sorted(result.get("by_kind", {}).items()):
+            count = sum(counts.values())
+            total += count
+            rows.append((result.get("label"), kind, count, ", ".join(
+                "%s %d" % (outcome, number) for outcome, number in sorted(counts.items()))))
+    table = format_table(("file", "kind", "mutants", "outcomes"), rows) if rows else "no mutation campaign ran"
+    return "%s\nmutations: %d mutated inputs in %d campaigns" % (table, total, len(campaigns))

@@ -284,6 +284,7 @@ def _tensor_name(name):
 
 def import_graph(graph_def, step="preflight"):
     """A ``tf.Graph`` holding ``graph_def`` (names unchanged); an op this TF does not know is a paragraph."""
+    _check_placeholder_shapes(graph_def, step)
     graph = tf.Graph()
     try:
         with graph.as_default():
@@ -294,6 +295,23 @@ def import_graph(graph_def, step="preflight"):
                              hint="An op unknown to this TF (a graph from a newer TF, or a custom op) cannot run "
                                   "here; give --origin the TF version that made the graph.")
     return graph
+
+
+def _check_placeholder_shapes(graph_def, step):
+    """Refuse a placeholder whose declared shape has a dimension of size 0 or below -1: TF 1.x's shape
+    inference divides by such a size when the graph is imported (SIGFPE: the process dies without a word).
+    Found by the .pb mutation campaign (tests/integration/test_mutations_tf1_15.py)."""
+    for node in graph_def.node:
+        if not node.op.startswith("Placeholder") or "shape" not in node.attr:
+            continue
+        shape = node.attr["shape"].shape
+        sizes = [dim.size for dim in shape.dim]
+        if not shape.unknown_rank and any(size == 0 or size < -1 for size in sizes):
+            raise ModelLoadError(
+                "placeholder %s declares the shape (%s): a dimension of size %d cannot hold an input (a damaged "
+                "or hand-edited graph)." % (node.name, ", ".join("?" if size == -1 else str(size) for size in sizes),
+                                            [size for size in sizes if size == 0 or size < -1][0]),
+                step=step, hint="Export the graph again from the code that made it.")
 
 
 def _is_training_switch(op):

@@ -24,6 +24,7 @@ import os
 
 from converters import safety
 from converters.errors import InputFileError, ModelLoadError, UsageError
+from converters.shared import layer_graph
 from converters.shared.keras_compat import load_custom_objects
 from converters.preflight import parse_arch_call  # the host checks the same syntax first
 from legacy_tf1 import compat, inspection
@@ -91,7 +92,11 @@ def load(path, arch=None, custom_objects_path=None, trust_model=False, info=None
     flavour = info["keras_flavour"]
     if not info["weights_only"]:
         # the Lambda gate, on the config as stored (not on ``info``, which a caller may have passed in)
-        safety.check_config(inspection.stored_model_config(path), path, trust_model, step="load")
+        stored = inspection.stored_model_config(path)
+        safety.check_config(stored, path, trust_model, step="load")
+        config, _ = safety.parse(stored)
+        if config is not None:  # a dangling or cyclic layer graph would make Keras 2's rebuild loop forever
+            layer_graph.check(config, path, step="load")
     # the learning phase is baked in when the graph is built: set it for both flavours first
     for name in compat.FLAVOURS:
         _set_inference_mode(name)

@@ -51,6 +51,8 @@ single-channel source for a preset that needs colour.
 import hashlib
 import os
 import sys
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -194,6 +196,13 @@ def _progress(iterable, total, description, enabled):
                 disable=None)
 
 
+def _decompression_bomb():
+    """PIL's error for an image whose header claims more pixels than it will decode (an Exception)."""
+    from PIL import Image
+
+    return getattr(Image, "DecompressionBombError", OSError)
+
+
 def _decode_image(path_or_image, height, width, channels):
     from PIL import Image
 
@@ -332,8 +341,13 @@ class CalibrationSource(object):
                     array = archive[key]
         except CalibrationDataError:
             raise
-        except (OSError, ValueError) as exc:
-            raise _error("cannot read %s (%s)." % (path, exc))
+        except (OSError, ValueError, OverflowError, zipfile.BadZipFile, EOFError, NotImplementedError,
+                zlib.error) as exc:
+            # a damaged file: a truncated or lying .npy header (OverflowError from its memory map), an .npz
+            # whose zip is corrupt (BadZipFile, "Bad CRC-32"; a compression method byte flipped:
+            # NotImplementedError or zlib.error) or cut short (EOFError)
+            raise _error("cannot read %s (%s: %s)." % (path, type(exc).__name__, exc),
+                         hint="The file is damaged or not written by numpy.save / numpy.savez; write it again.")
         if array.dtype.kind not in "uif":
             raise _error("%s has dtype %s; calibration data must be numeric (float or int)."
                          % (path, array.dtype))
@@ -378,7 +392,8 @@ class CalibrationSource(object):
             try:
                 raw = self._raw(index)
                 source = self.source_key(index)
-            except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these on corrupt files
+            except (OSError, ValueError, SyntaxError, _decompression_bomb()) as exc:  # PIL's on corrupt files
+                # (a header claiming billions of pixels is DecompressionBombError, not an OSError)
                 self.skipped.append((self._item_name(index), str(exc)))
                 continue
             if source in self._exclude_sources:

@@ -501,6 +501,12 @@ def render_markdown(report):
         lines += ["", "Steps ran %s (%s)." % (
             "without network" if sandbox.get("network") == "isolated" else "with network access",
             sandbox.get("method") or sandbox.get("reason") or "no sandbox")]
+        if sandbox.get("filesystem") == "boxed":
+            lines.append("Each step saw the file system read-only but for its run folder, with no home folder "
+                         "(%s)." % sandbox.get("filesystem_method"))
+        elif sandbox.get("filesystem"):
+            lines.append("Steps ran with your user's file access (no file-system box: %s)."
+                         % sandbox.get("filesystem_reason"))
     return "\n".join(lines) + "\n"
 
 

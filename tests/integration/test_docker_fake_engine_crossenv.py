@@ -205,7 +205,9 @@ def test_convert_legacy_through_the_docker_backend_ends_with_an_int8_model(legac
     verify_report = json.loads((out / "verify.json").read_text())
     assert len(verify_report["timings"]) + 2 == len(commands), "no step ran outside docker"
     for record in (verify_report["sandbox"], json.loads((out / "sandbox.json").read_text())):
-        assert record == {"network": "isolated", "method": "docker --network none", "reason": None}
+        assert record == {"network": "isolated", "method": "docker --network none", "reason": None,
+                          "filesystem": "boxed", "filesystem_method": "docker (only the step's mounts)",
+                          "filesystem_reason": None}
     # the engine was asked for each image before its first step
     for name in ("tf1.13", "tf1.15", "tf2"):
         assert any(path.endswith("/images/%s/json" % docker.image_tag(name)) for path in requests), requests

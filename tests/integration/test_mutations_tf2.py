@@ -2,7 +2,8 @@
 
 A valid full-int8 model (a tiny CNN converted here with the TFLite converter) is mutated with a fixed seed:
 random byte flips, flips in the first 64 bytes (root table, identifier, offsets), truncation and zeroed
-blocks. Each mutant goes through ``converters.tf2.npu.check`` (what the command runs) in a forked child with a
+blocks; and, through TFLite's flatbuffer tools, tensors that lie about their shape or type and operators
+with unknown or wrong op codes. Each mutant goes through ``converters.tf2.npu.check`` (what the command runs) in a forked child with a
 time limit, so TensorFlow is imported once. The outcome must be success or a ``TfbridgeError`` subclass:
 never another exception, a signal, or a hang. The command itself is run once on a good and a damaged file.
 """
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.tf2
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PER_KIND = 12  # x 4 kinds = 48 mutants
+KINDS = ("flip", "header", "truncate", "zero", "shape", "opcode")
+PER_KIND = _mutation.per_kind(8, 30)  # CI: 8 x 6 = 48 mutants; nox -s faults: 30 x 6 = 180
 TIME_LIMIT = 60.0
 
 
@@ -47,6 +49,8 @@ def valid_tflite(tmp_path_factory):
 
 
 def mutate(data, kind, rng):
+    if kind in ("shape", "opcode"):
+        return _edit_model(data, kind, rng)
     data = bytearray(data)
     if kind == "flip":
         for _ in range(rng.randint(1, 32)):
@@ -63,6 +67,32 @@ def mutate(data, kind, rng):
     return bytes(data)
 
 
+def _edit_model(data, kind, rng):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    if kind == "shape":
+        tensors = model.subgraphs[0].tensors
+        tensor = tensors[rng.randrange(len(tensors))]
+        choice = rng.choice(("shape", "rank", "empty", "type"))
+        if choice == "shape":
+            tensor.shape = np.array([rng.choice((0, 1, 3, 1000, -1, 2 ** 30)) for _ in range(len(tensor.shape))],
+                                    np.int32)
+        elif choice == "rank":
+            tensor.shape = np.array([1] * rng.choice((0, 1, 2, 5, 8)), np.int32)
+        elif choice == "empty":
+            tensor.shape = None
+        else:
+            tensor.type = rng.randrange(0, 20)
+    else:
+        codes = model.operatorCodes
+        code = codes[rng.randrange(len(codes))]
+        value = rng.choice((0, 3, 9, 127, 200, 255))
+        code.builtinCode = value
+        code.deprecatedBuiltinCode = min(value, 127)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _check(path):
     from converters.tf2 import npu
 
@@ -73,18 +103,18 @@ def campaign(valid_path, workdir):
     """Every mutant of ``valid_path``, in a fresh interpreter (see tests/integration/_mutation.py)."""
     from tensorflow.lite.tools import flatbuffer_utils  # noqa: F401 - imported once, inherited by each child
 
-    _mutation.campaign(valid_path, workdir, _check, mutate, ("flip", "header", "truncate", "zero"), seed=7,
-                       per_kind=PER_KIND, time_limit=TIME_LIMIT)
+    _mutation.campaign(valid_path, workdir, _check, mutate, KINDS, seed=7, per_kind=PER_KIND,
+                       time_limit=TIME_LIMIT, label="tflite")
 
 
 def test_mutated_tflite_files_are_handled_or_refused_never_crash(valid_tflite, tmp_path):
     found = _mutation.run_fresh("tests.integration.test_mutations_tf2", valid_tflite, tmp_path, REPO,
-                                timeout=4 * PER_KIND * TIME_LIMIT)
+                                timeout=len(KINDS) * PER_KIND * TIME_LIMIT)
     outcomes = found["outcomes"]
-    sys.stderr.write("tflite mutations: %s\n" % outcomes)
-    assert sum(outcomes.values()) == 4 * PER_KIND
+    sys.stderr.write("tflite mutations: %s\n" % found["by_kind"])
+    assert sum(outcomes.values()) == len(KINDS) * PER_KIND
     assert not found["bad"], found["bad"]
-    assert outcomes.get("refused", 0) > 0, "the mutations did damage files"
+    assert _mutation.refused(outcomes) > 0, "the mutations did damage files"
 
 
 def test_npu_command_reads_a_tflite_and_refuses_a_damaged_one_in_one_paragraph(valid_tflite, tmp_path):

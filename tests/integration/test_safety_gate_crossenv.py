@@ -6,17 +6,21 @@ only way keras 2.2.4 allows), inside a ``Sequential`` nested in a ``Model``, ins
 ``TimeDistributed``, and a Lambda with a function-valued ``output_shape``. Each trap's function creates
 a marker file if it ever runs. ``verify_upgrade`` and ``convert_legacy`` must refuse every trap without
 ``--trust-model`` (exit >= 2, the Lambda's path in the paragraph, no marker, nothing written); with
-``--trust-model`` verify_upgrade processes two nested traps (the slow positive path).
+``--trust-model`` verify_upgrade processes two nested traps (the slow positive path), and the trusted code
+runs inside the file-system box (issue 26): its attempts to write outside the run folder, to read
+``~/.ssh/id_rsa`` and to connect to a listener on the host each fail, and the step logs and report say so.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from envs import venvs
+from envs import backends, venvs
 
 pytestmark = pytest.mark.crossenv
 
@@ -34,10 +38,34 @@ np.save(sys.argv[1], np.random.RandomState(0).uniform(-1, 1, (16, 4, 6)).astype(
 
 
 @pytest.fixture(scope="module")
-def traps(tmp_path_factory):
+def listener():
+    """A TCP listener on the host; the traps try to connect to it (``accepted`` counts who did)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(True)
+            connection.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def traps(tmp_path_factory, listener):
     root = tmp_path_factory.mktemp("traps")
     venvs.ensure("tf1.13", log=lambda message: None)
     python, environ = venvs.python_of("tf1.13"), venvs.run_environ("tf1.13")
+    environ["TRAP_PORT"] = str(listener[0])  # baked into each trap's function (build_traps.py)
     output = subprocess.check_output([python, os.path.join(DATA, "build_traps.py"), str(root)], env=environ,
                                      cwd=REPO, stderr=subprocess.DEVNULL)
     made = json.loads(output.decode("utf-8").strip().splitlines()[-1])
@@ -50,8 +78,8 @@ def traps(tmp_path_factory):
     return made
 
 
-def tfbridge(module, *args):
-    environ = dict(os.environ, PYTHONPATH=REPO)
+def tfbridge(module, *args, **variables):
+    environ = dict(os.environ, PYTHONPATH=REPO, **variables)
     environ.pop("TFBRIDGE_DEBUG", None)
     return subprocess.run([sys.executable, "-m", module] + [str(a) for a in args], cwd=REPO, env=environ,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
@@ -87,11 +115,15 @@ def test_verify_and_convert_legacy_refuse_the_trap_without_trust(traps, tmp_path
 
 
 @pytest.mark.parametrize("case", ["model_in_wrapper", "bidirectional"])
-def test_verify_processes_a_nested_trap_with_trust(traps, tmp_path, case):
+def test_verify_processes_a_nested_trap_with_trust_and_boxes_its_code(traps, tmp_path, listener, case):
     trap = traps[case]
     out = tmp_path / "run"
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("not a real key")
+    connections = len(listener[1])
     result = tfbridge("converters.verify", trap["model"], "--origin", "1.13", "--out", out, "--trust-model",
-                      *custom_options(trap))
+                      *custom_options(trap), HOME=str(home))
     # tf2 (Python 3.11) cannot load the Lambda's Python 3.7 bytecode: its Keras cells are load_errors with
     # cause lambda_bytecode, tolerated because the frozen graph matches in tf2 (README "Verdicts"): exit 0
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -102,5 +134,25 @@ def test_verify_processes_a_nested_trap_with_trust(traps, tmp_path, case):
     assert cells["tf1.15"]["status"] == "match", cells["tf1.15"]
     assert cells["tf2-graph"]["status"] == "match", cells["tf2-graph"]
     assert cells["tf2"]["status"] == "load_error" and cells["tf2"].get("cause") == "lambda_bytecode", cells["tf2"]
-    assert os.path.exists(trap["marker"]), "trusted, the stored code ran (the trap is real)"
-    os.remove(trap["marker"])
+    # the stored code ran (trusted) in the re-save (tf1.13) and the tf1.15 cell; what it tried is in their logs
+    said = {}
+    for name in os.listdir(str(out / "logs")):
+        for line in open(str(out / "logs" / name), errors="replace"):
+            if line.startswith("trap: "):
+                said.setdefault(name, []).append(line.strip())
+    assert "resave.log" in said, sorted(os.listdir(str(out / "logs")))
+    boxed, record = backends.filesystem_box()
+    if not boxed:  # the fallback: the run says so, and the code ran with the user's rights
+        assert report["sandbox"]["filesystem"] == "not_boxed" and report["sandbox"]["filesystem_reason"]
+        assert "file-system box unavailable: " in result.stderr
+        os.remove(trap["marker"])
+        return
+    assert report["sandbox"]["filesystem"] == "boxed" and report["sandbox"]["network"] == "isolated"
+    for lines in said.values():
+        attempts = [line.split(" ")[1] for line in lines]
+        assert sorted(set(attempts)) == ["connect", "read", "write"], lines
+        assert all(" blocked: " in line for line in lines), lines
+    sys.stderr.write("trap %s: %d escape attempts in %s, all blocked\n"
+                     % (case, sum(len(lines) for lines in said.values()), ", ".join(sorted(said))))
+    assert not os.path.exists(trap["marker"]), "the trusted code wrote outside its run folder"
+    assert len(listener[1]) == connections, "the trusted code reached the host's network"

@@ -61,10 +61,11 @@ def test_a_step_cannot_reach_the_network_while_the_host_can(tmp_path, listener):
     outcome = json.loads(run.step("connect", "host", PROBE, ["connect", port]).strip().splitlines()[-1])
     assert outcome["connected"] is False, outcome
     assert "unreachable" in outcome["error"] or "refused" in outcome["error"], outcome
-    assert run.sandbox == {"network": "isolated", "method": "unshare --net", "reason": None}
+    assert run.sandbox["network"] == "isolated" and run.sandbox["reason"] is None
+    assert run.sandbox["method"] in ("unshare --net", "bwrap --unshare-net")
     assert len(accepted) == 1, "only the host's own connection arrived"
     log = (tmp_path / "run" / "logs" / "connect.log").read_text()
-    assert log.startswith("$ " + " ".join(prefix))
+    assert log.startswith("$ " + ("bwrap" if backends.filesystem_box()[0] else " ".join(prefix)))
 
     # the same step, same venv, outside the runner's sandbox does connect: the refusal is the sandbox's
     environ = venvs.run_environ("host")
@@ -149,11 +150,60 @@ def test_interrupting_the_runner_stops_the_step(tmp_path):
         assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split(")")[-1].split()[0] == "Z"
 
 
+def test_a_boxed_step_writes_only_its_run_folder_and_sees_no_home_and_no_network(tmp_path, listener,
+                                                                                 monkeypatch):
+    """The file-system box (bubblewrap): what trusted model code could try, tried by a step, each blocked;
+    the same step outside the box succeeds at each (so the refusals are the box's)."""
+    boxed, record = backends.filesystem_box()
+    if not boxed:
+        pytest.skip("no file-system box on this machine: %s" % record["filesystem_reason"])
+    port, accepted = listener
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    secret = home / ".ssh" / "id_rsa"
+    secret.write_text("not a real key")
+    monkeypatch.setenv("HOME", str(home))
+    model_folder = tmp_path / "models"
+    model_folder.mkdir()
+    model = model_folder / "model.h5"
+    model.write_bytes(b"a model")
+    outside = model_folder / "written-by-the-step.txt"
+    run = runner(tmp_path)
+    os.makedirs(run.run_dir)
+    inside = os.path.join(run.run_dir, "model.h5")
+    with open(inside, "wb") as handle:
+        handle.write(b"the re-saved model")
+    assert run.sandbox["filesystem"] == "boxed" and run.sandbox["filesystem_method"] == "bwrap"
+    attempts = []
+    for target in (str(outside), inside, "/usr/written-by-the-step"):
+        output = run.step("escape", "host", PROBE, ["escape", target, "~/.ssh/id_rsa", port, str(model)])
+        attempts.append(json.loads(output.strip().splitlines()[-1]))
+    for outcome in attempts:
+        assert all(value.startswith("blocked") for value in outcome.values()), attempts
+    assert "Read-only file system" in attempts[0]["write"] and "Read-only file system" in attempts[1]["write"]
+    assert "No such file" in attempts[0]["read"], "the home folder is empty inside the box"
+    assert not outside.exists() and open(inside, "rb").read() == b"the re-saved model" and not accepted
+    # its own run folder is writable, and the model it names is readable
+    output = run.step("escape", "host", PROBE, ["escape", os.path.join(run.run_dir, "mine.txt"), str(model), port])
+    inside_run = json.loads(output.strip().splitlines()[-1])
+    assert inside_run["write"] == "escaped" and inside_run["read"] == "escaped", inside_run
+    os.remove(os.path.join(run.run_dir, "mine.txt"))
+    # the control: the same step, run as the user without the box, does each
+    direct = subprocess.run(venvs.module_command("host", PROBE, ["escape", str(outside), "~/.ssh/id_rsa", port]),
+                            env=venvs.run_environ("host"), cwd=venvs.REPO_ROOT, stdout=subprocess.PIPE,
+                            universal_newlines=True, check=True)
+    assert json.loads(direct.stdout) == {"write": "escaped", "proc": "escaped", "read": "escaped",
+                                         "connect": "escaped"}
+    assert outside.exists() and len(accepted) == 1
+
+
 class _NoSandbox(backends.LocalBackend):
     """A local backend on a machine where the probe failed (what ``sandbox()`` reports is all that changes)."""
 
     def sandbox(self):
-        return {"network": "not_isolated", "method": None, "reason": "`unshare --net -- true` failed: EPERM"}
+        return {"network": "not_isolated", "method": None, "reason": "`unshare --net -- true` failed: EPERM",
+                "filesystem": "not_boxed", "filesystem_method": None,
+                "filesystem_reason": "bubblewrap is not installed (`apt-get install bubblewrap` gives `bwrap`)"}
 
 
 def test_an_unavailable_sandbox_is_said_once_and_recorded(tmp_path, monkeypatch):
@@ -164,6 +214,8 @@ def test_an_unavailable_sandbox_is_said_once_and_recorded(tmp_path, monkeypatch)
         run.step("sleep", "host", PROBE, ["sleep", "0"])
         run.step("sleep2", "host", PROBE, ["sleep", "0"])
         assert run.sandbox["network"] == "not_isolated"
-    notes = [line for line in lines if "network sandbox unavailable" in line]
-    assert notes == ["network sandbox unavailable: `unshare --net -- true` failed: EPERM; "
+    notes = [line for line in lines if "unavailable" in line]
+    assert notes == ["file-system box unavailable: bubblewrap is not installed (`apt-get install bubblewrap` "
+                     "gives `bwrap`); steps run with your user's file access",
+                     "network sandbox unavailable: `unshare --net -- true` failed: EPERM; "
                      "steps run with network access"]

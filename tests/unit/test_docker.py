@@ -78,17 +78,61 @@ def test_docker_backend_command_line_and_mounts(tmp_path, monkeypatch):
     assert argv[argv.index(tag):] == [tag, "legacy_tf1", "resave", str(model), "--out", str(run)]
 
 
-def test_local_backend_runs_in_the_venv_inside_the_network_sandbox():
+def test_local_backend_runs_in_the_venv_inside_the_box_or_the_network_sandbox():
     backend = backends.get_backend("local")
     argv, environ = backend.command("tf2", "converters.shared.parity", ["RUN"])
-    prefix, record = backends.network_sandbox()
-    assert argv == prefix + [venvs.python_of("tf2"), "-m", "converters.shared.parity", "RUN"]
+    python = [venvs.python_of("tf2"), "-m", "converters.shared.parity", "RUN"]
+    assert argv[-len(python):] == python
     assert environ["TFBRIDGE_ENV"] == "tf2"
-    assert backend.sandbox() == record
-    if record["network"] == "isolated":
-        assert prefix[0] == "unshare" and prefix[-2:] == ["--net", "--"] and record["method"] == "unshare --net"
+    boxed, box_record = backends.filesystem_box()
+    prefix, record = backends.network_sandbox()
+    if boxed:
+        assert argv[0] == "bwrap" and "--unshare-net" in argv and backend.sandbox() == box_record
+        assert backend.sandbox()["filesystem"] == "boxed" and backend.sandbox()["method"] == "bwrap --unshare-net"
     else:
-        assert prefix == [] and record["method"] is None and record["reason"]
+        assert argv == prefix + python and backend.sandbox()["filesystem"] == "not_boxed"
+        assert backend.sandbox()["filesystem_reason"]
+        if record["network"] == "isolated":
+            assert prefix[0] == "unshare" and prefix[-2:] == ["--net", "--"] and record["method"] == "unshare --net"
+        else:
+            assert prefix == [] and record["method"] is None and record["reason"]
+
+
+def test_the_box_hides_tmp_and_home_and_binds_back_only_what_the_step_needs(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    run = tmp_path / "work" / "run"
+    run.mkdir(parents=True)
+    (run / "model.h5").write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(home))
+    (home / "models" / "m.h5").write_bytes(b"x")
+    (home / ".ssh").mkdir()
+    mounts = backends.mounts_for([str(home / "models" / "m.h5"), str(run), str(tmp_path / "calib"),
+                                  str(home / "missing")],
+                                 writable=[str(run)], read_only_files=[str(run / "model.h5")])
+    argv = backends.box_prefix(mounts, read=["/usr", str(home / "models")])
+    assert argv[:4] == ["bwrap", "--die-with-parent", "--unshare-net", "--unshare-pid"]
+    assert argv[argv.index("--ro-bind"):argv.index("--ro-bind") + 3] == ["--ro-bind", "/", "/"]
+    tmpfs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tmpfs"]
+    assert tmpfs == ["/tmp", str(home)]
+    binds = [(argv[i], argv[i + 1]) for i, arg in enumerate(argv) if arg in ("--bind", "--ro-bind")][1:]
+    # /usr is read-only already (not hidden): not bound again; the model's folder in the hidden home is bound
+    # back read-only, the run folder read-write, the re-saved model in it read-only on top (after it); the
+    # parents of the hidden home (of a path that does not exist: tmp_path, home) are never bound back
+    assert binds == [("--bind", str(run)), ("--ro-bind", str(home / "models")),
+                     ("--ro-bind", str(run / "model.h5"))], binds
+    # a file directly in the home folder: the file alone, never the home folder (nor its parent)
+    (home / "top.h5").write_bytes(b"x")
+    argv = backends.box_prefix(backends.mounts_for([str(home / "top.h5")], writable=[str(run)]))
+    binds = [(argv[i], argv[i + 1]) for i, arg in enumerate(argv) if arg in ("--bind", "--ro-bind")][1:]
+    assert binds == [("--bind", str(run)), ("--ro-bind", str(home / "top.h5"))], binds
+
+
+def test_without_bwrap_the_box_probe_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    usable, record = backends.probe_filesystem_box()
+    assert usable is False and record["filesystem"] == "not_boxed"
+    assert "bubblewrap is not installed" in record["filesystem_reason"]
 
 
 def test_user_paths_are_importable_in_both_backends(tmp_path):
@@ -101,7 +145,8 @@ def test_user_paths_are_importable_in_both_backends(tmp_path):
 
 def test_docker_backend_records_its_network_sandbox():
     assert backends.get_backend("docker").sandbox() == {
-        "network": "isolated", "method": "docker --network none", "reason": None}
+        "network": "isolated", "method": "docker --network none", "reason": None, "filesystem": "boxed",
+        "filesystem_method": "docker (only the step's mounts)", "filesystem_reason": None}
 
 
 def test_backends_and_docker_do_not_import_each_other_in_a_cycle():

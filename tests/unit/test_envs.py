@@ -87,3 +87,16 @@ def test_junit_counts(tmp_path):
     path.write_text('<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>')
     assert testing.junit_counts(str(path)) == {"passed": 3, "failed": 2, "skipped": 2}
     assert testing.junit_counts(str(tmp_path / "absent.xml")) == {"passed": 0, "failed": 0, "skipped": 0}
+
+
+def test_the_faults_summary_adds_up_the_campaigns_by_kind_and_outcome(tmp_path):
+    from envs import testing
+
+    log = tmp_path / "faults.jsonl"
+    log.write_text('{"label": "h5", "by_kind": {"flip": {"refused (exit 5)": 3, "handled": 1}}}\n'
+                   '{"label": "pb", "by_kind": {"node": {"refused (exit 6)": 2}, "zero": {"handled": 2}}}\n')
+    summary = testing.mutation_summary(str(log))
+    assert summary.splitlines()[-1] == "mutations: 8 mutated inputs in 2 campaigns"
+    assert "handled 1, refused (exit 5) 3" in summary and "refused (exit 6) 2" in summary
+    assert testing.mutation_summary(str(tmp_path / "none.jsonl")).endswith("mutations: 0 mutated inputs in 0 campaigns")
+    assert "mutated" in testing.FAULTS_SELECTION and "killed_run" in testing.FAULTS_SELECTION

@@ -193,3 +193,38 @@ def test_add_to_marker_unions_and_forgets_removed_files(tmp_path):
     write(os.path.join(run, "c.json"))
     runfolder.add_to_marker(run, "convert", ["c.json"])
     assert runfolder.read_marker(run)["files"] == ["a.json", "c.json"]
+
+
+def _dead_pid():
+    """The id of a process that has ended (a child reaped at once)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_what_a_killed_run_left_is_cleaned_by_the_next_run_of_that_out(tmp_path):
+    out = tmp_path / "run"
+    dead, alive = _dead_pid(), os.getpid()
+    stale = tmp_path / (".run.partial-%d-abc" % dead)
+    (stale / "logs").mkdir(parents=True)
+    (stale / "model.h5").write_bytes(b"half")
+    running = tmp_path / (".run.partial-%d-def" % os.getppid())  # a run still going: left alone
+    running.mkdir()
+    other = tmp_path / (".other.partial-%d-abc" % dead)  # another --out's: not this run's business
+    other.mkdir()
+    old = tmp_path / (".run.old-%d-xyz" % dead)  # killed between publishing's two renames
+    old.mkdir()
+    runfolder.write_json(str(old / "report.json"), {"complete": True})
+    runfolder.write_marker(str(old), "convert_legacy")
+    done = runfolder.recover(str(out))
+    assert sorted(done) == ["removed .run.partial-%d-abc" % dead, "restored .run.old-%d-xyz" % dead]
+    assert sorted(os.listdir(str(tmp_path))) == sorted([".other.partial-%d-abc" % dead, running.name, "run", "cwd"])
+    assert runfolder.read_json(str(out / "report.json")) == {"complete": True}
+    # with the --out present, a stale old folder is only removed
+    old.mkdir()
+    runfolder.write_marker(str(old), "convert_legacy")
+    assert runfolder.recover(str(out)) == ["removed .run.old-%d-xyz" % dead]
+    assert alive == os.getpid() and runfolder.partial_folder(str(out)).startswith(
+        str(tmp_path / (".run.partial-%d-" % alive)))

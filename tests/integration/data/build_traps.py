@@ -38,9 +38,33 @@ PATHS = {
 }
 
 
-def _trap_function(marker):
-    # the marker is a default argument: func_dump stores it with the bytecode, no closure needed
-    return lambda x, marker=marker: (open(marker, "w").close(), x)[1]
+def _trap_function(marker, port=None):
+    """What a hostile model's code tries when it is trusted: create ``marker`` (a file outside the run
+    folder), read the user's ``~/.ssh/id_rsa`` and connect to 127.0.0.1:``port`` (default
+    $TRAP_PORT, else 9); it reports each attempt on stderr ("trap: write escaped" / "trap: read
+    blocked: ..."), so a step's log shows what the file-system box stopped, and returns its input."""
+    port = int(os.environ.get("TRAP_PORT", "9")) if port is None else port
+
+    # the marker and port are default arguments: func_dump stores them with the bytecode, no closure needed
+    def trap(x, marker=marker, port=port):
+        import os
+        import socket
+        import sys
+
+        for attempt in ("write", "read", "connect"):
+            try:
+                if attempt == "write":
+                    open(marker, "w").close()
+                elif attempt == "read":
+                    open(os.path.expanduser("~/.ssh/id_rsa")).read()
+                else:
+                    socket.create_connection(("127.0.0.1", port), timeout=3).close()
+                sys.stderr.write("trap: %s escaped\n" % attempt)
+            except OSError as error:
+                sys.stderr.write("trap: %s blocked: %s\n" % (attempt, error))
+        return x
+
+    return trap
 
 
 def build(case, marker):
