@@ -229,6 +229,12 @@ def from_keras3(path, workdir, trust_model=False):
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError("Keras %s could not load %s (%s)." % (keras.__version__, path,
                              str(exc).splitlines()[0][:300]), step="load") from exc
+    try:
+        model.inputs  # a layer that failed while Keras rebuilt the model leaves it unbuilt (only a warning)
+    except AttributeError as exc:
+        raise ModelLoadError("Keras %s loaded %s but could not build it (%s); a layer failed while the model "
+                             "was rebuilt (see the warnings above)." % (keras.__version__, path, exc),
+                             step="load") from exc
     return from_keras3_model(model, workdir, path)
 
 

@@ -5,6 +5,8 @@ Lambda whose function creates a marker file when it runs; the marker is removed 
 model ran it once). ``python -m converters.convert`` (the host command, run with the host interpreter as
 a user would) must refuse the file without ``--trust-model`` (exit >= 2, the Lambda named, no marker) and
 convert it with ``--trust-model`` (the marker proves the trap is live, so the refusal is not vacuous).
+The marker lies in the trusted run's ``--out`` folder: trusted code still runs in the step's file-system
+box (README, "File-system box"), which lets it write in its run folder only.
 """
 
 import os
@@ -26,10 +28,10 @@ def trap_function(marker):
     return eval("lambda t: (__import__('pathlib').Path(%r).touch(), t)[1]" % str(marker))
 
 
-def save_tf_keras_trap(folder, nested=False):
+def save_tf_keras_trap(folder, nested=False, marker_dir=None):
     import tf_keras
 
-    marker = folder / "marker_h5"
+    marker = (marker_dir or folder) / "marker_h5"
     layers = tf_keras.layers
     tf_keras.utils.set_random_seed(0)
     inputs = layers.Input(SHAPE)
@@ -46,10 +48,10 @@ def save_tf_keras_trap(folder, nested=False):
     return str(path), marker
 
 
-def save_keras3_trap(folder):
+def save_keras3_trap(folder, marker_dir=None):
     import keras  # Keras 3 (TF_USE_LEGACY_KERAS only changes tf.keras)
 
-    marker = folder / "marker_keras3"
+    marker = (marker_dir or folder) / "marker_keras3"
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input(SHAPE), keras.layers.Conv2D(4, 3, activation="relu"),
                               keras.layers.Lambda(trap_function(marker), name="touch"),
@@ -85,7 +87,10 @@ def calib(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["h5", "keras3"])
 def test_convert_refuses_a_lambda_without_trust_model_and_converts_with_it(kind, tmp_path, calib):
-    path, marker = save_tf_keras_trap(tmp_path) if kind == "h5" else save_keras3_trap(tmp_path)
+    trusted_out = tmp_path / "trusted"  # the box lets trusted code write in its run folder only
+    trusted_out.mkdir()
+    path, marker = save_tf_keras_trap(tmp_path, marker_dir=trusted_out) if kind == "h5" else \
+        save_keras3_trap(tmp_path, marker_dir=trusted_out)
 
     refused = host_convert(path, str(tmp_path / "refused"), calib)
     assert refused.returncode == 7, refused.stdout[-2000:]  # UntrustedModelError
