@@ -123,7 +123,9 @@ def test_the_demo_in_the_images_equals_the_demo_in_the_venvs(images, tmp_path):
     run_d, run_l = in_images / "runs" / "demo_face", in_venvs / "runs" / "demo_face"
     # every step ran in an image, on the engine, without network
     for record in (json.loads((run_d / "sandbox.json").read_text()), json.loads((run_d / "verify.json").read_text())["sandbox"]):
-        assert record == {"network": "isolated", "method": "docker --network none", "reason": None}
+        assert record == {"network": "isolated", "method": "docker --network none", "reason": None,
+                          "filesystem": "boxed", "filesystem_method": "docker (only the step's mounts)",
+                          "filesystem_reason": None}
     assert json.loads((run_l / "sandbox.json").read_text())["method"] != "docker --network none"
     logs = "\n".join(path.read_text(errors="replace") for path in sorted((run_d / "logs").glob("*.log")))
     ran = json.loads((run_d / "steps.json").read_text())["steps"]
