@@ -12,7 +12,6 @@ Already covered elsewhere (not repeated): a missing model through verify, and a 
 (test_calibration_images_tf1_13.py); a failed environment install (tests/unit/test_envs.py).
 """
 
-import hashlib
 import os
 import re
 import signal
@@ -21,6 +20,8 @@ import sys
 import time
 
 import pytest
+
+from tests.integration import _folders
 
 from envs import venvs
 from tests.integration.test_convert_crossenv import MAKE_H5
@@ -305,14 +306,7 @@ def test_a_failed_resave_stops_the_steps_started_beside_it(inputs, tmp_path):
     assert_no_leftovers(out)
 
 
-def hashes(folder):
-    found = {}
-    for root, _, files in os.walk(str(folder)):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, str(folder))] = hashlib.sha256(handle.read()).hexdigest()
-    return found
+hashes = _folders.file_hashes  # {relative path: sha256} of a folder's files
 
 
 def children_of(pid):

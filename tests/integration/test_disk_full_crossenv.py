@@ -16,12 +16,13 @@ Each must end in exit 13 (``DiskFullError``) with one paragraph and no traceback
 ``.partial-`` folder, and leave the earlier run folder byte for byte as it was.
 """
 
-import hashlib
 import os
 import subprocess
 import sys
 
 import pytest
+
+from tests.integration import _folders
 
 from converters.errors import DiskFullError
 
@@ -57,14 +58,7 @@ def convert_legacy(out, *extra, **variables):
                           universal_newlines=True, timeout=600)
 
 
-def contents(folder):
-    found = {}
-    for root, _, files in os.walk(str(folder)):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, str(folder))] = hashlib.sha256(handle.read()).hexdigest()
-    return found
+contents = _folders.file_hashes  # {relative path: sha256} of a folder's files
 
 
 def fill(mount, leave_bytes):

@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+from tests.integration import _folders
+
 pytestmark = pytest.mark.crossenv
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,14 +52,7 @@ def run(out, *extra):
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
 
 
-def contents(folder):
-    found = {}
-    for root, _, files in os.walk(str(folder)):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, str(folder))] = hashlib.sha256(handle.read()).hexdigest()
-    return found
+contents = _folders.file_hashes  # {relative path: sha256} of a folder's files
 
 
 def result_of(out):
