@@ -61,7 +61,6 @@ process alone for its shard, recorded in ``info["fallback"]``; samples of differ
 set propagate unchanged.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -71,6 +70,9 @@ import time
 
 import numpy as np
 
+from converters.tf2 import tflite_model
+from converters.tf2.tflite_model import calibration_wrapper  # noqa: F401 - tests and workers call calibrate.calibration_wrapper
+
 MIN_SAMPLES_PER_SHARD = 4
 WORKER_START_SECONDS = 1.5  # interpreter + numpy + the wrapper + reading the model (measured: ~1.2 s)
 WORKER_BASE_BYTES = 64 << 20
@@ -79,38 +81,6 @@ MEMORY_SHARE = 0.5
 
 # --------------------------------------------------------------------------- TensorFlow's own pieces
 
-def _load_tf_module(name, relative_path):
-    """A module file of the installed TensorFlow, loaded without importing the ``tensorflow`` package.
-
-    Used in workers: TensorFlow's calibration wrapper and flatbuffer schema are self-contained (the .so
-    links only libpywrap_tflite_common.so), and importing all of TensorFlow would cost seconds and
-    ~600 MB per worker. In a process that has imported TensorFlow, its own module is used instead.
-    """
-    root = importlib.util.find_spec("tensorflow").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(root, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def calibration_wrapper():
-    """TensorFlow's ``_pywrap_tensorflow_lite_calibration_wrapper`` (the module ``Calibrator`` drives)."""
-    if "tensorflow" in sys.modules:
-        from tensorflow.lite.python.optimize import calibrator
-
-        return calibrator._calibration_wrapper
-    return _load_tf_module("_pywrap_tensorflow_lite_calibration_wrapper",
-                           os.path.join("lite", "python", "_pywrap_tensorflow_lite_calibration_wrapper.so"))
-
-
-def _schema():
-    if "tensorflow" in sys.modules:
-        from tensorflow.lite.python import schema_py_generated
-
-        return schema_py_generated
-    return _load_tf_module("tfbridge_tflite_schema", os.path.join("lite", "python", "schema_py_generated.py"))
-
-
 # ------------------------------------------------------------------------------- statistics in a model
 
 def tensor_ranges(model_content):
@@ -118,7 +88,7 @@ def tensor_ranges(model_content):
 
     The arrays are views into ``model_content``: when it is a bytearray, writing them edits the model.
     """
-    schema = _schema()
+    schema = tflite_model.schema()
     model = schema.Model.GetRootAsModel(model_content, 0)
     ranges = {}
     for s in range(model.SubgraphsLength()):
@@ -297,15 +267,6 @@ def default_jobs():
 FAST_MIN_THREADS = 2  # TFLite's calibrator runs the multi-threaded float kernels; one thread rounds otherwise
 
 
-def _operator_name(schema, model, code):
-    operator_code = model.OperatorCodes(code)
-    if operator_code.CustomCode():
-        return operator_code.CustomCode().decode("utf-8", "replace")
-    names = dict((v, k) for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_"))
-    builtin = max(operator_code.BuiltinCode(), operator_code.DeprecatedBuiltinCode())
-    return names.get(builtin, str(builtin))
-
-
 def observation_plan(model_content):
     """What TFLite's calibrator logs, when the interpreter can see all of it: ({tensors, operators}, None),
     or (None, why not).
@@ -317,7 +278,7 @@ def observation_plan(model_content):
     (control flow runs them once per iteration), intermediates that the calibrator's LSTM logging kernel
     records inside the op, and custom ops (registered in the converter's process only).
     """
-    schema = _schema()
+    schema = tflite_model.schema()
     model = schema.Model.GetRootAsModel(model_content, 0)
     if model.SubgraphsLength() != 1:
         return None, "the model has %d subgraphs (control flow)" % model.SubgraphsLength()
@@ -335,7 +296,7 @@ def observation_plan(model_content):
     tensors = set()
     for o in range(graph.OperatorsLength()):
         operator = graph.Operators(o)
-        name = _operator_name(schema, model, operator.OpcodeIndex())
+        name = tflite_model.operator_name(schema, model, operator.OpcodeIndex())
         if model.OperatorCodes(operator.OpcodeIndex()).CustomCode():
             return None, "custom op %s" % name
         if operator.IntermediatesLength() or operator.InputsLength() == 24:  # the LSTM logging kernel
@@ -348,35 +309,6 @@ def observation_plan(model_content):
     return {"tensors": sorted(tensors), "operators": operators}, None
 
 
-def _interpreter(model_content, shapes, threads=None, preserve=False):
-    from tensorflow.lite.python import interpreter as interpreter_module
-
-    import warnings
-
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns that it is deprecated (LiteRT)
-        warnings.simplefilter("ignore")
-        interpreter = interpreter_module.Interpreter(
-            model_content=model_content, num_threads=threads, experimental_preserve_all_tensors=preserve,
-            # no XNNPACK: it fuses the graph into one node whose inner tensors no one can read, and its
-            # kernels round differently from the calibrator's
-            experimental_op_resolver_type=interpreter_module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    inputs = interpreter.get_input_details()
-    if len(inputs) != len(shapes):
-        raise ValueError("the model has %d inputs, the samples %d" % (len(inputs), len(shapes)))
-    for detail, shape in zip(inputs, shapes):
-        if list(detail["shape"]) != list(shape):
-            interpreter.resize_tensor_input(detail["index"], list(shape))
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _data_span(interpreter, index):
-    view = interpreter.tensor(index)()
-    span = (view.__array_interface__["data"][0], view.nbytes)
-    del view  # the interpreter refuses to run while a view into it is held
-    return span
-
-
 def in_place_inputs(model_content, plan, shapes):
     """[(input, output)] of the operators that TFLite runs in place (the output written over the input's
     buffer), and the bytes of every non-constant tensor of one sample, from an interpreter planned as the
@@ -387,18 +319,18 @@ def in_place_inputs(model_content, plan, shapes):
     operator's output, so the input's recorded range also covers the output's (ResNet50: the 16 residual
     ADDs). Raises ValueError when an output overlaps an input without being the same buffer.
     """
-    interpreter = _interpreter(model_content, shapes)
+    interpreter = tflite_model.interpreter(model_content, shapes)
     pairs = []
     for operator in plan["operators"]:
         for i in operator["inputs"]:
-            start, size = _data_span(interpreter, i)
+            start, size = tflite_model.data_span(interpreter, i)
             for o in operator["outputs"]:
-                other, other_size = _data_span(interpreter, o)
+                other, other_size = tflite_model.data_span(interpreter, o)
                 if (start, size) == (other, other_size):
                     pairs.append((i, o))
                 elif size and other_size and start < other + other_size and other < start + size:
                     raise ValueError("op %s writes its output over part of its input" % operator["name"])
-    total = sum(_data_span(interpreter, i)[1] for i in plan["tensors"])
+    total = sum(tflite_model.data_span(interpreter, i)[1] for i in plan["tensors"])
     del interpreter
     return pairs, total
 
@@ -425,7 +357,7 @@ class InterpreterObserver(object):
         self.collector = collector  # issue 22: per-channel statistics (converters.tf2.recovery.statistics)
         if collector is not None:  # an input overwritten in place holds its op's output after the run
             collector.excluded = set(i for i, _ in pairs)
-        self.interpreter = _interpreter(model_content, shapes, threads=threads, preserve=True)
+        self.interpreter = tflite_model.interpreter(model_content, shapes, threads=threads, preserve=True)
         self.inputs = [d["index"] for d in self.interpreter.get_input_details()]
         self.dtypes = [d["dtype"] for d in self.interpreter.get_input_details()]
         self.mins = dict((t, np.float32(np.inf)) for t in self.tensors)

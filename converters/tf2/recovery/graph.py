@@ -12,7 +12,7 @@ shared by several tensors is reported by ``shared_buffer`` so that a rewrite can
 
 import numpy as np
 
-from converters.tf2 import calibrate
+from converters.tf2 import tflite_model
 
 # op name -> (weights input, bias input, weights' output-channel axis, weights' input-channel axis)
 LINEAR_OPS = {
@@ -48,7 +48,7 @@ class Graph(object):
         if not isinstance(content, bytearray):
             raise TypeError("Graph edits in place: give it a bytearray")
         self.content = content
-        schema = calibrate._schema()
+        schema = tflite_model.schema()
         self._schema = schema
         self._model = schema.Model.GetRootAsModel(content, 0)
         self._graph = self._model.Subgraphs(0)
@@ -71,7 +71,7 @@ class Graph(object):
         self.ops = []
         for o in range(graph.OperatorsLength()):
             operator = graph.Operators(o)
-            name = calibrate._operator_name(schema, self._model, operator.OpcodeIndex())
+            name = tflite_model.operator_name(schema, self._model, operator.OpcodeIndex())
             inputs = [int(i) for i in operator.InputsAsNumpy()] if operator.InputsLength() else []
             outputs = [int(i) for i in operator.OutputsAsNumpy()] if operator.OutputsLength() else []
             activation, multiplier, window = self._options(operator, name)

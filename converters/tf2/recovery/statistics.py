@@ -11,7 +11,7 @@ and rescaled, never recomputed.
 
 import numpy as np
 
-from converters.tf2 import calibrate
+from converters.tf2 import tflite_model
 
 VALUE_SAMPLES = 16384  # values kept per tensor for the range choice (spread over the samples)
 
@@ -119,7 +119,7 @@ def collect(model_content, samples, wanted, threads=2, seed=0):
     names = Graph(bytearray(model_content)).tensor_names
     overwritten = overwritten_inputs(model_content, shapes)
     tensors = [t for t, name in enumerate(names) if wanted.get(name) and t not in overwritten]
-    interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
+    interpreter = tflite_model.interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
     inputs = interpreter.get_input_details()
     rng = np.random.RandomState(seed)
     keep = -(-VALUE_SAMPLES // len(samples))
@@ -152,13 +152,13 @@ def overwritten_inputs(model_content, shapes):
 
     graph = Graph(bytearray(model_content))
     try:
-        interpreter = calibrate._interpreter(bytes(model_content), shapes)
+        interpreter = tflite_model.interpreter(bytes(model_content), shapes)
     except Exception:  # noqa: BLE001 - the statistics pass reports its own failure
         return set()
 
     def span(t):
         try:
-            return calibrate._data_span(interpreter, t)
+            return tflite_model.data_span(interpreter, t)
         except ValueError:  # no buffer of its own
             return None
 
@@ -184,7 +184,7 @@ def run(model_content, samples, threads=2, tensors=()):
     whose every tensor can be read."""
     shapes = [list(np.shape(x)) for x in samples[0]]
     if tensors:
-        interpreter = calibrate._interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
+        interpreter = tflite_model.interpreter(bytes(model_content), shapes, threads=max(2, threads), preserve=True)
     else:
         interpreter = _default_interpreter(bytes(model_content), shapes, threads)
     inputs = interpreter.get_input_details()
