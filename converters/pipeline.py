@@ -55,7 +55,7 @@ import sys
 import time
 
 from converters import cli, convert, errors, options, preflight, runfolder, steps, verify
-from envs import venvs
+from envs import registry, venvs
 
 STEPS_FILE = "steps.json"
 VERIFY_REPORT = "verify.json"
@@ -110,7 +110,7 @@ def stage_keys(args):
         # $TFBRIDGE_HOME: not in the code key)
         "tf": getattr(args, "tf", None), "bisect": bool(getattr(args, "bisect", False)),
         "tf_locks": [sha256_of(venvs.lock_path(name)) if os.path.exists(venvs.lock_path(name)) else None
-                     for name in preflight.tf_environments(getattr(args, "tf", None))],
+                     for name in registry.tf_environments(getattr(args, "tf", None))],
         # a TF 1.x graph's signature options (converters/options.py)
         "graph": [getattr(args, key, None) for key in ("inputs", "outputs", "tags", "signature")],
     }

@@ -43,7 +43,8 @@ import struct
 import zipfile
 
 from converters import options as declared
-from converters.errors import CalibrationDataError, InputFileError, TfbridgeError, UsageError
+from converters.errors import CalibrationDataError, InputFileError, UsageError
+from envs import registry
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -779,42 +780,6 @@ def check_npu_targets(names):
     return canonical
 
 
-def tf_environments(text, backend=None):
-    """The environments of ``--tf VERSION[,VERSION...]`` beyond the built-in ones, oldest first (a version that
-    *is* a built-in environment, e.g. 2.21 = tf2, adds nothing). Each is checked here, before any step: the
-    version exists (``envs.registry.check_tf_version``), and an interpreter of a Python its wheels are for is
-    found (``envs.registry.choose_python``: its ``InterpreterNotFound`` paragraph names those Pythons and how
-    to get one)."""
-    from envs import registry
-
-    if not text:
-        return []
-    if (backend or os.environ.get("TFBRIDGE_BACKEND") or "local") != "local":
-        raise UsageError("--tf makes environments as local venvs only; the docker backend has images of the "
-                         "built-in environments (tf1.13, tf1.15, tf2) alone.", step="preflight",
-                         hint="Leave out --backend docker, or --tf.")
-    names = []
-    for item in str(text).replace(" ", ",").split(","):
-        if not item.strip():
-            continue
-        try:
-            version = registry.check_tf_version(item)
-        except ValueError as error:
-            raise UsageError("--tf %s: %s." % (item.strip(), error), step="preflight",
-                             hint="Give TensorFlow releases as MAJOR.MINOR or MAJOR.MINOR.PATCH, separated by "
-                                  "commas, e.g. --tf 2.4,2.12,2.15.")
-        name = registry.env_name(version)
-        if name in registry.ENVIRONMENTS or name in names:
-            continue  # a built-in environment, in the matrix already
-        try:
-            registry.choose_python(version)  # refused here, before any step, when no Python for it is found
-        except TfbridgeError as error:
-            error.step = "preflight"
-            raise
-        names.append(name)
-    return sorted(names, key=lambda name: registry.tf_version_key(name[2:]))
-
-
 def check(command, values, demo=False):
     """Check every option of ``command`` (a dict of declared option values, changed in place: paths made
     absolute); return a dict of what was learnt (``model_kind``, ``origin_env``, ``calib``).
@@ -846,7 +811,7 @@ def check(command, values, demo=False):
             raise UsageError("%s." % exc, step="preflight",
                              hint="See README.md, \"Int8 accuracy recovery\" (e.g. --quantize cle+bias).")
     if values.get("tf") or values.get("bisect"):
-        found["tf_environments"] = tf_environments(values.get("tf"), values.get("backend"))
+        found["tf_environments"] = registry.tf_environments(values.get("tf"), values.get("backend"))
     if values.get("custom_objects"):
         check_custom_objects(values["custom_objects"])
         values["custom_objects"] = os.path.abspath(values["custom_objects"])

@@ -31,14 +31,14 @@ compared in topological order (``first_divergent_node``).
 A TF 1.x graph (a frozen GraphDef ``.pb``/``.pbtxt``, a TF1 SavedModel folder, a checkpoint) goes the same
 way with graph cells only: its preflight read is ``inspect_graph`` (``python -m legacy_tf1 inspect-graph`` in
 tf1.15: the origin from ``meta_info_def.tensorflow_version`` or ``versions.producer``, the inputs and
-outputs, what will be fixed to inference), the re-save (``legacy_tf1.graphs``) writes ``model.pb`` (no
+outputs, what will be fixed to inference), the re-save (``legacy_tf1.graph_resave``) writes ``model.pb`` (no
 ``model.h5``), and the cells are the graph run in tf1.15 (when the origin is tf1.13) and in tf2
 (``tf2-graph``), each with the first-divergent-node search. The Keras cells (tf2 with tf-keras, Keras 3, the
 migrated ``model.keras``) do not exist for a graph: the report's ``skipped_cells`` says so.
 
 ``--tf VERSION[,...]`` adds the cells of more TF releases (``extra_cells``: the ``.h5`` in that TF's own Keras,
 the frozen graph), each in an environment made from the rule of ``envs.registry`` (``tf_environment``) and
-checked by ``preflight.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
+checked by ``envs.registry.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
 other in one chain. Every cell records its environment, TF version and Python (``read_cell``). ``--bisect``
 then searches for the first release that differs (``converters.bisect``), after the divergence searches.
 
@@ -411,7 +411,7 @@ def begin_verify(options, run_dir, log):
     # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
     # side by side, --jobs at a time (default: the cores), each step a process of its own.
     samples = str(int(getattr(options, "parity_samples", None) or 0))  # --parity-samples (0: the whole probe)
-    extra = preflight.tf_environments(getattr(options, "tf", None))  # --tf: checked by preflight.check already
+    extra = registry.tf_environments(getattr(options, "tf", None))  # --tf: checked by preflight.check already
     chains = []
     by_env = {}
     for label, env, flavour in cells_for(origin_env, keras3, graph, extra):

@@ -11,7 +11,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 
-from envs import registry, venvs
+from envs import paths, registry, venvs
 from envs.report import format_table
 
 NO_TESTS_COLLECTED = 5
@@ -33,7 +33,7 @@ def groups():
 
 def run_all(pytest_args=(), log=print):
     """Run every group; print the per-group table and the closing line; return 0 only if all passed."""
-    results_dir = os.path.join(venvs.home(), "test-results")
+    results_dir = os.path.join(paths.home(), "test-results")
     os.makedirs(results_dir, exist_ok=True)
     # Provision every environment first: creation (or reuse) is reported once, before any test, and a
     # missing interpreter stops the run here with its one paragraph.
@@ -104,7 +104,7 @@ def run_faults(pytest_args=(), log=print):
     """The fault tests at full size (``TFBRIDGE_FAULTS=full``): every mutation campaign (over 1000 mutated
     inputs), every disk-full case, every kill point; then the mutations by kind and outcome. Returns 0
     only if all passed."""
-    log_path = os.path.join(venvs.home(), "test-results", "faults.jsonl")
+    log_path = os.path.join(paths.home(), "test-results", "faults.jsonl")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if os.path.exists(log_path):
         os.remove(log_path)

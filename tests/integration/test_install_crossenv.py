@@ -21,7 +21,7 @@ import zipfile
 
 import pytest
 
-from envs import venvs
+from envs import paths, venvs
 from tests.integration._readme import example
 
 pytestmark = pytest.mark.crossenv
@@ -64,7 +64,7 @@ def installed(tmp_path_factory):
     source = base / "clone"
     shutil.copytree(REPO_ROOT, str(source), ignore=shutil.ignore_patterns(*LEFT_OUT + ("*.egg-info",)))
     interpreter = getattr(sys, "_base_executable", None) or sys.executable
-    environ = user_environ(venvs.home())
+    environ = user_environ(paths.home())
     result = run([interpreter, "-m", "venv", str(base / "venv")], base, environ)
     assert result.returncode == 0, result.stdout
     python = str(base / "venv" / "bin" / "python")
@@ -104,7 +104,7 @@ def test_the_demo_from_a_users_folder_writes_only_there_and_the_api_agrees(insta
     # a user's own modules with tfbridge's generic names: neither must be imported by tfbridge, nor lost
     (work / "envs.py").write_text("MINE = True\n")
     (work / "converters" / "__init__.py").write_text("raise ImportError('the user converters were imported')\n")
-    home = venvs.home()
+    home = paths.home()
     environ = user_environ(home)
     skip = {os.path.join(REPO_ROOT, name) for name in LEFT_OUT} | {os.path.abspath(home)}
     clone_before, site_before = snapshot(REPO_ROOT, skip), snapshot(site_packages)

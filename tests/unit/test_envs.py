@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from envs import interpreters, registry, testing, venvs
+from envs import interpreters, paths, registry, testing, venvs
 from envs.errors import InterpreterNotFound, LockMissing
 
 pytestmark = pytest.mark.unit
@@ -68,7 +68,7 @@ def test_missing_interpreter_is_one_paragraph_naming_version_places_and_remedies
 def test_missing_lock_says_how_to_make_it(tmp_path, monkeypatch):
     # declared, never locked: the error comes before any interpreter, installer or network is touched
     monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(paths, "LOCK_DIR", str(tmp_path / "locks"))
     tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
     monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
     with pytest.raises(LockMissing, match="nox -s lock -- tiny"):
