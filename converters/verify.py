@@ -257,7 +257,7 @@ def _preflight_read(opts, runner, args):
 def inspect_graph(opts, runner):
     """The preflight read of a TF 1.x graph: ``python -m legacy_tf1 inspect-graph`` in tf1.15 parses the
     GraphDef / SavedModel / ``.meta`` (protobuf, no session, nothing run), infers the origin and finds the
-    inputs and outputs (``legacy_tf1.graphs.inspect``: its ``UsageError`` paragraphs name the candidate inputs
+    inputs and outputs (``legacy_tf1.graph_signature.inspect``: its ``UsageError`` paragraphs name the candidate inputs
     or the missing tensor). A file made by TF 2.x is refused here; one that records no version needs
     ``--origin``. Returns ``(origin env, how it was chosen, the inspection dict)``."""
     args = ["inspect-graph", opts.model]

@@ -180,7 +180,7 @@ def assert_graph_cells_match(out, report, kind):
 
 
 def assert_same_conversion_input(out, converted):
-    """``out``'s model.pb is byte for byte the one of the run folder ``converted`` (graphs.py writes it
+    """``out``'s model.pb is byte for byte the one of the run folder ``converted`` (graph_resave.py writes it
     deterministically), with the same input / output arrays and shapes: the int8 conversion of ``converted``
     is this source's."""
     assert (out / "model.pb").read_bytes() == (converted / "model.pb").read_bytes()
