@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 
-from converters import cli, errors, options, preflight, runfolder, steps
+from converters import cli, errors, options, preflight, preflight_data, runfolder, steps
 from converters.errors import UsageError
 
 ENV = "tf2"
@@ -252,7 +252,7 @@ def run_conversion(run_dir, opts, log=None, keep_failure=True, convert=True):
                                     hint="Run the re-save step (convert_legacy) into this folder first.")
     values = options.values_of(opts)
     for key in ("calib", "probe", "eval", "eval_classes"):  # the step runs in the repository folder
-        if values.get(key) and values[key] != preflight.BUILTIN_SKIMAGE:
+        if values.get(key) and values[key] != preflight_data.BUILTIN_SKIMAGE:
             values[key] = os.path.abspath(values[key])
     arguments = step_arguments(values)
     conversion = Conversion(run_dir, lambda stage: [run_dir, "--out", stage] + arguments, ["manifest.json"],

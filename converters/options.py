@@ -13,7 +13,8 @@ probe samples), and the host could only check an option after a step had failed 
 exists once, and a value the host has checked is handed to a step as the same text.
 
 Values are parsed by argparse with the declared ``type`` (``int``, ``str``, a flag) and ``choices``;
-everything that needs a look at the disk (paths, model kinds, data) is ``converters.preflight``'s job.
+everything that needs a look at the disk (paths, model kinds, data) is ``converters.preflight``'s job
+(``preflight_model``, ``preflight_data``, ``preflight_options``).
 """
 
 import argparse
@@ -346,7 +347,7 @@ BY_DEST = dict((option.dest, option) for option in OPTIONS)
 
 # The fewest calibration samples a source shared with the probe may leave after it (unless fewer were asked
 # for): below ~50 the min/max ranges of the activations visibly miss rarer values. Checked on the host by
-# converters.preflight.split_fits and in the environment by converters.shared.calibration.split.
+# converters.preflight_data.split_fits and in the environment by converters.shared.calibration.split.
 MIN_SPLIT_CALIB = 50
 
 

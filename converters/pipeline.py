@@ -54,7 +54,7 @@ import shutil
 import sys
 import time
 
-from converters import cli, convert, errors, options, preflight, runfolder, steps, verify
+from converters import cli, convert, errors, options, preflight, preflight_model, runfolder, steps, verify
 from envs import registry, venvs
 
 STEPS_FILE = "steps.json"
@@ -126,10 +126,10 @@ def stage_keys(args):
 
 def model_key(path):
     """The model by content: a file, a SavedModel folder, or a checkpoint's .meta / .index / .data-* files
-    (given as its prefix, which is no file: ``converters.preflight.model_files``)."""
-    if path and preflight.checkpoint_meta(path) and preflight.model_kind(path) == "checkpoint":
+    (given as its prefix, which is no file: ``converters.preflight_model.model_files``)."""
+    if path and preflight_model.checkpoint_meta(path) and preflight_model.model_kind(path) == "checkpoint":
         digest = hashlib.sha256()
-        for name in preflight.model_files(path):
+        for name in preflight_model.model_files(path):
             digest.update(os.path.basename(name).encode("utf-8") + b"\0" + sha256_of(name).encode("ascii"))
         return digest.hexdigest()
     return sha256_of(path)

@@ -79,7 +79,8 @@ import sys
 import threading
 import time
 
-from converters import cli, errors, preflight, runfolder, safety, steps
+from converters import (cli, errors, preflight, preflight_data, preflight_model, preflight_options, runfolder, safety,
+                        steps)
 from converters import options as declared
 from converters.options import VERIFY_UPGRADE
 from envs import registry, venvs
@@ -181,7 +182,7 @@ def default_out(model):
     return os.path.join("runs", os.path.splitext(name)[0] if "." in name and not name.startswith(".") else name)
 
 
-check_origin = preflight.check_origin
+check_origin = preflight_options.check_origin
 # Keras from this version on is TF 2.x era (tf.keras / tf_keras of TF 2.x, Keras 3): no TF 1.x Keras reads
 # its configs ("batch_shape", "ragged", ...); legacy_tf1.loading refuses the same files in the origin.
 TF2_ERA_KERAS = (2, 4)
@@ -219,11 +220,11 @@ def inspect_model(opts, runner):
 
     Returns ``(origin env, how it was chosen, the inspection dict)``. A TF 1.x graph: ``inspect_graph``.
     """
-    if preflight.model_kind(opts.model) in preflight.GRAPH_KINDS:
+    if preflight_model.model_kind(opts.model) in preflight_model.GRAPH_KINDS:
         return inspect_graph(opts, runner)
     info = _preflight_read(opts, runner, ["inspect", opts.model])
     _refuse_newer_keras(opts, info)
-    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
+    preflight_data.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if info.get("unsafe") and not opts.trust_model:
         raise errors.UntrustedModelError(safety.describe(info["unsafe"], opts.model), step="preflight",
                                          hint=safety.HINT)
@@ -271,7 +272,7 @@ def inspect_graph(opts, runner):
             step="preflight",
             hint="Convert it directly with `nox -s convert -- MODEL` (a TF 2.x SavedModel folder; for a TF 2.x "
                  "frozen graph, export a SavedModel from the code that made it).")
-    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
+    preflight_data.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if opts.origin:
         return check_origin(opts.origin), "given with --origin", info
     if not info.get("inferred_origin"):
@@ -395,7 +396,7 @@ def begin_verify(options, run_dir, log):
     runner = runner_for(options, run_dir, log)
     log("tfbridge verify_upgrade: %s" % options.model)
     origin_env, origin_reason, inspected = inspect_model(options, runner)
-    graph = inspected.get("kind") in preflight.GRAPH_KINDS
+    graph = inspected.get("kind") in preflight_model.GRAPH_KINDS
     log("  origin: %s (%s)" % (origin_env, origin_reason))
     if graph:
         log("  %s: inputs %s; outputs %s%s" % (

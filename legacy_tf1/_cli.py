@@ -39,7 +39,7 @@ def run(argv):
         from legacy_tf1 import inspection
 
         # Without --known-classes this reads the file with h5py alone (no TensorFlow, no Keras): the host's
-        # preflight runs it before any step that loads the model (converters.preflight.inspect_h5).
+        # preflight runs it before any step that loads the model (converters.verify's preflight read).
         known = None
         if args.known_classes:
             from legacy_tf1 import compat
@@ -64,12 +64,12 @@ def run(argv):
         parser.add_argument("--origin-env", default=None, help="label of the references (default $TFBRIDGE_ENV)")
         options.add_step_options(parser, options.RESAVE)  # --calib, --probe-samples, ...: converters/options.py
         args = parser.parse_args(argv)
-        from converters import preflight
+        from converters import preflight_model
         from legacy_tf1 import resave
 
         if args.probe_samples is not None and args.probe_samples < 1:
             raise UsageError("--probe-samples must be at least 1.", step="resave")
-        if preflight.model_kind(args.model) in preflight.GRAPH_KINDS:  # a TF 1.x graph: legacy_tf1.graph_resave
+        if preflight_model.model_kind(args.model) in preflight_model.GRAPH_KINDS:  # a TF 1.x graph: legacy_tf1.graph_resave
             return _resave_graph(args)
         manifest = resave.resave(
             args.model, args.out, args.origin_env or _env_name(), arch=args.arch,

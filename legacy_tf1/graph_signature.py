@@ -31,10 +31,10 @@ NOT_OUTPUT_SCOPES = ("save", "gradients", "train", "optimizer", "summaries", "su
 
 
 def parse_names(text):
-    """``--inputs`` / ``--outputs`` text into ``[(name, shape or None)]`` (``converters.preflight``'s syntax)."""
-    from converters import preflight
+    """``--inputs`` / ``--outputs`` text into ``[(name, shape or None)]`` (``converters.preflight_options``' syntax)."""
+    from converters import preflight_options
 
-    return preflight.parse_tensor_list(text, "--inputs") if text else []
+    return preflight_options.parse_tensor_list(text, "--inputs") if text else []
 
 
 def _tensor_name(name):

@@ -45,18 +45,18 @@ class GraphSource(object):
 
 def graph_kind(path):
     """``frozen_graph``, ``saved_model``, ``checkpoint`` or None (a Keras file), decided like the host's
-    preflight (``converters.preflight.model_kind``)."""
-    from converters import preflight
+    preflight (``converters.preflight_model.model_kind``)."""
+    from converters import preflight_model
 
-    kind = preflight.model_kind(path)
+    kind = preflight_model.model_kind(path)
     return kind if kind in GRAPH_KINDS else None
 
 
 def checkpoint_paths(path):
     """``(meta file, checkpoint prefix)`` of a checkpoint given as its ``.meta``, its prefix or its folder."""
-    from converters import preflight
+    from converters import preflight_model
 
-    meta = preflight.checkpoint_meta(path)
+    meta = preflight_model.checkpoint_meta(path)
     if meta is None:
         raise InputFileError("%s is not a TF checkpoint: no .meta file found for it." % path, step="preflight",
                              hint="Give the checkpoint's .meta file, its prefix (model.ckpt) or its folder.")
@@ -233,9 +233,9 @@ def source_sha256(path):
     """sha256 of a graph source: the file, or every file of a SavedModel folder / checkpoint (by name)."""
     import hashlib
 
-    from converters import preflight
+    from converters import preflight_model
 
-    files = preflight.model_files(path)
+    files = preflight_model.model_files(path)
     if len(files) == 1 and files[0] == path:
         return runfolder.sha256_file(path)
     digest = hashlib.sha256()
