@@ -52,7 +52,7 @@ def check(command, values, demo=False):
             declared.quantize_candidates(values["quantize"])
         except ValueError as exc:
             raise UsageError("%s." % exc, step="preflight",
-                             hint="See README.md, \"Int8 accuracy recovery\" (e.g. --quantize cle+bias).")
+                             hint="See docs/recovery.md (e.g. --quantize cle+bias).")
     if values.get("tf") or values.get("bisect"):
         found["tf_environments"] = registry.tf_environments(values.get("tf"), values.get("backend"))
     if values.get("custom_objects"):

@@ -16,7 +16,7 @@ from envs.report import format_table
 
 NO_TESTS_COLLECTED = 5
 
-# ``nox -s faults``: the fault tests at full size (README "Reliability under faults")
+# ``nox -s faults``: the fault tests at full size (docs/safety.md, "Reliability under faults")
 FAULTS_SELECTION = "mutated or full_disk or killed_run or boxed or boxes_its_code"
 FAULTS_ENV = "TFBRIDGE_FAULTS"
 FAULTS_LOG_ENV = "TFBRIDGE_FAULTS_LOG"
