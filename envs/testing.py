@@ -47,8 +47,8 @@ def run_all(pytest_args=(), log=print):
         junit = os.path.join(results_dir, "%s.xml" % marker)
         if os.path.exists(junit):
             os.remove(junit)
-        command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider",
-                   "tests"] + list(pytest_args)
+        command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider"] \
+            + test_paths(pytest_args) + list(pytest_args)
         if env_name != "host":  # say which TensorFlow really runs these tests
             versions = venvs.installed_versions(env_name)
             label_versions = ", ".join("%s %s" % (k, v) for k, v in sorted(versions.items()) if v)
@@ -78,6 +78,16 @@ def run_all(pytest_args=(), log=print):
     print("tests: %d passed, %d failed, %d skipped" % (total["passed"], total["failed"], total["skipped"]),
           flush=True)
     return 0 if all_ok else 1
+
+
+def test_paths(pytest_args):
+    """``["tests"]``, unless an argument names a test file or folder (``tests/unit``,
+    ``tests/integration/test_envs_crossenv.py::test_x``): then those alone run, in every group that has
+    tests there (``nox -s tests -- tests/unit`` is the host unit tests, not the whole suite)."""
+    for arg in pytest_args:
+        if not str(arg).startswith("-") and os.path.exists(os.path.join(venvs.REPO_ROOT, str(arg).split("::")[0])):
+            return []
+    return ["tests"]
 
 
 def junit_counts(path):

@@ -36,6 +36,13 @@ def test_markers_and_groups_derive_from_the_registry():
     assert markers == ["unit", "tf1_13", "tf1_15", "tf2", "crossenv"]
 
 
+def test_tests_given_a_path_run_that_path_alone():
+    assert testing.test_paths([]) == ["tests"]
+    assert testing.test_paths(["-x", "-k", "roundtrip"]) == ["tests"]
+    assert testing.test_paths(["tests/unit"]) == []
+    assert testing.test_paths(["-x", "tests/unit/test_envs.py::test_markers_and_groups_derive_from_the_registry"]) == []
+
+
 def test_unknown_environment_names_the_known_ones():
     with pytest.raises(KeyError, match="tf1.13"):
         registry.get("tf9")
