@@ -323,7 +323,8 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     candidates: {name: int8 bytes fitted on all samples}}."""
     log = log or (lambda message: None)
     started = time.perf_counter()
-    folds = folds_for(len(samples))
+    # plain alone has nothing to be chosen against: one calibration on every sample, no judging
+    folds = folds_for(len(samples)) if tuple(requested) != ("plain",) else 0
     section = {"requested": list(requested), "calibration_samples": len(samples),
                "validation": {"samples": len(samples), "folds": folds,
                               "split": ("cross-fitting: the %d calibration samples dealt into %d folds; each "
@@ -331,7 +332,8 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
                                         "sample judges it once, on a model not fitted on it"
                                         % (len(samples), folds, folds - 1)) if folds else
                               ("too few calibration samples to hold some out (fewer than %d): candidates are "
-                               "scored on the samples they were fitted on" % (2 * MIN_FOLD))}}
+                               "scored on the samples they were fitted on" % (2 * MIN_FOLD)) if len(requested) > 1
+                              else "plain only: nothing to choose, scored on the samples it was calibrated on"}}
     timings = {}
     float_graph = Graph(bytearray(float_model))
     wanted = wanted_statistics(float_graph, requested)
@@ -339,7 +341,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     whole, fits = _fits(float_model, samples, folds, calibrate, wanted, names, timings, section)
     section.setdefault("statistics", "gathered during calibration (the interpreter's pass)")
     t0 = time.perf_counter()
-    references, _ = statistics.run(float_model, samples)
+    references = statistics.run(float_model, samples)[0] if len(requested) > 1 else None
     timings["float_reference"] = round(time.perf_counter() - t0, 2)
     log("quantization: %d candidates (%s), each judged on all %d calibration samples (%s)"
         % (len(requested), ", ".join(requested), len(samples),
@@ -349,6 +351,9 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     t0 = time.perf_counter()
     for name in requested:
         t1 = time.perf_counter()
+        if len(requested) == 1:  # --quantize plain: the by-hand recipe's file, nothing to judge it against
+            section["candidates"] = [{"name": name, "seconds": 0.0}]
+            break
         outputs, content = _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle)
         if scales is None:
             scales = output_scales(content)
@@ -368,7 +373,10 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
                 break
     timings["candidates"] = round(time.perf_counter() - t0, 2)
 
-    chosen, why = choose(section["candidates"])
+    if len(requested) == 1:
+        chosen, why = requested[0], "asked for alone (--quantize %s): TFLite's calibration on every sample" % requested[0]
+    else:
+        chosen, why = choose(section["candidates"])
     if section.get("stopped"):
         why = section["stopped"]
     for entry in section["candidates"]:
