@@ -372,6 +372,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
                                       "no other candidate built" % (FLOOR_MARGIN_DB, floor))
                 break
     timings["candidates"] = round(time.perf_counter() - t0, 2)
+    del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
     if len(requested) == 1:
         chosen, why = requested[0], "asked for alone (--quantize %s): TFLite's calibration on every sample" % requested[0]
