@@ -273,8 +273,8 @@ OPTIONS = (
     Option("--quantize", "how the int8 model is made: auto (search), plain (TFLite's min/max) or rewrites",
            commands=CONVERTING, steps=(TFLITE,), default="auto", metavar="auto|plain|REWRITE[+REWRITE...][,...]",
            doc="how the int8 model is made (see [Int8 accuracy recovery](recovery.md)). `auto` (default): candidates "
-               "(`plain`, `bias`, `cle`, `cle+bias`) are built and scored on a validation split "
-               "of the calibration data, the best is written as `model_int8.tflite` and the plain one as "
+               "(`plain`, `bias`, `cle`, `cle+bias`) are built and judged on every calibration sample by "
+               "cross-fitting (each fitted on the other folds), the best, fitted on all of them, is written as `model_int8.tflite` and the plain one as "
                "`model_int8_plain.tflite`. `plain`: TFLite's own min/max calibration only, on every calibration "
                "sample (the by-hand recipe's file). Rewrites joined by `+` (`cle`, `bias`, `mse`, `percentile`, e.g. "
                "`cle+bias+mse`): that candidate against `plain`; several separated by `,` (`bias,cle+bias+mse`): a "
