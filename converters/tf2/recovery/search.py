@@ -232,7 +232,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     plain_content = None
     for name in requested:
         parts = _parts(name)
-        base_key = tuple(p for p in parts if p != "bias")
+        base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
         t0 = time.perf_counter()
         if base_key not in bases:
             content = bytearray(calibrated)
@@ -249,6 +249,8 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         base = bases[base_key]
         content = base["quantized"]
         entry = {"name": name}
+        if "gptq" in parts:
+            content = _layerwise(base, "gptq", content, _reference(parts, extras, float_model), train, entry, log)
         if "bias" in parts:
             corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
             errors = bias_correction.expected_errors(Graph(corrected), base["graph"], stats, base["factors"])
@@ -256,6 +258,8 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             entry["bias"]["layers"] = len(errors)
             content = bytes(corrected)
             base.setdefault("errors", errors)
+        if "ebias" in parts:
+            content = _layerwise(base, name, content, _reference(parts, extras, float_model), train, entry, log)
         if base["narrowed"] is not None:
             entry["ranges"] = base["narrowed"]
         t1 = time.perf_counter()
@@ -313,6 +317,33 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         bias_correction.shift_float(Graph(shifted), base["errors"])
         calibrated_chosen = bytes(shifted)
     return content, calibrated_chosen, plain_content, section, extras
+
+
+LAYERWISE = ("gptq", "ebias")  # rewrites of the int8 file that run it (and the float model) layer by layer
+
+
+def _layerwise(base, key, content, reference, train, entry, log):
+    """Issue 30: the int8 ``content`` after learned rounding (``gptq``) or empirical bias correction
+    (``ebias``, the last rewrite of a candidate), fitted on ``train`` against the float model it was
+    quantized from (``reference``: the equalized one under ``cle``); remembered in ``base`` under ``key`` so that
+    ``gptq`` and ``gptq+ebias`` round once. A model the rewrite does not handle keeps ``content`` (the
+    entry says why)."""
+    from converters.tf2.recovery import empirical, rounding
+
+    part = "gptq" if key == "gptq" else "ebias"
+    if key not in base:
+        module = rounding if part == "gptq" else empirical
+        try:
+            base[key] = module.correct(content, reference, train, log=log)
+        except Exception as exc:  # noqa: BLE001 - the candidate is then what came before this rewrite
+            base[key] = (content, {"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
+    fitted, details = base[key]
+    entry[part] = dict((k, v) for k, v in details.items() if k != "per_layer")
+    return fitted
+
+
+def _reference(parts, extras, float_model):
+    return extras["cle_float_model"] if "cle" in parts else float_model
 
 
 def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
