@@ -12,7 +12,9 @@ rewrites, none of which changes an op, a tensor, a type or the int8 I/O:
 
 - ``cle`` (``equalize``): cross-layer equalization of the float weights, ranges rescaled accordingly;
 - ``bias`` (``bias``): the int8 layers' expected weight error removed from their int32 biases;
-- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max.
+- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max;
+- ``gptq`` (``rounding``): each int8 weight rounded down or up to minimise its layer's output error;
+- ``ebias`` (``empirical``): the int8 model's own mean error removed from each layer's bias, layer by layer.
 
 Every candidate is quantized by TensorFlow's own ``mlir_quantize`` (one call per distinct calibrated
 model: bias correction edits the int8 file afterwards) and run on the validation samples against the
