@@ -32,8 +32,9 @@ ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf
 IO_TYPES = ("int8", "uint8", "float32")
 BACKENDS = ("local", "docker")
 # issue 22: --quantize. The rewrites of converters.tf2.recovery (combined with '+' into a candidate; several
-# candidates separated by ',' are a search of their own; auto searches plain, bias, cle, cle+bias)
-QUANTIZE_REWRITES = ("cle", "bias", "mse", "percentile")
+# candidates separated by ',' are a search of their own; auto searches plain, bias, cle, cle+bias). Issue 30:
+# gptq (learned rounding of the int8 weights) and ebias (empirical bias correction, layer by layer)
+QUANTIZE_REWRITES = ("cle", "gptq", "bias", "ebias", "mse", "percentile")
 QUANTIZE_RANGE_METHODS = ("mse", "percentile")
 
 

@@ -15,7 +15,9 @@ candidate is a combination of rewrites, none of which changes an op, a tensor, a
 
 - ``cle`` (``equalize``): cross-layer equalization of the float weights, ranges rescaled accordingly;
 - ``bias`` (``bias``): the int8 layers' expected weight error removed from their int32 biases;
-- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max.
+- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max;
+- ``gptq`` (``rounding``): each int8 weight rounded down or up to minimise its layer's output error;
+- ``ebias`` (``empirical``): the int8 model's own mean error removed from each layer's bias, layer by layer.
 
 The score is each output's SQNR against its variation over the samples (centered: what a constant output
 cannot fake; ``converters.shared.metrics.fidelity``), worst output. A candidate other than ``plain`` wins
@@ -212,6 +214,7 @@ class _Fit(object):
         self.samples = samples
         self.plan = None
         self.bases = {}
+        self.cle_float = None
 
 
 def _fits(float_model, samples, folds, calibrate, wanted, names, timings, section):
@@ -265,7 +268,7 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
     calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
     own rewrites (bias)."""
     parts = _parts(name)
-    base_key = tuple(p for p in parts if p in ("cle",) + tuple(ranges.METHODS))
+    base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
     if fit.plan is None and requested_cle:
         pairs, totals, details = equalize.plan(float_graph, fit.stats)
         equalize.portable(pairs, float_graph)
@@ -283,6 +286,8 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
     base = fit.bases[base_key]
     content = base["quantized"]
     details = {}
+    if "gptq" in parts:
+        content = _layerwise(base, "gptq", content, _reference(parts, fit, float_model), fit.samples, details)
     if "bias" in parts:
         corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
         errors = bias_correction.expected_errors(Graph(corrected), base["graph"], fit.stats, base["factors"])
@@ -290,6 +295,8 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
         details["bias"]["layers"] = len(errors)
         details["bias_errors"] = errors
         content = bytes(corrected)
+    if "ebias" in parts:
+        content = _layerwise(base, name, content, _reference(parts, fit, float_model), fit.samples, details)
     if base["narrowed"] is not None:
         details["ranges"] = base["narrowed"]
     return content, details, base
@@ -391,7 +398,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     for entry in section["candidates"]:
         content, details, base = _build(entry["name"], whole, float_model, float_graph, quantize, requested_cle)
         built[entry["name"]] = (content, details, base)
-        for key in ("bias", "ranges"):
+        for key in ("bias", "ranges", "gptq", "ebias"):
             if key in details:
                 entry[key] = details[key]
     timings["fit_all"] = round(time.perf_counter() - t0, 2)
@@ -457,6 +464,40 @@ def _judge_cle(section, whole, float_model, samples, references, extras, chosen)
                 check["sqnr_centered_db"], best["name"], section["cle"]["int8_gain_db"]))
     if "cle" in _parts(chosen):
         extras["cle_float_model"] = bytes(cle_float)
+
+
+LAYERWISE = ("gptq", "ebias")  # rewrites of the int8 file that run it (and the float model) layer by layer
+
+
+def _layerwise(base, key, content, reference, train, entry, log=None):
+    """Issue 30: the int8 ``content`` after learned rounding (``gptq``) or empirical bias correction
+    (``ebias``, the last rewrite of a candidate), fitted on ``train`` against the float model it was
+    quantized from (``reference``: the equalized one under ``cle``); remembered in ``base`` under ``key`` so that
+    ``gptq`` and ``gptq+ebias`` round once. A model the rewrite does not handle keeps ``content`` (the
+    entry says why)."""
+    from converters.tf2.recovery import empirical, rounding
+
+    part = "gptq" if key == "gptq" else "ebias"
+    if key not in base:
+        module = rounding if part == "gptq" else empirical
+        try:
+            base[key] = module.correct(content, reference, train, log=log)
+        except Exception as exc:  # noqa: BLE001 - the candidate is then what came before this rewrite
+            base[key] = (content, {"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
+    fitted, details = base[key]
+    entry[part] = dict((k, v) for k, v in details.items() if k != "per_layer")
+    return fitted
+
+
+def _reference(parts, fit, float_model):
+    """The float model a candidate of ``fit`` was quantized from: equalized with ``fit``'s plan under cle."""
+    if "cle" not in parts:
+        return float_model
+    if fit.cle_float is None:
+        content = bytearray(float_model)
+        equalize.apply(Graph(content), fit.plan[0], fit.plan[1])
+        fit.cle_float = bytes(content)
+    return fit.cle_float
 
 
 def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
