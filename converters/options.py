@@ -273,13 +273,15 @@ OPTIONS = (
                "in the written file"),
     Option("--quantize", "how the int8 model is made: auto (search), plain (TFLite's min/max) or rewrites",
            commands=CONVERTING, steps=(TFLITE,), default="auto", metavar="auto|plain|REWRITE[+REWRITE...][,...]",
-           doc="how the int8 model is made (see [Int8 accuracy recovery](recovery.md)). `auto` (default): candidates "
-               "(`plain`, `bias`, `cle`, `cle+bias`) are built and judged on every calibration sample by "
-               "cross-fitting (each fitted on the other folds), the best, fitted on all of them, is written as `model_int8.tflite` and the plain one as "
-               "`model_int8_plain.tflite`. `plain`: TFLite's own min/max calibration only, on every calibration "
-               "sample (the by-hand recipe's file). Rewrites joined by `+` (`cle`, `bias`, `mse`, `percentile`, e.g. "
-               "`cle+bias+mse`): that candidate against `plain`; several separated by `,` (`bias,cle+bias+mse`): a "
-               "search among them and `plain`. Every candidate has the same ops, full int8 and the same I/O types."),
+           doc="how the int8 model is made (see docs/recovery.md). `auto` (default): candidates "
+               "(`plain`, `bias`, `cle`, `cle+bias`, then the layer-wise `ebias` and `gptq+ebias`, with `cle` when it "
+               "won, if their estimated cost fits the search's budget) are judged on every calibration sample by "
+               "cross-fitting (each fitted on the other folds); the best, fitted on all of them, is written as "
+               "`model_int8.tflite` and the plain one as `model_int8_plain.tflite`. `plain`: TFLite's own min/max "
+               "calibration only, on every calibration sample (the by-hand recipe's file). Rewrites joined by `+` "
+               "(`cle`, `gptq`, `bias`, `ebias`, `mse`, `percentile`, e.g. `cle+bias+mse`): that candidate against "
+               "`plain`; several separated by `,` (`bias,gptq+ebias`): a search among them and `plain`. "
+               "Every candidate has the same ops, full int8 and the same I/O types."),
     Option("--allow-float-ops", "keep ops without an int8 kernel in float instead of failing", commands=CONVERTING,
            steps=(TFLITE,), flag=True,
            doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "

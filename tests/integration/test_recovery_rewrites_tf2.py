@@ -241,3 +241,31 @@ def test_the_search_builds_ebias_and_gptq_candidates_with_the_plain_ops(models):
     assert entries["gptq"]["gptq"]["weights_changed"] > 0
     assert entries["gptq+ebias"]["gptq"] == entries["gptq"]["gptq"]  # rounded once, shared
     assert extras["candidates"]["gptq+ebias"] not in (extras["candidates"]["gptq"], plain)
+
+
+def test_auto_adds_the_layerwise_stage_on_a_small_model_and_judges_it_like_the_rest(models):
+    """auto's second stage: ebias and gptq+ebias, on top of the first stage's equalization when it won,
+    built when their estimated cost fits the budget (a small CNN: always), judged by the same folds."""
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.python.optimize import calibrator
+
+    from converters.tf2.recovery import search
+
+    def calibrate(train, collector=None):
+        return calibrator.Calibrator(calibrator.add_intermediate_tensors(models["float"])).calibrate(
+            lambda: iter(train))
+
+    def quantize(calibrated):
+        return lite._mlir_quantize(calibrated, True, input_data_type=tf.int8, output_data_type=tf.int8)
+
+    _, _, _, section, extras = search.search(models["float"], models["calibration"], search.AUTO, calibrate, quantize)
+    stage = section["layerwise"]
+    assert "skipped" not in stage, stage
+    names = [c["name"] for c in section["candidates"]]
+    assert names[:4] == list(search.AUTO) and names[4:] == stage["candidates"]
+    prefix = "cle+" if "cle" in stage["first_stage_winner"] else ""
+    assert stage["candidates"] == [prefix + "ebias", prefix + "gptq+ebias"]
+    for candidate in section["candidates"]:
+        assert candidate["sqnr_centered_db"] is not None and candidate["name"] in extras["candidates"]
+    assert section["chosen"] in names

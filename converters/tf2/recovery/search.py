@@ -40,6 +40,14 @@ from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 # never beat min/max on held-out data there (ResNet50: 26.2 dB against 33.0; FACTS.md: two real models) and
 # costs a quantization, so it is built only when asked for (--quantize cle+bias+mse, ...)
 AUTO = ("plain", "bias", "cle", "cle+bias")
+# auto's second stage (issue 30): the layer-wise rewrites, on top of the first stage's winner's equalization
+# (cle or not). They run the int8 and float models layer by layer on every fold, so they are built only when
+# their estimated cost (``LAYERWISE_PASSES`` int8 passes over the samples, from plain's own measured pass) fits
+# in ``max(LAYERWISE_MIN_BUDGET_S, the search's time so far)``: a MobileNet-class model gets them, a
+# ResNet50-class one is told how to ask for them (--quantize ebias,gptq+ebias)
+AUTO_LAYERWISE = ("ebias", "gptq+ebias")
+LAYERWISE_PASSES = 24  # ~3 passes (2 int8, 1 float) per fit and candidate, K + 1 fits, 2 candidates; measured
+LAYERWISE_MIN_BUDGET_S = 30.0
 MARGIN_DB = 0.2
 BOOTSTRAP = 500
 FLOOR_MARGIN_DB = 1.0
@@ -304,17 +312,20 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
 
 def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle):
     """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
-    fold: ([array (count, ...)] per output, the last fold's int8 bytes)."""
+    fold: ([array (count, ...)] per output, the last fold's int8 bytes, seconds spent running it)."""
     outputs = None
     content = None
+    ran = 0.0
     for fit, held in fits:
         content, _, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
+        t0 = time.perf_counter()
         part, _ = statistics.run(content, [samples[i] for i in held])
+        ran += time.perf_counter() - t0
         if outputs is None:
             outputs = [np.zeros((len(samples),) + tuple(p.shape[1:]), p.dtype) for p in part]
         for o, p in zip(outputs, part):
             o[held] = p
-    return outputs, content
+    return outputs, content, ran
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
@@ -354,14 +365,19 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         % (len(requested), ", ".join(requested), len(samples),
            "%d folds" % folds if folds else "not held out: too few"))
     requested_cle = any("cle" in _parts(n) for n in requested)
+    auto = tuple(requested) == AUTO
     scales = None
     t0 = time.perf_counter()
-    for name in requested:
+    queue = list(requested)
+    run_seconds = {}
+    while queue:
+        name = queue.pop(0)
         t1 = time.perf_counter()
         if len(requested) == 1:  # --quantize plain: the by-hand recipe's file, nothing to judge it against
             section["candidates"] = [{"name": name, "seconds": 0.0}]
             break
-        outputs, content = _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle)
+        outputs, content, run_seconds[name] = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
+                                                           requested_cle)
         if scales is None:
             scales = output_scales(content)
         entry = {"name": name}
@@ -370,7 +386,9 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         section.setdefault("candidates", []).append(entry)
         log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)" % (
             name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
-        if name == "plain" and tuple(requested) == AUTO:  # an explicit request builds what it names
+        if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
+            queue = _second_stage(section, run_seconds.get("plain", 0.0), time.perf_counter() - started, log)
+        if name == "plain" and auto:  # an explicit request builds what it names
             floor = rounding_floor(references, scales)
             section["rounding_floor_db"] = None if floor is None else round(floor, 2)
             if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
@@ -435,6 +453,32 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         bias_correction.shift_float(Graph(shifted), errors)
         calibrated_chosen = bytes(shifted)
     return content, calibrated_chosen, plain_content, section, extras
+
+
+def _second_stage(section, plain_run_seconds, elapsed, log):
+    """auto's layer-wise candidates (``AUTO_LAYERWISE``), with cle when the first stage's winner equalized,
+    or [] with the reason in ``section["layerwise"]`` when their estimated cost exceeds the budget."""
+    from converters import options
+
+    first, _ = choose([dict(c) for c in section["candidates"]])
+    names = []
+    for name in AUTO_LAYERWISE:
+        parts = set(_parts(name)) | (set(["cle"]) if "cle" in _parts(first) else set())
+        names.append("+".join(sorted(parts, key=options.QUANTIZE_REWRITES.index)))
+    estimate = LAYERWISE_PASSES * plain_run_seconds
+    budget = max(LAYERWISE_MIN_BUDGET_S, elapsed)
+    record = {"candidates": list(names), "first_stage_winner": first, "estimated_seconds": round(estimate, 1),
+              "budget_seconds": round(budget, 1)}
+    section["layerwise"] = record
+    if estimate > budget:
+        record["skipped"] = ("the layer-wise candidates (%s) would take about %.0f s here (%d int8 passes over the "
+                             "calibration samples at plain's %.1f s), more than the search's budget of %.0f s: not "
+                             "built; ask for them with --quantize %s" % (
+                                 ", ".join(names), estimate, LAYERWISE_PASSES, plain_run_seconds, budget,
+                                 ",".join(names)))
+        log("quantization: %s" % record["skipped"])
+        return []
+    return names
 
 
 def _judge_cle(section, whole, float_model, samples, references, extras, chosen):
