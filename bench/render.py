@@ -15,6 +15,7 @@ whole Markdown file is re-rendered from the document (nothing in BENCHMARKS.md i
 import copy
 
 from bench.measure import fmt, median
+from converters import timeline
 
 SCHEMA = 1
 
@@ -26,6 +27,7 @@ TITLES = {
     "5": "Accuracy on held-out real data, latency and size",
     "6": "NPU estimates from Arm's Vela (`--npu-target`)",
     "7": "Int8 accuracy recovery (`--quantize`)",
+    "8": "Speed: plain, auto and the by-hand recipe side by side, and where the time goes",
 }
 
 TARGETS = {  # issue 13's table: figure -> target
@@ -172,7 +174,8 @@ def render(document):
               "keeps the ratios fair.", ""]
     lines += render_issue13(sections, invocations)
     renderers = {"1": render_provisioning, "2": render_conversion, "3": render_calibration,
-                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery}
+                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery,
+                 "8": render_speed}
     for number in sorted(TITLES):
         lines.append("## %s. %s" % (number, TITLES[number]))
         lines.append("")
@@ -482,4 +485,63 @@ def render_recovery(data):
             _s(median([s["search_s"] for s in auto if s.get("search_s") is not None])),
             ", ".join(sorted(set(str(s.get("chosen")) for s in auto))),
             fmt(median([s["sqnr_db"] for s in plain]), "", 1), fmt(median([s["sqnr_db"] for s in auto]), "", 1)))
+    return lines
+
+
+def render_speed(data):
+    """Section 8 (issue 31): plain, auto and the by-hand recipe, medians and ratios; the timeline of a run."""
+    lines = ["The whole `convert_legacy` with `--quantize plain` and `--quantize auto` (the default) and the by-hand "
+             "recipe (`bench/recipe_tf2.py`: `from_keras_model` + representative data set on the re-saved `.h5`), "
+             "alternated in one invocation (auto plain hand, hand plain auto, ...); medians. \"window\": the model on "
+             "disk to the int8 file written, measured inside the process (the conversion step's "
+             "`timings.model_to_int8`, the recipe's own); \"step\": the conversion step's whole process "
+             "(`tflite_convert`: the window plus the checks, the layer debugger, `--eval`); \"whole\": "
+             "`convert_legacy` from start to exit (for the recipe, its process). Issue 31's targets: auto's step "
+             "window <= 0.5x and whole <= 1.0x the recipe, auto <= 1.3x plain.", ""]
+    if data.get("load_note"):
+        lines += ["Note: %s." % data["load_note"], ""]
+    lines += ["| model | recipe window / wall (s) | plain window / step / whole (s) | auto window / step / whole (s) | "
+              "auto window / recipe | auto whole / recipe | auto / plain (whole) | peak RSS recipe / plain / auto (MB) "
+              "| runs |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in data.get("models", []):
+        taken = row["samples"]
+        hand, plain, auto = taken.get("hand") or [], taken.get("plain") or [], taken.get("auto") or []
+
+        def med(samples, key):
+            return median([sample.get(key) for sample in samples])
+
+        def n(value, digits=1):  # the column headers carry the units
+            return fmt(value, "", digits)
+
+        lines.append("| %s | %s / %s | %s / %s / %s | %s / %s / %s | %s | %s | %s | %s / %s / %s | %d |" % (
+            row["model"], n(med(hand, "window_s")), n(med(hand, "wall_s")),
+            n(med(plain, "window_s")), n(med(plain, "step_s")), n(med(plain, "wall_s")),
+            n(med(auto, "window_s")), n(med(auto, "step_s")), n(med(auto, "wall_s")),
+            fmt(ratio(med(auto, "window_s"), med(hand, "window_s")), "", 2),
+            fmt(ratio(med(auto, "wall_s"), med(hand, "wall_s")), "", 2),
+            fmt(ratio(med(auto, "wall_s"), med(plain, "wall_s")), "", 2),
+            n(med(hand, "peak_rss_mb"), 0), n(med(plain, "peak_rss_mb"), 0), n(med(auto, "peak_rss_mb"), 0),
+            min(len(hand), len(plain), len(auto))))
+    for row in data.get("models", []):
+        for mode in ("auto", "plain"):
+            samples = [sample for sample in row["samples"].get(mode) or [] if sample.get("timeline")]
+            if not samples:
+                continue
+            ordered = sorted(samples, key=lambda sample: sample["wall_s"])
+            sample = ordered[len(ordered) // 2]  # the median run
+            lines += ["", "Timeline of a median `--quantize %s` run, %s (%.1f s whole; seconds since the run "
+                      "started; `#` a step's process, `=` a phase inside it):" % (mode, row["model"], sample["wall_s"]),
+                      "", "```", timeline.gantt(sample["timeline"]), "```", ""]
+            path = sample.get("critical_path") or timeline.critical_path(sample["timeline"])
+            if path:
+                lines.append("Critical path: %s." % " -> ".join(
+                    "%s (%s-%s s)" % (entry["step"], _s(entry.get("waited_until", entry["start"])), _s(entry["end"]))
+                    for entry in path))
+                lines += ["", "Where the time goes on it (the longest phases of the critical path's steps):", ""]
+                on_path = set(entry["step"] for entry in path)
+                phases = sorted((item for item in sample["timeline"] if item["phase"] != "step"
+                                 and item["step"] in on_path), key=lambda item: item["start"] - item["end"])
+                for item in phases[:8]:
+                    lines.append("- %s / %s: %s s" % (item["step"], item["phase"], _s(item["end"] - item["start"])))
     return lines

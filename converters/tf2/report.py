@@ -82,7 +82,7 @@ def collect(run_dir):
     tflite_raw = _read(os.path.join(run_dir, "tflite.json")) or {}
     tflite = {key: tflite_raw.get(key) for key in TFLITE_KEYS}
     for key, value in tflite_raw.items():
-        if key not in tflite and key != "timings":
+        if key not in tflite and key not in ("timings", "phases"):  # phases: the host's timeline (report.json's timings)
             tflite[key] = value
     if tflite.get("path"):
         tflite["path"] = os.path.relpath(tflite["path"], run_dir) if os.path.isabs(tflite["path"]) else tflite["path"]
