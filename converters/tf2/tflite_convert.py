@@ -54,8 +54,10 @@ def _parser():
 
 def run_step(argv):
     """The in-environment conversion step (see STEP_HELP); returns the exit code."""
-    from converters.shared import calibration
     from converters.shared.phases import Phases, now
+
+    imports = now()  # the imports below load TensorFlow (converters.tf2.quantize): a phase of the timeline
+    from converters.shared import calibration
     from converters.tf2 import npu, prepare, quant_debug, quantize, sources, tflite_run
 
     args = _parser().parse_args(argv)
@@ -68,10 +70,11 @@ def run_step(argv):
                                          quantize=args.quantize)  # issue 22: accuracy recovery
     timings = {}
     phases = Phases()  # the run's timeline (converters.timeline): every phase on the monotonic clock
+    phases.add("import TensorFlow", imports)
     if not args.model:  # started beside the re-save: TensorFlow imported while it writes the model
         mono = now()
         runfolder.await_file(run_dir, runfolder.MANIFEST, before=keras_compat.import_tensorflow)
-        phases.add("import TensorFlow, wait for model", mono, waits_on="resave")
+        phases.add("wait for the re-saved model", mono, waits_on="resave")
     with sources.scratch_dir() as workdir:
         started = window = time.perf_counter()  # window: model on disk -> int8 file written (bench/run.py)
         mono = now()
