@@ -134,9 +134,11 @@ def run_step(argv):
             raise
         _add_conversion_phases(phases, convert_mono, artifacts.get("phases"))
         # issue 31: the layer debugger is only for the report: it runs in a thread beside the probe's evaluation,
-        # the quantization checks, the NPU targets and --eval (its interpreter and TFLite's release the GIL)
+        # the quantization checks and --eval (its interpreter, LiteRT's and a subprocess wait release the GIL)
         debugger = None if args.no_layer_debug else _Beside(
             "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options)
+        # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
+        targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
             data = data_section(calib, prepared)
             timings["convert"] = round(time.perf_counter() - started, 2)
@@ -165,11 +167,10 @@ def run_step(argv):
             result["data"] = data
             readiness = result.pop("npu")
             readiness["strict"] = args.strict_npu
-            started = time.perf_counter()  # --npu-target: Vela per Ethos-U target, the VX op table for imx8mp
             mono = now()
-            readiness["targets"] = npu.assess_targets(tflite_path, args.npu_target, out_dir)
-            timings["npu_targets"] = round(time.perf_counter() - started, 2)
-            phases.add("NPU targets", mono)
+            readiness["targets"] = targets.result()
+            timings["npu_targets"] = targets.seconds
+            phases.add("wait for the NPU targets", mono, waits_on="NPU targets")
             runfolder.write_json(os.path.join(out_dir, "npu.json"), readiness)
             if args.eval:
                 from converters.tf2 import evaluate
@@ -192,8 +193,9 @@ def run_step(argv):
                 timings["eval"] = round(time.perf_counter() - started, 2)
                 phases.add("--eval", now() - timings["eval"])
         except BaseException:
-            if debugger is not None:
-                debugger.thread.join()
+            for thread in (debugger, targets):
+                if thread is not None:
+                    thread.thread.join()
             raise
         if debugger is None:
             layers = {"layers": [], "skipped": True}
@@ -219,14 +221,16 @@ class _Beside(object):
     def __init__(self, name, phases, function, *args):
         import threading
 
-        self.value = self.error = None
+        self.value = self.error = self.seconds = None
 
         def work():
+            started = time.perf_counter()
             with phases.phase(name + " (thread)"):
                 try:
                     self.value = function(*args)
                 except BaseException as exc:  # noqa: BLE001 - handed to result()
                     self.error = exc
+            self.seconds = round(time.perf_counter() - started, 2)
 
         self.thread = threading.Thread(target=work, name=name, daemon=True)
         self.thread.start()
