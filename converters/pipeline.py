@@ -218,6 +218,7 @@ def convert_legacy(args, log):
     os.makedirs(parent, exist_ok=True)
     temporary = runfolder.partial_folder(out)
     succeeded = False
+    conversion = None
     skipped = []
     timings = {}
     try:
@@ -269,6 +270,8 @@ def convert_legacy(args, log):
             if evaluating and not eval_beside:
                 convert_steps.extend(evaluate_origin(args, temporary, chain_runner.log, runner.prepared))
             conversion.convert(log=chain_runner.log)
+            if verifying is not None:  # issue 31: the report's imports overlap the parity cells still running
+                conversion.start_report()
 
         if eval_beside:  # before the conversion in chain order: its failure, not the conversion's wait, is raised
             chains.append([eval_chain])
@@ -302,6 +305,11 @@ def convert_legacy(args, log):
         ran = (list(verifying.runner.timings) if verifying is not None else []) + convert_steps + \
             conversion.runner.timings
         host_phases.append({"phase": "preflight", "start": run_start, "end": run_start + timings["preflight"]})
+        report_step = [step for step in conversion.runner.timings if step["step"] == "report"]
+        if conversion.report_go is not None and report_step:  # started early: imports, then the host's go
+            host_phases.append({"step": "report", "phase": "imports, then wait for the go",
+                                "start": report_step[-1]["mono_start"], "end": conversion.report_go,
+                                "waits_on": "the parity cells"})
         line = record_timeline(temporary, run_start, ran, host_phases)
         runfolder.write_json(os.path.join(temporary, STEPS_FILE),
                              {"verify": verify_key, "convert": convert_key, "seconds": timings, "steps": ran,
@@ -325,6 +333,8 @@ def convert_legacy(args, log):
             step="convert_legacy", hint="Run the same command again to finish.")
     finally:
         if not succeeded:
+            if conversion is not None:
+                conversion.discard()  # a report started early is told to stop
             if args.debug and os.path.isdir(temporary):
                 log("tfbridge: the partial run folder is kept for inspection: %s" % temporary)
             else:

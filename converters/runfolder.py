@@ -72,6 +72,8 @@ def await_file(run_dir, name, before=None, failed=RESAVE_FAILED, waited_for="the
         before()
     deadline = time.time() + float(limit)
     while not os.path.exists(path):
+        if not os.path.isdir(run_dir):  # the host removed the run's folder (a failed or interrupted run)
+            raise Interrupted("stopped: its run folder %s was removed." % run_dir, step="await")
         for marker in set([RESAVE_FAILED, failed]):
             if os.path.exists(os.path.join(run_dir, marker)):
                 raise Interrupted("stopped before its work: %s it waited for failed (its error is the one "
