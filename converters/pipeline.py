@@ -279,13 +279,15 @@ def convert_legacy(args, log):
         stage_start = time.time()
         try:
             # the re-save, the conversion (the longest chain), the parity cells (longest first), the origin's
-            # evaluation; the others start beside the re-save and wait for its model (beside=1: one more chain
-            # at once meanwhile; 2 with --eval, whose chain only waits until the re-save is done)
+            # evaluation. Every chain starts beside the re-save (up to 3 more than --jobs): its steps import
+            # TensorFlow meanwhile and wait for its files (runfolder.await_file); issue 31: the tf1.15 cell,
+            # which waited for a free slot until the re-save ended, imported TF 1.15 on the critical path
             first = [0, len(chains) - 1] + list(verifying.first[1:]) if verifying is not None else [len(chains) - 1]
             if eval_beside:
                 first.append(len(chains) - 2)
-            verify.run_side_by_side(runner, chains, verify.jobs_of(args), first=first,
-                                    beside=(2 if eval_beside else 1) if verifying is not None else 0)
+            jobs = verify.jobs_of(args)
+            verify.run_side_by_side(runner, chains, jobs, first=first,
+                                    beside=max(1, min(len(chains) - jobs, 3)) if verifying is not None else 0)
         except errors.TfbridgeError as failure:
             if failure is not conversion.failure:  # a parity chain failed first (in chain order): as before
                 conversion.discard()
