@@ -536,12 +536,17 @@ def render_speed(data):
             path = sample.get("critical_path") or timeline.critical_path(sample["timeline"])
             if path:
                 lines.append("Critical path: %s." % " -> ".join(
-                    "%s (%s-%s s)" % (entry["step"], _s(entry.get("waited_until", entry["start"])), _s(entry["end"]))
-                    for entry in path))
-                lines += ["", "Where the time goes on it (the longest phases of the critical path's steps):", ""]
-                on_path = set(entry["step"] for entry in path)
-                phases = sorted((item for item in sample["timeline"] if item["phase"] != "step"
-                                 and item["step"] in on_path), key=lambda item: item["start"] - item["end"])
-                for item in phases[:8]:
-                    lines.append("- %s / %s: %s s" % (item["step"], item["phase"], _s(item["end"] - item["start"])))
+                    "%s (%s-%s s)" % (entry["step"], fmt(entry.get("waited_until", entry["start"]), "", 1),
+                                      fmt(entry["end"], "", 1)) for entry in path))
+                lines += ["", "Where the time goes on it: each step of the critical path from when it could start "
+                          "(it was started, or what it waited for was there) to its end, and its longest phases "
+                          "(waits left out):", ""]
+                for entry in path:
+                    ready = entry.get("waited_until", entry["start"])
+                    lines.append("- %s: %s s" % (entry["step"], fmt(entry["end"] - ready, "", 1)))
+                    own = sorted((item for item in sample["timeline"] if item["step"] == entry["step"]
+                                  and item["phase"] != "step" and not item.get("waits_on")),
+                                 key=lambda item: item["start"] - item["end"])
+                    for item in own[:4]:
+                        lines.append("  - %s: %s s" % (item["phase"], fmt(item["end"] - item["start"], "", 1)))
     return lines
