@@ -12,12 +12,14 @@ step's whole process, else one part of it; ``process`` names the OS process it r
 
 The critical path (``critical_path``) walks back from the step that ended last: from each step to the one
 that ended last before it started (or, when it waited for another step's file, before it stopped waiting).
-It is the chain of steps whose shortening would shorten the run; the others overlapped it.
+It is the chain of steps whose shortening would shorten the run; the others overlapped it. A step's waits
+for its own threads (the conversion step's layer debugger) carry no ``waits_on``: they are not steps.
 """
 
 import time
 
 STEP = "step"
+MIN_WAIT = 0.5  # seconds: a shorter "wait" found its file there already (and read it)
 
 
 def now():
@@ -57,14 +59,21 @@ def build(run_start, steps, phases=None, host=None):
 
 
 def critical_path(timeline):
-    """The steps on the critical path, first to last: [{step, start, end, waited_until?}] (module docstring)."""
+    """The steps on the critical path, first to last: [{step, start, end, waited_until?}] (module docstring).
+
+    From the step that ended last, back: a step that really waited (a phase with ``waits_on``, longer than
+    ``MIN_WAIT`` seconds) for another step's file was held by that step (its file may come before its end:
+    the re-save's model); otherwise by the step that ended last before it could start (it was started, or
+    its wait for something that is no step ended)."""
     steps = [item for item in timeline if item["phase"] == STEP]
     if not steps:
         return []
+    by_name = dict((item["step"], item) for item in steps)
     waits = {}
     for item in timeline:
-        if item["phase"] != STEP and item.get("waits_on"):
-            waits[item["step"]] = max(waits.get(item["step"], 0.0), item["end"])
+        if item["phase"] != STEP and item.get("waits_on") and item["end"] - item["start"] > MIN_WAIT:
+            if item["end"] > waits.get(item["step"], {"end": -1.0})["end"]:
+                waits[item["step"]] = item
     current = max(steps, key=lambda item: item["end"])
     path = []
     seen = set()
@@ -72,10 +81,16 @@ def critical_path(timeline):
         seen.add(current["step"])
         entry = {"step": current["step"], "start": current["start"], "end": current["end"]}
         ready = current["start"]
-        if current["step"] in waits:
-            entry["waited_until"] = waits[current["step"]]
-            ready = max(ready, waits[current["step"]])
+        wait = waits.get(current["step"])
+        held_by = None
+        if wait is not None:
+            entry["waited_until"] = wait["end"]
+            ready = max(ready, wait["end"])
+            held_by = by_name.get(wait["waits_on"])
         path.append(entry)
+        if held_by is not None and held_by["step"] not in seen:
+            current = held_by
+            continue
         before = [item for item in steps if item["step"] not in seen and item["end"] <= ready + 0.5]
         current = max(before, key=lambda item: item["end"]) if before else None
     return list(reversed(path))

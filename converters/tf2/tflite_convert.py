@@ -170,7 +170,7 @@ def run_step(argv):
             mono = now()
             readiness["targets"] = targets.result()
             timings["npu_targets"] = targets.seconds
-            phases.add("wait for the NPU targets", mono, waits_on="NPU targets")
+            phases.add("wait for the NPU targets (thread)", mono)
             runfolder.write_json(os.path.join(out_dir, "npu.json"), readiness)
             if args.eval:
                 from converters.tf2 import evaluate
@@ -202,7 +202,7 @@ def run_step(argv):
         else:
             mono = now()
             layers = debugger.result()
-            phases.add("wait for the layer debugger", mono, waits_on="layer debugger")
+            phases.add("wait for the layer debugger (thread)", mono)
             timings["layer_debug"] = layers.get("seconds")
         runfolder.write_json(os.path.join(out_dir, "layers.json"), layers)
         data.pop("calibration_keys")
