@@ -524,13 +524,17 @@ def render_fidelity(data):
              "| weights | candidate | raw SQNR (dB) | centered SQNR (dB) | correlation | cosine | top-1 agr. | "
              "float / int8 top-1 % | convert (s) | validation SQNR (dB) | note |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    # a candidate's validation SQNR: from its own run, else as auto's search scored it (--quantize plain alone
+    # holds out no validation samples)
+    searched = dict((row["weights"], row.get("validation") or {}) for row in data.get("rows", [])
+                    if row.get("candidate") == "auto")
     for row in data.get("rows", []):
         name = row.get("candidate")
         if row.get("note") and row.get("sqnr_db") is None:
             lines.append("| %s | %s | - | - | - | - | - | - | - | - | %s |" % (row["weights"], name, row["note"]))
             continue
         note = ""
-        validation = (row.get("validation") or {}).get(name)
+        validation = (row.get("validation") or {}).get(name, searched.get(row["weights"], {}).get(name))
         if name == "auto":
             note = "chose **%s**" % row.get("chosen")
             validation = (row.get("validation") or {}).get(row.get("chosen"))
@@ -542,7 +546,7 @@ def render_fidelity(data):
                                                                            fmt(row.get("int8_top1"), "", 1))
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             row["weights"], "**%s**" % name if name == "auto" else name, fmt(row.get("sqnr_db"), "", 1),
-            _marked(row, "sqnr_centered_db", 1), _marked(row, "correlation", 3), fmt(row.get("cosine"), "", 4),
+            _marked(row, "sqnr_centered_db", 1), _marked(row, "correlation", 4), fmt(row.get("cosine"), "", 4),
             fmt(row.get("top1_agreement"), "", 3), evaluation, fmt(row.get("convert_s"), "", 1),
             fmt(validation, "", 1), note))
     lines += ["", "What auto chose and why:", ""]

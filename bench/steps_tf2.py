@@ -66,7 +66,7 @@ def centered_fidelity(reference, output):
         sqnr = 10.0 * np.log10(max(signal, 1e-300) / noise)
     spread = float(np.sqrt(np.sum(centered ** 2) * np.sum(moved ** 2)))
     correlation = float(np.sum(centered * moved) / spread) if spread > 0 else 0.0
-    return {"sqnr_centered_db": round(float(sqnr), 2), "correlation": round(correlation, 4)}
+    return {"sqnr_centered_db": round(float(sqnr), 2) + 0.0, "correlation": round(correlation, 4) + 0.0}  # no -0.0
 
 
 def fidelity(tflite_path, run):

@@ -156,10 +156,10 @@ def test_fidelity_section_marks_figures_the_bench_measured_and_candidates_not_bu
     text = render.render(document)
     section = text[text.index("## 8."):]
     assert "a probe of 40 that is 95 % faces" in section
-    assert "| per-channel | **auto** | 31.2 | 18.1 | 0.993 | 0.9900 | 1.000 | 87.5 / 90.0 | 11.0 | 19.0 | chose **plain** |" \
+    assert "| per-channel | **auto** | 31.2 | 18.1 | 0.9930 | 0.9900 | 1.000 | 87.5 / 90.0 | 11.0 | 19.0 | chose **plain** |" \
         in section
-    assert "| per-channel | constant output | 13.1 | 0.0 | 0.000 |" in section  # no '*': it is the bench's by nature
-    assert "| per-channel | bias | 41.2 | 25.0* | 0.999* |" in section and "| 23.4 | forced |" in section
+    assert "| per-channel | constant output | 13.1 | 0.0 | 0.0000 |" in section  # no '*': it is the bench's by nature
+    assert "| per-channel | bias | 41.2 | 25.0* | 0.9990* |" in section and "| 23.4 | forced |" in section
     assert "| per-channel | cle | 31.2 |" in section and "not built (plain written); cle dropped" in section
     assert "| per-channel | adaround | - | - | - | - | - | - | - | - | conversion failed (exit 2) |" in section
     assert "- ebias: not measured" in section
