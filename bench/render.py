@@ -517,12 +517,14 @@ def render_fidelity(data):
              "SQNR** (10 log10(sum (ref - mean_ref)^2 / sum (int8 - ref)^2), mean_ref: each output's mean over "
              "the probe), **correlation** (Pearson, of the centered outputs), cosine, top-1 agreement; `--eval` "
              "top-1 of float (tf2) and int8 on the held-out images; *convert*: the step's model-to-int8 window "
-             "(`timings.model_to_int8`, the candidates' search included). *constant output*: a file whose "
+             "(`timings.model_to_int8`, the candidates' search included); *search score*: what the search ranked the "
+             "candidate by on the calibration samples that judged it (`quantization.candidates[*].score_db`: "
+             "centered SQNR where the output's variation is resolvable, else raw). *constant output*: a file whose "
              "output is the references' mean, for every sample: the score a flattened model gets. "
              "* = measured by the benchmark (`bench/steps_tf2.py fidelity`) because the report had no such key.",
              "",
              "| weights | candidate | raw SQNR (dB) | centered SQNR (dB) | correlation | cosine | top-1 agr. | "
-             "float / int8 top-1 % | convert (s) | validation SQNR (dB) | note |",
+             "float / int8 top-1 % | convert (s) | search score (dB) | note |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     # a candidate's validation SQNR: from its own run, else as auto's search scored it (--quantize plain alone
     # holds out no validation samples)

@@ -49,7 +49,7 @@ NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "imx8mp")
 ABLATION = "bias,cle,cle+bias,cle+bias+mse"
 # section 8: every candidate measured on its own (forced), in this order; a name this code's --quantize refuses
 # (converters.options.quantize_candidates) is skipped with a note, so the list can name rewrites still on branches
-FIDELITY_CANDIDATES = ("plain", "bias", "cle", "cle+bias", "ebias", "adaround", "adaround+ebias")
+FIDELITY_CANDIDATES = ("plain", "bias", "cle", "cle+bias", "ebias", "gptq", "gptq+ebias")
 # the report keys of issue 30's fidelity measures (worst output); computed here when a report lacks them
 FIDELITY_KEYS = ("sqnr_centered_db", "correlation")
 
@@ -436,7 +436,7 @@ class Bench(object):
             rows.append(dict(self._constant_row(weights, run, row.pop("constant")), candidate="constant output"))
             for name in FIDELITY_CANDIDATES:
                 try:
-                    options.quantize_candidates(name)
+                    name = options.quantize_candidates(name)[-1]  # its canonical spelling (rewrites' order)
                 except ValueError as exc:
                     if weights == "per-channel":
                         notes.append("%s: not measured, this code's `--quantize` refuses it (%s)." % (name, exc))
@@ -475,7 +475,10 @@ class Bench(object):
                "float_top1": evaluation.get("float_top1"), "int8_top1": evaluation.get("int8_top1"),
                "eval_samples": evaluation.get("samples"), "probe_samples": tflite.get("probe_samples"),
                "convert_s": timings.get("model_to_int8"), "search_s": (quantization.get("timings") or {}).get("total"),
-               "validation": dict((c["name"], c.get("sqnr_db")) for c in quantization.get("candidates") or []),
+               # what the search ranks candidates by, on the calibration samples that judge them (score_db:
+               # centered SQNR where resolvable; older reports: raw SQNR on a validation split)
+               "validation": dict((c["name"], c.get("score_db", c.get("sqnr_db")))
+                                  for c in quantization.get("candidates") or []),
                "constant": measured.get("constant"), "measured_here": measured}
         for key in FIDELITY_KEYS:
             if tflite.get(key) is not None:
