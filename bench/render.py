@@ -28,6 +28,7 @@ TITLES = {
     "6": "NPU estimates from Arm's Vela (`--npu-target`)",
     "7": "Int8 accuracy recovery (`--quantize`)",
     "8": "Speed: plain, auto and the by-hand recipe side by side, and where the time goes",
+    "9": "Int8 fidelity on a real ReLU6 MobileNet with a skewed probe (issue 30)",
 }
 
 TARGETS = {  # issue 13's table: figure -> target
@@ -175,7 +176,7 @@ def render(document):
     lines += render_issue13(sections, invocations)
     renderers = {"1": render_provisioning, "2": render_conversion, "3": render_calibration,
                  "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery,
-                 "8": render_speed}
+                 "8": render_speed, "9": render_fidelity}
     for number in sorted(TITLES):
         lines.append("## %s. %s" % (number, TITLES[number]))
         lines.append("")
@@ -549,4 +550,78 @@ def render_speed(data):
                                  key=lambda item: item["start"] - item["end"])
                     for item in own[:4]:
                         lines.append("  - %s: %s s" % (item["phase"], fmt(item["end"] - item["start"], "", 1)))
+    return lines
+
+
+def _marked(row, key, digits):
+    """A figure of section 9; '*' when the benchmark measured it because the report lacked the key."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    return fmt(value, "", digits) + ("*" if row.get(key + "_from") == "bench" and row.get("candidate") !=
+                                     "constant output" else "")
+
+
+def render_fidelity(data):
+    """Section 8: every candidate (forced) and auto on the MobileNet's probe, per-channel and per-tensor."""
+    info = data.get("model") or {}
+    split = info.get("split") or {}
+    top1 = info.get("float_top1_tf1") or {}
+    lines = ["%s (`python -m legacy_tf1 mobilenet`), trained in tf1.13 on %s: %s training / calibration images, "
+             "a probe of %s that is %s %% %s, %s labelled held-out images for `--eval` (disjoint; float top-1 in "
+             "tf1.13: held out %s %%, probe %s %%; training %s s). Preprocessing `%s`." % (
+                 info.get("architecture", "MobileNetV1"), info.get("data", "real images"), split.get("calibration"),
+                 split.get("probe"), fmt(100.0 * info["probe_dominant_share"] if info.get("probe_dominant_share")
+                                         is not None else None, "", 0),
+                 "faces" if info.get("probe_dominant_class") == "face" else info.get("probe_dominant_class"),
+                 split.get("eval"), fmt(top1.get("eval"), "", 1), fmt(top1.get("probe"), "", 1),
+                 fmt(info.get("train_seconds"), "", 0), info.get("preprocess")), "",
+             "Per mode: one `convert_legacy --quantize auto` (the *auto* row: the file the search chose), then "
+             "each candidate through tfbridge's conversion step on that run folder with the search's choice "
+             "forced to it (`bench/forced_tf2.py`: the candidate's own file, whatever the search would have "
+             "kept). Figures on the probe against the tf1.13 references, worst output: raw SQNR, **centered "
+             "SQNR** (10 log10(sum (ref - mean_ref)^2 / sum (int8 - ref)^2), mean_ref: each output's mean over "
+             "the probe), **correlation** (Pearson, of the centered outputs), cosine, top-1 agreement; `--eval` "
+             "top-1 of float (tf2) and int8 on the held-out images; *convert*: the step's model-to-int8 window "
+             "(`timings.model_to_int8`, the candidates' search included); *search score*: what the search ranked the "
+             "candidate by on the calibration samples that judged it (`quantization.candidates[*].score_db`: "
+             "centered SQNR where the output's variation is resolvable, else raw). *constant output*: a file whose "
+             "output is the references' mean, for every sample: the score a flattened model gets. "
+             "* = measured by the benchmark (`bench/steps_tf2.py fidelity`) because the report had no such key.",
+             "",
+             "| weights | candidate | raw SQNR (dB) | centered SQNR (dB) | correlation | cosine | top-1 agr. | "
+             "float / int8 top-1 % | convert (s) | search score (dB) | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    # a candidate's validation SQNR: from its own run, else as auto's search scored it (--quantize plain alone
+    # holds out no validation samples)
+    searched = dict((row["weights"], row.get("validation") or {}) for row in data.get("rows", [])
+                    if row.get("candidate") == "auto")
+    for row in data.get("rows", []):
+        name = row.get("candidate")
+        if row.get("note") and row.get("sqnr_db") is None:
+            lines.append("| %s | %s | - | - | - | - | - | - | - | - | %s |" % (row["weights"], name, row["note"]))
+            continue
+        note = ""
+        validation = (row.get("validation") or {}).get(name, searched.get(row["weights"], {}).get(name))
+        if name == "auto":
+            note = "chose **%s**" % row.get("chosen")
+            validation = (row.get("validation") or {}).get(row.get("chosen"))
+        elif name != "constant output" and row.get("chosen") not in (None, name):
+            note = "not built (%s written)" % row.get("chosen") + ("; cle dropped" if row.get("cle_dropped") else "")
+        elif name not in ("constant output", "plain", "auto"):
+            note = "forced" if "forced by the benchmark" in (row.get("why") or "") else "chosen by the search too"
+        evaluation = "-" if row.get("float_top1") is None else "%s / %s" % (fmt(row.get("float_top1"), "", 1),
+                                                                           fmt(row.get("int8_top1"), "", 1))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row["weights"], "**%s**" % name if name == "auto" else name, fmt(row.get("sqnr_db"), "", 1),
+            _marked(row, "sqnr_centered_db", 1), _marked(row, "correlation", 4), fmt(row.get("cosine"), "", 4),
+            fmt(row.get("top1_agreement"), "", 3), evaluation, fmt(row.get("convert_s"), "", 1),
+            fmt(validation, "", 1), note))
+    lines += ["", "What auto chose and why:", ""]
+    for row in data.get("rows", []):
+        if row.get("candidate") == "auto":
+            lines.append("- %s: **%s**: %s%s" % (row["weights"], row.get("chosen"), row.get("why"),
+                                                 (" (cle: %s)" % row["cle_dropped"]) if row.get("cle_dropped") else ""))
+    for note in data.get("notes") or []:
+        lines.append("- " + note)
     return lines
