@@ -15,6 +15,7 @@ whole Markdown file is re-rendered from the document (nothing in BENCHMARKS.md i
 import copy
 
 from bench.measure import fmt, median
+from converters import timeline
 
 SCHEMA = 1
 
@@ -26,6 +27,8 @@ TITLES = {
     "5": "Accuracy on held-out real data, latency and size",
     "6": "NPU estimates from Arm's Vela (`--npu-target`)",
     "7": "Int8 accuracy recovery (`--quantize`)",
+    "8": "Speed: plain, auto and the by-hand recipe side by side, and where the time goes",
+    "9": "Int8 fidelity on a real ReLU6 MobileNet with a skewed probe (issue 30)",
 }
 
 TARGETS = {  # issue 13's table: figure -> target
@@ -172,7 +175,8 @@ def render(document):
               "keeps the ratios fair.", ""]
     lines += render_issue13(sections, invocations)
     renderers = {"1": render_provisioning, "2": render_conversion, "3": render_calibration,
-                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery}
+                 "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery,
+                 "8": render_speed, "9": render_fidelity}
     for number in sorted(TITLES):
         lines.append("## %s. %s" % (number, TITLES[number]))
         lines.append("")
@@ -482,4 +486,142 @@ def render_recovery(data):
             _s(median([s["search_s"] for s in auto if s.get("search_s") is not None])),
             ", ".join(sorted(set(str(s.get("chosen")) for s in auto))),
             fmt(median([s["sqnr_db"] for s in plain]), "", 1), fmt(median([s["sqnr_db"] for s in auto]), "", 1)))
+    return lines
+
+
+def render_speed(data):
+    """Section 8 (issue 31): plain, auto and the by-hand recipe, medians and ratios; the timeline of a run."""
+    lines = ["The whole `convert_legacy` with `--quantize plain` and `--quantize auto` (the default) and the by-hand "
+             "recipe (`bench/recipe_tf2.py`: `from_keras_model` + representative data set on the re-saved `.h5`), "
+             "alternated in one invocation (auto plain hand, hand plain auto, ...); medians. \"window\": the model on "
+             "disk to the int8 file written, measured inside the process (the conversion step's "
+             "`timings.model_to_int8`, the recipe's own); \"step\": the conversion step's whole process "
+             "(`tflite_convert`: the window plus the checks, the layer debugger, `--eval`); \"whole\": "
+             "`convert_legacy` from start to exit (for the recipe, its process). Issue 31's targets: auto's step "
+             "window <= 0.5x and whole <= 1.0x the recipe, auto <= 1.3x plain.", ""]
+    if data.get("load_note"):
+        lines += ["Note: %s." % data["load_note"], ""]
+    lines += ["| model | recipe window / wall (s) | plain window / step / whole (s) | auto window / step / whole (s) | "
+              "auto window / recipe | auto whole / recipe | auto / plain (whole) | peak RSS recipe / plain / auto (MB) "
+              "| runs |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in data.get("models", []):
+        taken = row["samples"]
+        hand, plain, auto = taken.get("hand") or [], taken.get("plain") or [], taken.get("auto") or []
+
+        def med(samples, key):
+            return median([sample.get(key) for sample in samples])
+
+        def n(value, digits=1):  # the column headers carry the units
+            return fmt(value, "", digits)
+
+        lines.append("| %s | %s / %s | %s / %s / %s | %s / %s / %s | %s | %s | %s | %s / %s / %s | %d |" % (
+            row["model"], n(med(hand, "window_s")), n(med(hand, "wall_s")),
+            n(med(plain, "window_s")), n(med(plain, "step_s")), n(med(plain, "wall_s")),
+            n(med(auto, "window_s")), n(med(auto, "step_s")), n(med(auto, "wall_s")),
+            fmt(ratio(med(auto, "window_s"), med(hand, "window_s")), "", 2),
+            fmt(ratio(med(auto, "wall_s"), med(hand, "wall_s")), "", 2),
+            fmt(ratio(med(auto, "wall_s"), med(plain, "wall_s")), "", 2),
+            n(med(hand, "peak_rss_mb"), 0), n(med(plain, "peak_rss_mb"), 0), n(med(auto, "peak_rss_mb"), 0),
+            min(len(hand), len(plain), len(auto))))
+    for row in data.get("models", []):
+        for mode in ("auto", "plain"):
+            samples = [sample for sample in row["samples"].get(mode) or [] if sample.get("timeline")]
+            if not samples:
+                continue
+            ordered = sorted(samples, key=lambda sample: sample["wall_s"])
+            sample = ordered[len(ordered) // 2]  # the median run
+            lines += ["", "Timeline of a median `--quantize %s` run, %s (%.1f s whole; seconds since the run "
+                      "started; `#` a step's process, `=` a phase inside it):" % (mode, row["model"], sample["wall_s"]),
+                      "", "```", timeline.gantt(sample["timeline"]), "```", ""]
+            path = sample.get("critical_path") or timeline.critical_path(sample["timeline"])
+            if path:
+                lines.append("Critical path: %s." % " -> ".join(
+                    "%s (%s-%s s)" % (entry["step"], fmt(entry.get("waited_until", entry["start"]), "", 1),
+                                      fmt(entry["end"], "", 1)) for entry in path))
+                lines += ["", "Where the time goes on it: each step of the critical path from when it could start "
+                          "(it was started, or what it waited for was there) to its end, and its longest phases "
+                          "(waits left out):", ""]
+                for entry in path:
+                    ready = entry.get("waited_until", entry["start"])
+                    lines.append("- %s: %s s" % (entry["step"], fmt(entry["end"] - ready, "", 1)))
+                    own = sorted((item for item in sample["timeline"] if item["step"] == entry["step"]
+                                  and item["phase"] != "step" and not item.get("waits_on")),
+                                 key=lambda item: item["start"] - item["end"])
+                    for item in own[:4]:
+                        lines.append("  - %s: %s s" % (item["phase"], fmt(item["end"] - item["start"], "", 1)))
+    return lines
+
+
+def _marked(row, key, digits):
+    """A figure of section 9; '*' when the benchmark measured it because the report lacked the key."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    return fmt(value, "", digits) + ("*" if row.get(key + "_from") == "bench" and row.get("candidate") !=
+                                     "constant output" else "")
+
+
+def render_fidelity(data):
+    """Section 8: every candidate (forced) and auto on the MobileNet's probe, per-channel and per-tensor."""
+    info = data.get("model") or {}
+    split = info.get("split") or {}
+    top1 = info.get("float_top1_tf1") or {}
+    lines = ["%s (`python -m legacy_tf1 mobilenet`), trained in tf1.13 on %s: %s training / calibration images, "
+             "a probe of %s that is %s %% %s, %s labelled held-out images for `--eval` (disjoint; float top-1 in "
+             "tf1.13: held out %s %%, probe %s %%; training %s s). Preprocessing `%s`." % (
+                 info.get("architecture", "MobileNetV1"), info.get("data", "real images"), split.get("calibration"),
+                 split.get("probe"), fmt(100.0 * info["probe_dominant_share"] if info.get("probe_dominant_share")
+                                         is not None else None, "", 0),
+                 "faces" if info.get("probe_dominant_class") == "face" else info.get("probe_dominant_class"),
+                 split.get("eval"), fmt(top1.get("eval"), "", 1), fmt(top1.get("probe"), "", 1),
+                 fmt(info.get("train_seconds"), "", 0), info.get("preprocess")), "",
+             "Per mode: one `convert_legacy --quantize auto` (the *auto* row: the file the search chose), then "
+             "each candidate through tfbridge's conversion step on that run folder with the search's choice "
+             "forced to it (`bench/forced_tf2.py`: the candidate's own file, whatever the search would have "
+             "kept). Figures on the probe against the tf1.13 references, worst output: raw SQNR, **centered "
+             "SQNR** (10 log10(sum (ref - mean_ref)^2 / sum (int8 - ref)^2), mean_ref: each output's mean over "
+             "the probe), **correlation** (Pearson, of the centered outputs), cosine, top-1 agreement; `--eval` "
+             "top-1 of float (tf2) and int8 on the held-out images; *convert*: the step's model-to-int8 window "
+             "(`timings.model_to_int8`, the candidates' search included); *search score*: what the search ranked the "
+             "candidate by on the calibration samples that judged it (`quantization.candidates[*].score_db`: "
+             "centered SQNR where the output's variation is resolvable, else raw). *constant output*: a file whose "
+             "output is the references' mean, for every sample: the score a flattened model gets. "
+             "* = measured by the benchmark (`bench/steps_tf2.py fidelity`) because the report had no such key.",
+             "",
+             "| weights | candidate | raw SQNR (dB) | centered SQNR (dB) | correlation | cosine | top-1 agr. | "
+             "float / int8 top-1 % | convert (s) | search score (dB) | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    # a candidate's validation SQNR: from its own run, else as auto's search scored it (--quantize plain alone
+    # holds out no validation samples)
+    searched = dict((row["weights"], row.get("validation") or {}) for row in data.get("rows", [])
+                    if row.get("candidate") == "auto")
+    for row in data.get("rows", []):
+        name = row.get("candidate")
+        if row.get("note") and row.get("sqnr_db") is None:
+            lines.append("| %s | %s | - | - | - | - | - | - | - | - | %s |" % (row["weights"], name, row["note"]))
+            continue
+        note = ""
+        validation = (row.get("validation") or {}).get(name, searched.get(row["weights"], {}).get(name))
+        if name == "auto":
+            note = "chose **%s**" % row.get("chosen")
+            validation = (row.get("validation") or {}).get(row.get("chosen"))
+        elif name != "constant output" and row.get("chosen") not in (None, name):
+            note = "not built (%s written)" % row.get("chosen") + ("; cle dropped" if row.get("cle_dropped") else "")
+        elif name not in ("constant output", "plain", "auto"):
+            note = "forced" if "forced by the benchmark" in (row.get("why") or "") else "chosen by the search too"
+        evaluation = "-" if row.get("float_top1") is None else "%s / %s" % (fmt(row.get("float_top1"), "", 1),
+                                                                           fmt(row.get("int8_top1"), "", 1))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row["weights"], "**%s**" % name if name == "auto" else name, fmt(row.get("sqnr_db"), "", 1),
+            _marked(row, "sqnr_centered_db", 1), _marked(row, "correlation", 4), fmt(row.get("cosine"), "", 4),
+            fmt(row.get("top1_agreement"), "", 3), evaluation, fmt(row.get("convert_s"), "", 1),
+            fmt(validation, "", 1), note))
+    lines += ["", "What auto chose and why:", ""]
+    for row in data.get("rows", []):
+        if row.get("candidate") == "auto":
+            lines.append("- %s: **%s**: %s%s" % (row["weights"], row.get("chosen"), row.get("why"),
+                                                 (" (cle: %s)" % row["cle_dropped"]) if row.get("cle_dropped") else ""))
+    for note in data.get("notes") or []:
+        lines.append("- " + note)
     return lines

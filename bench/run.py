@@ -23,6 +23,10 @@ BENCHMARKS.md is re-rendered from it, ``bench/render.py``):
    twin (``python -m legacy_tf1 separable``) and on section 5's digits CNN, per-channel and per-tensor,
    held-out top-1 of every candidate; and what ``auto`` costs: the whole ``convert_legacy`` on ResNet50
    and on the demo with ``--quantize plain`` against ``--quantize auto``, alternated.
+8. speed (issue 31): the whole ``convert_legacy`` with ``--quantize plain`` and ``auto`` and the by-hand
+   ``from_keras_model`` recipe, alternated in one invocation, on ResNet50-vggface and on the demo: the
+   conversion step (its window, model on disk to int8 file, and its whole process), the whole run, peak
+   RSS, ratios, and where the time goes (the run's timeline, ``converters.timeline``).
 
 ``--quick``: a small model (zoo ``keras-cnn``, 32x32), few samples, one environment provisioned, to test
 the machinery in minutes; it writes into the scratch folder unless ``--out`` is given.
@@ -47,6 +51,11 @@ from envs import registry, venvs
 NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "imx8mp")
 # section 7's ablation: every rewrite alone and combined (auto's four, and the range choice auto leaves out)
 ABLATION = "bias,cle,cle+bias,cle+bias+mse"
+# section 9: every candidate measured on its own (forced), in this order; a name this code's --quantize refuses
+# (converters.options.quantize_candidates) is skipped with a note, so the list can name rewrites still on branches
+FIDELITY_CANDIDATES = ("plain", "bias", "cle", "cle+bias", "ebias", "gptq", "gptq+ebias")
+# the report keys of issue 30's fidelity measures (worst output); computed here when a report lacks them
+FIDELITY_KEYS = ("sqnr_centered_db", "correlation")
 
 
 class Config(object):
@@ -180,14 +189,15 @@ class Bench(object):
                 "calibration_route": calibration.get("route"), "shards": calibration.get("shards"),
                 "timings": timings, "stage": stage, "tflite": tflite}
 
-    def by_hand(self, run, route, tag, evaluate=False):
+    def by_hand(self, run, route, tag, evaluate=False, calib=None, preprocess=None, samples=None):
         out = os.path.join(self.work, "by_hand_%s.tflite" % tag)
-        result = self.in_env("tf2", "bench.recipe_tf2", [run, out, "--route", route, "--calib", self.calib(),
-                                                         "--preprocess", self.config.preprocess,
-                                                         "--samples", str(self.config.samples)])
-        if result["json"]["samples"] != self.config.samples:  # like with like: tfbridge calibrates on these
+        samples = samples or self.config.samples
+        result = self.in_env("tf2", "bench.recipe_tf2", [run, out, "--route", route, "--calib", calib or self.calib(),
+                                                         "--preprocess", preprocess or self.config.preprocess,
+                                                         "--samples", str(samples)])
+        if result["json"]["samples"] != samples:  # like with like: tfbridge calibrates on these
             raise RuntimeError("the by-hand recipe calibrated on %s samples, not %d" % (
-                result["json"]["samples"], self.config.samples))
+                result["json"]["samples"], samples))
         sample = {"window_s": result["json"]["window_s"], "wall_s": result["seconds"],
                   "peak_rss_mb": result["peak_rss_mb"], "sha256": result["json"]["sha256"], "route": route,
                   "samples": result["json"]["samples"]}
@@ -399,6 +409,133 @@ class Bench(object):
             cost.append({"model": model_label, "samples": samples})
         return {"models": rows, "cost": cost}
 
+    # -- 8. speed ---------------------------------------------------------------------------------
+    def speed(self):
+        """Issue 31: plain, auto and the by-hand recipe alternated (A B C, C B A, ...) on ResNet50-vggface
+        (100 real calibration images, the probe 100 others) and on the demo (30 calibration images)."""
+        name, label = self.config.models[0]
+        model = self.zoo_model(name)
+        run = self.legacy_run(name)  # the by-hand side's model.h5 (the same file re-saved)
+        big = [model, "--origin", "1.13", "--calib", self.calib(), "--probe", self.probe(), "--probe-samples",
+               str(self.config.probe), "--preprocess", self.config.preprocess, "--calib-samples",
+               str(self.config.samples)] + self.config.pipeline_extra
+        demo_cwd, demo_run, demo_calib = self.demo_run()
+        models = [(label, big, self.work, run, self.calib(), self.config.preprocess, self.config.samples),
+                  ("demo (face / non-face)", [], demo_cwd, demo_run, demo_calib, "unit", 30)]
+        rows = []
+        for model_label, args, cwd, hand_run, calib, preprocess, samples in models:
+            taken = {"plain": [], "auto": [], "hand": []}
+            tag = "speed_%d" % len(rows)
+            for index in range(self.runs):
+                order = ("auto", "plain", "hand")
+                for side in (order if index % 2 == 0 else tuple(reversed(order))):
+                    if side == "hand":
+                        sample = self.by_hand(hand_run, "keras", "%s_%d" % (tag, index), calib=calib,
+                                              preprocess=preprocess, samples=samples)
+                        taken["hand"].append({"window_s": sample["window_s"], "wall_s": sample["wall_s"],
+                                              "peak_rss_mb": sample["peak_rss_mb"]})
+                        self.log("speed %s by hand run %d: window %.1f s, wall %.1f s" % (
+                            model_label, index + 1, sample["window_s"], sample["wall_s"]))
+                        continue
+                    out = os.path.join(self.work, "%s_%s_%d" % (tag, side, index))
+                    shutil.rmtree(out, ignore_errors=True)
+                    result = self.on_host("converters.pipeline", args + ["--quantize", side, "--out", out], cwd=cwd)
+                    taken[side].append(speed_sample(out, result))
+                    self.log("speed %s --quantize %s run %d: whole %.1f s, conversion step %s s" % (
+                        model_label, side, index + 1, result["seconds"], taken[side][-1].get("step_s")))
+            rows.append({"model": model_label, "samples": taken})
+        return {"models": rows, "load_note": "the machine may have been shared with other work while this ran"}
+
+    # -- 9. int8 fidelity on a real ReLU6 MobileNet, skewed probe ----------------------------------------
+    def fidelity(self):
+        from converters import options
+
+        data = os.path.join(self.work, "mobilenet")
+        if not os.path.exists(os.path.join(data, "mobilenet.json")):
+            self.in_env("tf1.13", "legacy_tf1", ["mobilenet", data])
+        with open(os.path.join(data, "mobilenet.json")) as handle:
+            info = json.load(handle)
+        inputs = ["--calib", os.path.join(data, "calib.npy"), "--probe", os.path.join(data, "probe.npy"),
+                  "--preprocess", info["preprocess"], "--eval", os.path.join(data, "eval.npz")]
+        rows, notes = [], []
+        for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
+            run = os.path.join(self.work, "fidelity_%s_auto" % weights)
+            shutil.rmtree(run, ignore_errors=True)
+            # the whole convert_legacy with the default search: the auto row, and the run folder (re-saved
+            # model, probe, origin references and origin eval) every forced conversion below starts from
+            result = self.on_host("converters.pipeline", [os.path.join(data, info["model"]), "--origin", "1.13",
+                                                          "--no-keras3", "--quantize", "auto", "--out", run]
+                                  + inputs + extra, cwd=self.work, check=False)
+            if not os.path.exists(os.path.join(run, "report.json")):
+                raise RuntimeError("convert_legacy on the MobileNet failed (exit %d); see %s" % (
+                    result["exit"], result["log"]))
+            with open(os.path.join(run, "report.json")) as handle:
+                report = json.load(handle)
+            row = self._fidelity_row(weights, "auto", run, report["tflite"], report.get("eval") or {},
+                                     report.get("quantization") or {}, report.get("timings") or {})
+            row["exit"] = result["exit"]
+            rows.append(row)
+            rows.append(dict(self._constant_row(weights, run, row.pop("constant")), candidate="constant output"))
+            for name in FIDELITY_CANDIDATES:
+                try:
+                    name = options.quantize_candidates(name)[-1]  # its canonical spelling (rewrites' order)
+                except ValueError as exc:
+                    if weights == "per-channel":
+                        notes.append("%s: not measured, this code's `--quantize` refuses it (%s)." % (name, exc))
+                    continue
+                stage = os.path.join(self.work, "fidelity_%s_%s" % (weights, name.replace("+", "_")))
+                shutil.rmtree(stage, ignore_errors=True)
+                step = self.in_env("tf2", "bench.forced_tf2", [name, run, "--out", stage, "--quantize", name]
+                                   + inputs + extra, check=False)
+                if step["exit"] != 0 or not os.path.exists(os.path.join(stage, "tflite.json")):
+                    rows.append({"weights": weights, "candidate": name, "note": "conversion failed (exit %d)" %
+                                 step["exit"]})
+                    continue
+                with open(os.path.join(stage, "tflite.json")) as handle:
+                    tflite = json.load(handle)
+                evaluation = {}
+                if os.path.exists(os.path.join(stage, "eval.json")):
+                    with open(os.path.join(stage, "eval.json")) as handle:
+                        evaluation = json.load(handle)
+                row = self._fidelity_row(weights, name, stage, tflite, evaluation, tflite.get("quantization") or {},
+                                         tflite.get("timings") or {}, run=run)
+                row.pop("constant", None)
+                rows.append(row)
+                self.log("fidelity %s %s: raw %s dB, centered %s dB, r %s" % (
+                    weights, name, row.get("sqnr_db"), row.get("sqnr_centered_db"), row.get("correlation")))
+        return {"model": info, "rows": rows, "notes": notes, "candidates": list(FIDELITY_CANDIDATES)}
+
+    def _fidelity_row(self, weights, name, folder, tflite, evaluation, quantization, timings, run=None):
+        """One row of section 9 from a run's report (``tflite``, ``eval``, ``quantization``, ``timings``); the
+        centered SQNR and correlation from the report when it has them, else measured here on the probe."""
+        measured = self.in_env("tf2", "bench.steps_tf2", ["fidelity", os.path.join(folder, "model_int8.tflite"),
+                                                          run or folder])["json"]
+        row = {"weights": weights, "candidate": name, "chosen": quantization.get("chosen"),
+               "why": quantization.get("why"), "cle_dropped": (quantization.get("cle") or {}).get("dropped"),
+               "sqnr_db": tflite.get("sqnr_db"), "cosine": tflite.get("cosine"),
+               "top1_agreement": tflite.get("top1_agreement"), "status": tflite.get("status"),
+               "float_top1": evaluation.get("float_top1"), "int8_top1": evaluation.get("int8_top1"),
+               "eval_samples": evaluation.get("samples"), "probe_samples": tflite.get("probe_samples"),
+               "convert_s": timings.get("model_to_int8"), "search_s": (quantization.get("timings") or {}).get("total"),
+               # what the search ranks candidates by, on the calibration samples that judge them (score_db:
+               # centered SQNR where resolvable; older reports: raw SQNR on a validation split)
+               "validation": dict((c["name"], c.get("score_db", c.get("sqnr_db")))
+                                  for c in quantization.get("candidates") or []),
+               "constant": measured.get("constant"), "measured_here": measured}
+        for key in FIDELITY_KEYS:
+            if tflite.get(key) is not None:
+                row[key], row[key + "_from"] = tflite[key], "report"
+            else:
+                row[key], row[key + "_from"] = measured.get(key), "bench"
+        return row
+
+    @staticmethod
+    def _constant_row(weights, run, constant):
+        """What an int8 file whose output is constant (the references' mean over the probe) would score."""
+        constant = dict(constant or {})
+        constant.pop("outputs", None)
+        return dict(constant, weights=weights, run=run, sqnr_centered_db_from="bench", correlation_from="bench")
+
     # -- 6. NPU estimates ------------------------------------------------------------------------
     def npu(self):
         _, demo_run, demo_calib = self.demo_run()
@@ -467,6 +604,24 @@ def breakdown(run, output):
     return result
 
 
+def speed_sample(out, result):
+    """One ``convert_legacy`` run of section 8: wall and peak RSS from the outside; from report.json the
+    conversion step's window (model on disk to int8 file) and whole process, and the run's timeline."""
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    timings = report.get("timings") or {}
+    line = timings.get("timeline") or []
+    step = [item for item in line if item["step"] == "tflite_convert" and item["phase"] == "step"]
+    quantization = report.get("quantization") or {}
+    with open(os.path.join(out, "model_int8.tflite"), "rb") as handle:
+        sha = hashlib.sha256(handle.read()).hexdigest()
+    return {"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+            "window_s": timings.get("model_to_int8"), "step_s": round(step[0]["end"] - step[0]["start"], 2) if step else None,
+            "sqnr_db": (report.get("tflite") or {}).get("sqnr_db"), "chosen": quantization.get("chosen"),
+            "search_s": (quantization.get("timings") or {}).get("total"), "sha256": sha,
+            "timeline": line, "critical_path": timings.get("critical_path")}
+
+
 def accuracy_row(model, data, weights, run):
     with open(os.path.join(run, "report.json")) as handle:
         report = json.load(handle)
@@ -521,7 +676,7 @@ def write_atomic(path, text):
 def main(argv):
     parser = argparse.ArgumentParser(prog="nox -s bench --")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each alternated measurement (default 3)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="sections to run, e.g. 2,4 (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="sections to run, e.g. 2,4 (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help="small model, few samples: tests the machinery (writes into --work unless --out)")
     parser.add_argument("--out", default=None, help="BENCHMARKS.md to write (default: the repository's)")
@@ -555,7 +710,7 @@ def main(argv):
                   "versions": versions()}
     functions = {"1": lambda: provisioning.measure(args.runs, log, config.environments), "2": bench.conversion,
                  "3": bench.calibration, "4": bench.end_to_end, "5": bench.accuracy, "6": bench.npu,
-                 "7": bench.recovery}
+                 "7": bench.recovery, "8": bench.speed, "9": bench.fidelity}
     document = read_document(json_path)
     measured = {}
     for number in sorted(only):

@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 from converters import cli, errors, options, preflight, preflight_data, runfolder, steps
 from converters.errors import UsageError
@@ -51,6 +52,7 @@ RESULT_FILES = ("manifest.json", "probe.npz", "reference_tf2.npz", "model_int8.t
                 # quantization section), kept so that an old run folder's copy is treated as a result file
                 "model_int8_plain.tflite", "model_float_cle.tflite", "parity_tflite-float-cle.json")
 FAILURE_DIR = "last_failure"
+REPORT_GO, REPORT_CANCELLED = ".report-go", ".report-cancelled"  # converters.tf2.report GO / CANCELLED
 
 
 def step_arguments(values):
@@ -129,6 +131,8 @@ class Conversion(object):
         self.run_dir, self.step_args, self.copied = run_dir, step_args, list(copied)
         self.runner, self.keep_failure, self.parity = runner, keep_failure, parity
         self.stage = self.logs = self.failure = None
+        self.early_report = None  # the report step started before the run's last steps end (issue 31)
+        self.report_go = None
 
     def begin(self):
         self.runner.prepare(ENV)  # no engine, no image: refused before anything is written
@@ -158,6 +162,45 @@ class Conversion(object):
         finally:
             self.runner.log = own
 
+    def start_report(self):
+        """Start the report step now (``convert_legacy``: once the conversion is done, while parity cells
+        may still run): it imports what it renders with, then waits for ``finish`` to say go
+        (``converters.tf2.report --await-go``), so its start is off the run's critical path. Once only, and
+        only after a successful conversion."""
+        import threading
+
+        if self.early_report is not None or self.failure is not None:
+            return
+        runner, stage = self.runner, self.stage
+        runner.extra_env.setdefault(runfolder.AWAIT_ENV, "3600")  # the step waits for the go (else at once)
+        holder = {"error": None}
+
+        def report():
+            try:
+                runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet", "--await-go"], stream=True,
+                            logs=self.logs)
+            except BaseException as error:  # noqa: BLE001 - handed to finish()
+                holder["error"] = error
+
+        thread = threading.Thread(target=report, name="report", daemon=True)
+        thread.start()
+        self.early_report = (thread, holder)
+
+    def _end_early_report(self, go):
+        """Say go (or cancel) to the early report and wait for it; returns its error or None."""
+        if self.early_report is None:
+            return None
+        thread, holder = self.early_report
+        self.early_report = None
+        marker = REPORT_GO if go else REPORT_CANCELLED
+        self.report_go = time.monotonic() if go else None  # the run's timeline: when the report could start
+        try:
+            runfolder.write_text(os.path.join(self.stage, marker), "%s\n" % marker)
+        except OSError:
+            pass
+        thread.join()
+        return holder["error"]
+
     def finish(self):
         """Report, then publish into the run folder (or keep the failed attempt and raise its error);
         return report.json's path."""
@@ -173,6 +216,7 @@ class Conversion(object):
                     copied.append(os.path.basename(path))
             failure = self.failure
             if failure is not None:
+                self._end_early_report(go=False)
                 if self.keep_failure:
                     if os.path.exists(os.path.join(stage, "manifest.json")):
                         try:
@@ -188,7 +232,12 @@ class Conversion(object):
                             run_dir, kept)
                     failure.hint = ((failure.hint or "") + " " + note).strip()
                 raise failure
-            runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=self.logs)
+            if self.early_report is not None:  # started early: every result is in the stage now
+                error = self._end_early_report(go=True)
+                if error is not None:
+                    raise error
+            else:
+                runner.step("report", ENV, "converters.tf2.report", [stage, "--quiet"], stream=True, logs=self.logs)
             compiled = sorted(n for n in os.listdir(stage) if n.startswith(runfolder.VELA_PREFIX))  # --npu-target
             published = _publish(stage, run_dir, [n for n in RESULT_FILES if n not in copied] + compiled)
             set_run_dir(run_dir)
@@ -199,6 +248,7 @@ class Conversion(object):
         return os.path.join(run_dir, "report.json")
 
     def discard(self):
+        self._end_early_report(go=False)
         if self.stage and os.path.isdir(self.stage):
             shutil.rmtree(self.stage, ignore_errors=True)
 

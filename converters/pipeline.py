@@ -54,7 +54,7 @@ import shutil
 import sys
 import time
 
-from converters import cli, convert, errors, options, preflight, preflight_model, runfolder, steps, verify
+from converters import cli, convert, errors, options, preflight, preflight_model, runfolder, steps, timeline, verify
 from envs import registry, venvs
 
 STEPS_FILE = "steps.json"
@@ -218,10 +218,13 @@ def convert_legacy(args, log):
     os.makedirs(parent, exist_ok=True)
     temporary = runfolder.partial_folder(out)
     succeeded = False
+    conversion = None
     skipped = []
     timings = {}
     try:
         started = time.time()
+        run_start = timeline.now()  # the timeline's zero (converters.timeline)
+        host_phases = []
         stage_start = time.time()
         reuse = not args.force and recorded.get("verify") == verify_key and _copy_verify_outputs(out, temporary)
         if reuse:
@@ -242,24 +245,49 @@ def convert_legacy(args, log):
         conversion.runner.extra_env.update(runner.extra_env)  # it may start beside the re-save and wait for it
         resave = chains[0][0] if verifying is not None else None
         convert_steps = []
+        evaluating = bool(getattr(args, "eval", None))
+        # --eval beside the re-save (issue 31): the origin's evaluation is a chain of its own, after the whole
+        # re-save (it loads model.h5); the conversion starts beside the re-save as without --eval and waits
+        # for the evaluation's files only at its own --eval (runfolder.await_file, EVAL_FAILED stops it).
+        # With the re-save reused there is nothing to wait for: evaluation, then conversion, one chain.
+        eval_beside = evaluating and resave is not None
+
+        def eval_chain(chain_runner):
+            waited = timeline.now()
+            resave.done.wait()
+            host_phases.append({"step": "eval-%s" % (args.origin and "tf" + args.origin or "origin"),
+                                "phase": "wait (host)", "start": waited, "end": timeline.now(),
+                                "waits_on": "resave"})
+            try:
+                if resave.failed:
+                    raise errors.Interrupted("not started: the re-save failed.", step="eval")
+                convert_steps.extend(evaluate_origin(args, temporary, chain_runner.log, runner.prepared))
+            except BaseException:
+                runfolder.write_text(os.path.join(temporary, runfolder.EVAL_FAILED), "the evaluation failed\n")
+                raise
 
         def convert_chain(chain_runner):
-            if getattr(args, "eval", None):
-                if resave is not None:  # the origin's evaluation loads model.h5: after the whole re-save
-                    resave.done.wait()
-                    if resave.failed:
-                        raise errors.Interrupted("not started: the re-save failed.", step="eval")
+            if evaluating and not eval_beside:
                 convert_steps.extend(evaluate_origin(args, temporary, chain_runner.log, runner.prepared))
             conversion.convert(log=chain_runner.log)
+            if verifying is not None:  # issue 31: the report's imports overlap the parity cells still running
+                conversion.start_report()
 
+        if eval_beside:  # before the conversion in chain order: its failure, not the conversion's wait, is raised
+            chains.append([eval_chain])
         chains.append([convert_chain])
         stage_start = time.time()
         try:
-            # the re-save, the conversion (the longest chain), the parity cells (longest first); the others
-            # start beside the re-save and wait for its model (beside=1: one more chain at once meanwhile)
+            # the re-save, the conversion (the longest chain), the parity cells (longest first), the origin's
+            # evaluation. Every chain starts beside the re-save (up to 3 more than --jobs): its steps import
+            # TensorFlow meanwhile and wait for its files (runfolder.await_file); issue 31: the tf1.15 cell,
+            # which waited for a free slot until the re-save ended, imported TF 1.15 on the critical path
             first = [0, len(chains) - 1] + list(verifying.first[1:]) if verifying is not None else [len(chains) - 1]
-            verify.run_side_by_side(runner, chains, verify.jobs_of(args), first=first,
-                                    beside=1 if verifying is not None else 0)
+            if eval_beside:
+                first.append(len(chains) - 2)
+            jobs = verify.jobs_of(args)
+            verify.run_side_by_side(runner, chains, jobs, first=first,
+                                    beside=max(1, min(len(chains) - jobs, 3)) if verifying is not None else 0)
         except errors.TfbridgeError as failure:
             if failure is not conversion.failure:  # a parity chain failed first (in chain order): as before
                 conversion.discard()
@@ -278,8 +306,16 @@ def convert_legacy(args, log):
         # every step with its start and end (epoch seconds): which ran side by side
         ran = (list(verifying.runner.timings) if verifying is not None else []) + convert_steps + \
             conversion.runner.timings
+        host_phases.append({"phase": "preflight", "start": run_start, "end": run_start + timings["preflight"]})
+        report_step = [step for step in conversion.runner.timings if step["step"] == "report"]
+        if conversion.report_go is not None and report_step:  # started early: imports, then the host's go
+            host_phases.append({"step": "report", "phase": "imports, then wait for the go",
+                                "start": report_step[-1]["mono_start"], "end": conversion.report_go,
+                                "waits_on": "the parity cells"})
+        line = record_timeline(temporary, run_start, ran, host_phases)
         runfolder.write_json(os.path.join(temporary, STEPS_FILE),
-                             {"verify": verify_key, "convert": convert_key, "seconds": timings, "steps": ran})
+                             {"verify": verify_key, "convert": convert_key, "seconds": timings, "steps": ran,
+                              "timeline": line})
         runfolder.publish_run(temporary, out, "convert_legacy")
         succeeded = True
         convert.set_run_dir(out)
@@ -299,11 +335,34 @@ def convert_legacy(args, log):
             step="convert_legacy", hint="Run the same command again to finish.")
     finally:
         if not succeeded:
+            if conversion is not None:
+                conversion.discard()  # a report started early is told to stop
             if args.debug and os.path.isdir(temporary):
                 log("tfbridge: the partial run folder is kept for inspection: %s" % temporary)
             else:
                 shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, skipped=skipped)
+
+
+def record_timeline(run_dir, run_start, ran, host_phases):
+    """The run's timeline (``converters.timeline``) from the steps that ran and the phases the re-save
+    (``manifest.json``) and the conversion step (``tflite.json``) recorded; written into report.json as
+    ``timings.timeline`` and ``timings.critical_path``. Returns the timeline."""
+    phases = {}
+    for step, name in (("resave", runfolder.MANIFEST), ("tflite_convert", "tflite.json")):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            recorded = runfolder.read_json(path).get("phases")
+            if recorded:
+                phases[step] = recorded
+    line = timeline.build(run_start, ran, phases, host_phases)
+    path = os.path.join(run_dir, "report.json")
+    if os.path.exists(path):
+        report = runfolder.read_json(path)
+        report.setdefault("timings", {})["timeline"] = line
+        report["timings"]["critical_path"] = timeline.critical_path(line)
+        runfolder.write_json(path, report)
+    return line
 
 
 def evaluate_origin(args, run_dir, log, prepared=()):

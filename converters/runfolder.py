@@ -50,14 +50,16 @@ def parity_name(env_label):
 # written atomically (``atomic_path``): a name that exists is complete.
 AWAIT_ENV = "TFBRIDGE_AWAIT_RESAVE"
 RESAVE_FAILED = ".resave-failed"
+# the origin's --eval step (``convert_legacy``), which the conversion step awaits the same way (issue 31)
+EVAL_FAILED = ".eval-failed"
 AWAIT_POLL_SECONDS = 0.05
 
 
-def await_file(run_dir, name, before=None):
+def await_file(run_dir, name, before=None, failed=RESAVE_FAILED, waited_for="the re-save"):
     """``run_dir/name``, once it exists, for a step the host started beside the re-save (``AWAIT_ENV`` set;
     otherwise at once, exist or not). ``before``: called once before waiting (e.g. importing TensorFlow,
-    which is what the wait is for). Raises ``Interrupted`` when the re-save failed (``RESAVE_FAILED``) or
-    after ``AWAIT_ENV`` seconds."""
+    which is what the wait is for). Raises ``Interrupted`` when the re-save failed (``RESAVE_FAILED``; or
+    the marker ``failed`` of the step ``waited_for`` that writes ``name``) or after ``AWAIT_ENV`` seconds."""
     import time
 
     from converters.errors import Interrupted
@@ -70,11 +72,15 @@ def await_file(run_dir, name, before=None):
         before()
     deadline = time.time() + float(limit)
     while not os.path.exists(path):
-        if os.path.exists(os.path.join(run_dir, RESAVE_FAILED)):
-            raise Interrupted("stopped before its work: the re-save it waited for failed (its error is the one "
-                              "reported).", step="await")
+        if not os.path.isdir(run_dir):  # the host removed the run's folder (a failed or interrupted run)
+            raise Interrupted("stopped: its run folder %s was removed." % run_dir, step="await")
+        for marker in set([RESAVE_FAILED, failed]):
+            if os.path.exists(os.path.join(run_dir, marker)):
+                raise Interrupted("stopped before its work: %s it waited for failed (its error is the one "
+                                  "reported)." % ("the re-save" if marker == RESAVE_FAILED else waited_for),
+                                  step="await")
         if time.time() > deadline:
-            raise Interrupted("%s did not appear within %s s of waiting for the re-save." % (name, limit),
+            raise Interrupted("%s did not appear within %s s of waiting for %s." % (name, limit, waited_for),
                               step="await")
         time.sleep(AWAIT_POLL_SECONDS)
     return path

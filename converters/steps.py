@@ -205,6 +205,7 @@ class StepRunner(object):
             # between fork and exec is not safe in a threaded process (the subprocess documentation)
             argv = ["nice", "-n", str(int(nice))] + list(argv)
         started = time.time()
+        mono_start = time.monotonic()  # the run's timeline (converters.timeline): the steps' own clock
         with open(log_path, "wb", buffering=0) as opened:
             log_file = _Log(opened)
             log_file.write(("$ %s\n" % " ".join(argv)).encode("utf-8"))
@@ -219,10 +220,12 @@ class StepRunner(object):
             finally:
                 _RUNNING.discard(process)
         ended = time.time()
+        mono_end = time.monotonic()
         seconds = round(ended - started, 2)
         # started / ended: wall-clock epoch seconds, to see which steps overlapped (steps run side by side)
         self.timings.append({"step": name, "env": env, "seconds": seconds, "exit": process.returncode,
-                             "started": round(started, 2), "ended": round(ended, 2)})
+                             "started": round(started, 2), "ended": round(ended, 2),
+                             "mono_start": round(mono_start, 3), "mono_end": round(mono_end, 3)})
         self.log("  %-28s %-7s %6.1f s  %s" % (name, env, seconds, _outcome(process.returncode)))
         if process.returncode != 0:
             raise self._error(name, env, process.returncode, error_file, log_path, output, log_file.failure)

@@ -9,7 +9,7 @@ from converters import options
 from converters.errors import UsageError
 
 COMMANDS = ("inspect", "inspect-graph", "resave", "activations", "evaluate", "zoo", "make-demo", "digits",
-            "separable")
+            "separable", "mobilenet")
 
 
 def _shape(text):
@@ -151,6 +151,15 @@ def run(argv):
         parser.add_argument("--epochs", type=int, default=separable.EPOCHS)
         args = parser.parse_args(argv)
         print(json.dumps(separable.make_separable(args.out, args.seed, args.epochs), sort_keys=True))
+        return 0
+    if command == "mobilenet":  # legacy_tf1/mobilenet.py: a real ReLU6 MobileNetV1, a skewed probe (issue 30)
+        from legacy_tf1 import mobilenet
+
+        parser.add_argument("out", help="folder for model.h5, calib.npy, probe.npy, eval.npz, mobilenet.json")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--epochs", type=int, default=mobilenet.EPOCHS)
+        args = parser.parse_args(argv)
+        print(json.dumps(mobilenet.make_mobilenet(args.out, args.seed, args.epochs), sort_keys=True))
         return 0
     raise UsageError("unknown command %r" % command)  # pragma: no cover - COMMANDS checked above
 

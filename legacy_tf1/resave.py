@@ -34,6 +34,7 @@ import numpy as np
 from converters import options, runfolder
 from converters.preflight_options import parse_range  # noqa: F401 - resave.parse_range, as before
 from converters.errors import CalibrationDataError, UsageError
+from converters.shared import phases as timeline_phases
 from legacy_tf1 import compat, inspection, loading
 
 DEFAULT_SAMPLES = None  # converters.options.probe_size: 100, or half of a small --calib source
@@ -131,7 +132,9 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
            probe_source=None):
     """Run the whole re-save step (see the module docstring); return the manifest dict."""
     timings = {}
+    phases = timeline_phases.Phases()  # the run's timeline (converters.timeline), on the monotonic clock
     started = time.time()
+    mono = timeline_phases.now()
     info = inspection.inspect_file(model_path)
     if not os.path.isdir(out):
         os.makedirs(out)
@@ -146,6 +149,8 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     model, flavour, info = loading.load(model_path, arch=arch, custom_objects_path=copied or custom_objects,
                                         trust_model=trust_model, info=info)
     timings["load_s"] = round(time.time() - started, 3)
+    phases.add("load model", mono)
+    mono = timeline_phases.now()
     inputs = [_tensor_spec(t, n) for t, n in zip(model.inputs, model.input_names)]
     outputs = [_tensor_spec(t, n) for t, n in zip(model.outputs, model.output_names)]
     # the probe first: a model we cannot probe fails before the expensive save and freeze
@@ -153,14 +158,18 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     for name, array in probe.items():
         if not np.all(np.isfinite(array)):
             raise CalibrationDataError("probe input %s has non-finite values." % name, step="probe")
+    phases.add("probe inputs", mono)
 
     t0 = time.time()
+    mono = timeline_phases.now()
     resaved = os.path.join(out, runfolder.MODEL_H5)
     with runfolder.atomic_path(resaved) as temporary:
         compat.save_h5(model, flavour, temporary)  # all weights in one session run (issue 13)
     timings["save_s"] = round(time.time() - t0, 3)
+    phases.add("save model.h5", mono)
 
     t0 = time.time()
+    mono = timeline_phases.now()
     frozen = None
     try:
         graph_model, unrolled = unrolled_for_graph(model, flavour, copied or custom_objects)
@@ -178,14 +187,17 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     else:
         freeze_error = None
     timings["freeze_s"] = round(time.time() - t0, 3)
+    phases.add("freeze model.pb", mono)
 
     runfolder.write_arrays(os.path.join(out, runfolder.PROBE), probe)
     manifest = _manifest(model_path, model, flavour, info, resaved, inputs, outputs, arch, copied, trust_model,
                          frozen, freeze_error, origin_env, probe_info, timings)
+    manifest["phases"] = phases.entries  # the same list: the second write has the references' phase too
     # the model is ready: the steps that need only it (the conversion, the cells' loading) start on it now
     runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
 
     t0 = time.time()
+    mono = timeline_phases.now()
     feed = [probe[spec["name"]] for spec in inputs]
     predictions = model.predict(feed if len(feed) > 1 else feed[0], batch_size=min(8, max(1, len(feed[0]))))
     if not isinstance(predictions, list):
@@ -193,6 +205,7 @@ def resave(model_path, out, origin_env, arch=None, custom_objects=None, trust_mo
     references = dict((spec["name"], np.asarray(p, dtype=np.float32)) for spec, p in zip(outputs, predictions))
     runfolder.write_arrays(os.path.join(out, runfolder.reference_name(origin_env)), references)
     timings["probe_s"] = round(time.time() - t0, 3)
+    phases.add("reference outputs", mono)
     runfolder.write_json(os.path.join(out, runfolder.MANIFEST), manifest)
     return manifest
 

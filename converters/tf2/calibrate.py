@@ -628,6 +628,11 @@ class ShardedCalibration(object):
         self.samples = []  # the first ``keep_samples`` calibration samples, for the per-layer debugger
         self.info = None
         self.quantize_seconds = None
+        self.phases = []  # [{phase, start, end}] on the monotonic clock, for the run's timeline (issue 31)
+        self.entered = None  # when the converter handed over its float model (the graph's conversion ended)
+
+    def _phase(self, name, start):
+        self.phases.append({"phase": name, "start": round(start, 3), "end": round(time.monotonic(), 3)})
 
     def _keeping(self, dataset_gen):
         """``dataset_gen`` that also keeps a copy of its first ``keep_samples`` samples."""
@@ -654,12 +659,14 @@ class ShardedCalibration(object):
                                  enable_variable_quantization, debug_options)
         if not isinstance(converter.representative_dataset, lite.RepresentativeDataset):
             converter.representative_dataset = lite.RepresentativeDataset(converter.representative_dataset)
+        self.entered = time.monotonic()  # the graph's conversion to a float TFLite model ends here
         model = calibrator.add_intermediate_tensors(result)
         if self.recovery and tuple(self.recovery) != ("plain",) and not registerers:
             searched = self._search(model, result, input_type, output_type, enable_variable_quantization,
                                     debug_options)
             if searched is not None:
                 return searched
+        mono = time.monotonic()
         if registerers:  # custom ops: TensorFlow's own calibrator, in this process
             started = time.perf_counter()
             calibrated = calibrator.Calibrator(
@@ -678,12 +685,15 @@ class ShardedCalibration(object):
                 self.info = {"shards": 1, "reason": str(exc),
                              "calibrate_seconds": round(time.perf_counter() - started, 2)}
         self.calibrated_model = calibrated
+        self._phase("calibrate", mono)
         del model, result  # the float model stays as self.float_model; the copy with intermediates goes
         release_free_memory()  # mlir_quantize's peak is the conversion's highest after the graph's
         started = time.perf_counter()
+        mono = time.monotonic()
         quantized = self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
                                               debug_options)
         self.quantize_seconds = round(time.perf_counter() - started, 2)
+        self._phase("quantize", mono)
         return quantized
 
     def _quantize_calibrated(self, calibrated, input_type, output_type, enable_variable_quantization,
@@ -710,6 +720,7 @@ class ShardedCalibration(object):
         from converters.tf2.recovery import search
 
         started = time.perf_counter()
+        mono = time.monotonic()
         try:
             samples = [[np.array(x) for x in _as_input_list(sample)]
                        for sample in self.converter.representative_dataset.input_gen()]
@@ -719,6 +730,8 @@ class ShardedCalibration(object):
             return None
         self.samples = samples[:self.keep_samples]
         spool_seconds = round(time.perf_counter() - started, 2)
+        self._phase("calibration samples", mono)
+        mono = time.monotonic()
         infos = []
 
         def calibrate(train, collector=None):
@@ -744,6 +757,7 @@ class ShardedCalibration(object):
             sys.stderr.write("note: %s\n" % self.quantization["why"])
             self.samples = samples[:self.keep_samples]
             return None
+        self._phase("search: calibrate, candidates, choose", mono)
         self.info = dict(infos[0]) if infos else {}
         self.info["spool_seconds"] = spool_seconds
         self.info["calibrate_seconds"] = section["timings"]["calibrate"]

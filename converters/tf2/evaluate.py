@@ -92,13 +92,15 @@ def _classes_of(shape):
 
 
 def evaluate_run(run_dir, eval_path, classes_file, preprocess, source, tflite_path, float_tflite_path=None,
-                 origin="tf2", known_keys=None, candidates=None):
+                 origin="tf2", known_keys=None, candidates=None, chosen=None):
     """Evaluate the float (origin, tf2) and the int8 model on ``eval_path``; return the ``eval`` dict.
 
     ``source``: the ``Source`` the converter used; ``known_keys``: {"calibration": [...], "probe": [...]}
     content hashes, to count eval samples that are also calibration or probe samples; ``candidates``:
     {name: int8 .tflite path} of the quantization candidates (issue 22), whose top-1 on the same batches
-    goes into ``candidates_top1`` (the ablation table; the choice was made before, without this data).
+    goes into ``candidates_top1`` (the ablation table; the choice was made before, without this data);
+    ``chosen``: the candidate whose model ``tflite_path`` is (the same ops and weights, written by the
+    converter): its top-1 is the int8 model's, counted from the same run instead of a second one.
     """
     from converters.shared import accuracy, calibration, labelled
     from converters.tf2 import tflite_run
@@ -126,7 +128,8 @@ def evaluate_run(run_dir, eval_path, classes_file, preprocess, source, tflite_pa
                 hint="Rerun the whole job: the eval data changed between the steps.")
     tally = accuracy.PairedTally(classes)
     origin_flipped = 0
-    candidate_runs = dict((name, [tflite_run.make_interpreter(path), 0]) for name, path in (candidates or {}).items())
+    candidate_runs = dict((name, [tflite_run.make_interpreter(path) if name != chosen else None, 0])
+                          for name, path in (candidates or {}).items())
     offset = 0
     overlap = {"calibration": 0, "probe": 0}
     known = dict((name, list(keys or [])) for name, keys in (known_keys or {}).items())
@@ -136,7 +139,7 @@ def evaluate_run(run_dir, eval_path, classes_file, preprocess, source, tflite_pa
             int8_scores = tflite_run.run_batch(interpreter, inputs, what="eval")[0][0]
             float_top1, _ = tally.add(labels, float_scores, int8_scores)
             for run in candidate_runs.values():
-                scores = tflite_run.run_batch(run[0], inputs, what="eval")[0][0]
+                scores = int8_scores if run[0] is None else tflite_run.run_batch(run[0], inputs, what="eval")[0][0]
                 run[1] += int(np.sum(np.argmax(scores.reshape(len(labels), -1), axis=1) == np.asarray(labels)))
         except ValueError as exc:
             raise CalibrationDataError("--eval %s does not fit the model: %s." % (eval_path, exc), step="eval")

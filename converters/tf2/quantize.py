@@ -130,7 +130,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     seconds of graph conversion, calibration and quantization). ``artifacts``: a dict that receives
     ``calibrated_model`` (the float model with the calibration's min/max, for the per-layer debugger,
     ``converters.tf2.quant_debug``) and ``calibration_samples`` (the first ``artifacts["keep_samples"]``
-    calibration samples, each a list of arrays, one per input), when given. Raises
+    calibration samples, each a list of arrays, one per input) and ``phases`` (the conversion's phases on
+    the monotonic clock, for the run's timeline: ``converters.timeline``), when given. Raises
     ``ConversionError`` when every route fails (the message names ops that could not be int8) or when the
     written file has float ops without ``allow_float_ops``; a refused file never replaces ``output_path``.
     """
@@ -222,6 +223,9 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         if artifacts is not None:
             artifacts["calibrated_model"] = hook.calibrated_model
             artifacts["calibration_samples"] = hook.samples
+    if hook is not None and artifacts is not None:  # the run's timeline (issue 31; converters.timeline)
+        artifacts["phases"] = ([{"phase": "graph -> float TFLite", "start": None, "end": round(hook.entered, 3)}]
+                               if hook.entered is not None else []) + list(hook.phases)
     if hook is not None and hook.quantization is not None:
         result["quantization"] = _write_candidates(hook, output_path, artifacts)
     float_content = hook.float_tflite() if (float_output_path and hook is not None) else None

@@ -82,7 +82,7 @@ def collect(run_dir):
     tflite_raw = _read(os.path.join(run_dir, "tflite.json")) or {}
     tflite = {key: tflite_raw.get(key) for key in TFLITE_KEYS}
     for key, value in tflite_raw.items():
-        if key not in tflite and key != "timings":
+        if key not in tflite and key not in ("timings", "phases"):  # phases: the host's timeline (report.json's timings)
             tflite[key] = value
     if tflite.get("path"):
         tflite["path"] = os.path.relpath(tflite["path"], run_dir) if os.path.isabs(tflite["path"]) else tflite["path"]
@@ -609,6 +609,21 @@ def render_html(report):
     )
 
 
+GO = ".report-go"  # written by the host (converters.convert) when the staging folder holds every result
+CANCELLED = ".report-cancelled"  # ... or when the run failed and this report is not wanted
+
+
+def warm_imports():
+    """Import what rendering needs (numpy, matplotlib, jinja2), so that a report started early
+    (``--await-go``) has only its own work left when the host says go."""
+    import jinja2  # noqa: F401
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import numpy  # noqa: F401
+
+
 def write(run_dir):
     """Write report.json, report.md and report.html into ``run_dir`` (atomically); return the report dict."""
     report = collect(run_dir)
@@ -626,7 +641,16 @@ def run(argv):
     parser.add_argument("run_dir")
     parser.add_argument("--quiet", action="store_true", help="do not print the report's path")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--await-go", action="store_true",
+                        help="import first, then wait for the host's go (started before the run's last steps end)")
     args = parser.parse_args(argv)
+    if args.await_go:  # issue 31: the imports overlap the run's last steps; the host says when the folder is full
+        warm_imports()
+        runfolder.await_file(args.run_dir, GO, failed=CANCELLED, waited_for="the run")
+        if os.path.exists(os.path.join(args.run_dir, CANCELLED)):
+            from converters.errors import Interrupted
+
+            raise Interrupted("not needed: the run failed before its report.", step="report")
     report = write(args.run_dir)
     if not args.quiet:
         sys.stdout.write("report: %s\n" % os.path.join(os.path.abspath(args.run_dir), "report.html"))

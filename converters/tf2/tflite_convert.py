@@ -54,6 +54,9 @@ def _parser():
 
 def run_step(argv):
     """The in-environment conversion step (see STEP_HELP); returns the exit code."""
+    from converters.shared.phases import Phases, now
+
+    imports = now()  # the imports below load TensorFlow (converters.tf2.quantize): a phase of the timeline
     from converters.shared import calibration
     from converters.tf2 import npu, prepare, quant_debug, quantize, sources, tflite_run
 
@@ -66,12 +69,19 @@ def run_step(argv):
                                          jobs=getattr(args, "jobs", None),  # issue 13: calibration shards
                                          quantize=args.quantize)  # issue 22: accuracy recovery
     timings = {}
+    phases = Phases()  # the run's timeline (converters.timeline): every phase on the monotonic clock
+    phases.add("import TensorFlow", imports)
     if not args.model:  # started beside the re-save: TensorFlow imported while it writes the model
+        mono = now()
         runfolder.await_file(run_dir, runfolder.MANIFEST, before=keras_compat.import_tensorflow)
+        phases.add("wait for the re-saved model", mono, waits_on="resave")
     with sources.scratch_dir() as workdir:
         started = window = time.perf_counter()  # window: model on disk -> int8 file written (bench/run.py)
+        mono = now()
         source = sources.load_source(args.model if args.model else run_dir, workdir, trust_model=args.trust_model)
         timings["load"] = round(time.perf_counter() - started, 2)
+        phases.add("load model", mono)
+        mono = now()
         if args.model:
             prepared = prepare.for_tf2_model(out_dir, args.model, source, args.calib, args.preprocess,
                                              args.probe_samples, args.seed, probe=args.probe)
@@ -79,6 +89,7 @@ def run_step(argv):
             prepared = prepare.from_run_folder(run_dir, args.calib, args.preprocess)
         timings.update(prepared.timings)
         inputs = model_inputs(run_dir, source, bool(args.model))
+        phases.add("probe" if not args.model else "probe and float references", mono)
 
         def calibration_data(samples, progress):
             # never a probe sample: the probe's tail of a shared source is left out, and any sample equal
@@ -104,6 +115,7 @@ def run_step(argv):
                 raise
 
         started = time.perf_counter()
+        convert_mono = now()
         tflite_path = os.path.join(out_dir, runfolder.TFLITE)
         try:
             # issue 13: the calibrated model and the first calibration samples, reused by the layer debugger
@@ -120,63 +132,149 @@ def run_step(argv):
             if data_errors:  # bad calibration data, not a converter failure (exit 8, step "calibrate")
                 raise data_errors[0] from error
             raise
-        data = data_section(calib, prepared)
-        timings["convert"] = round(time.perf_counter() - started, 2)
-        timings["model_to_int8"] = round(time.perf_counter() - window, 2)
-        timings["convert_int8"] = result["seconds"]
-        if "float_seconds" in result:
-            timings["convert_float"] = result["float_seconds"]
-        started = time.perf_counter()
-        result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.reference_outputs(),
-                                          input_names=[name for name, _ in inputs]))
-        timings["evaluate"] = round(time.perf_counter() - started, 2)
-        if result.get("quantization"):  # issue 22: the plain file on the same probe; the equalized float model
+        _add_conversion_phases(phases, convert_mono, artifacts.get("phases"))
+        # issue 31: the layer debugger is only for the report: it runs in a thread beside the probe's evaluation,
+        # the quantization checks and --eval (its interpreter, LiteRT's and a subprocess wait release the GIL)
+        debugger = None if args.no_layer_debug else _Beside(
+            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options)
+        # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
+        targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
+        try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
+            data = data_section(calib, prepared)
+            timings["convert"] = round(time.perf_counter() - started, 2)
+            timings["model_to_int8"] = round(time.perf_counter() - window, 2)
+            timings["convert_int8"] = result["seconds"]
+            if "float_seconds" in result:
+                timings["convert_float"] = result["float_seconds"]
+            mono = now()
+            prepared.reference_outputs()  # a conversion started beside the re-save may wait for them here
+            phases.add("wait for the references", mono, waits_on="resave")
             started = time.perf_counter()
-            recovery_checks(out_dir, result["quantization"], prepared, [name for name, _ in inputs],
-                            args.parity_samples)
-            timings["quantization_checks"] = round(time.perf_counter() - started, 2)
-        result["reference_env"] = prepared.origin
-        result["calibration"] = calib.describe()
-        result["data"] = data
-        readiness = result.pop("npu")
-        readiness["strict"] = args.strict_npu
-        started = time.perf_counter()  # --npu-target: Vela per Ethos-U target, the VX op table for imx8mp
-        readiness["targets"] = npu.assess_targets(tflite_path, args.npu_target, out_dir)
-        timings["npu_targets"] = round(time.perf_counter() - started, 2)
-        runfolder.write_json(os.path.join(out_dir, "npu.json"), readiness)
-        if args.no_layer_debug:
+            mono = now()
+            result.update(tflite_run.evaluate(tflite_path, prepared.probe, prepared.reference_outputs(),
+                                              input_names=[name for name, _ in inputs]))
+            timings["evaluate"] = round(time.perf_counter() - started, 2)
+            phases.add("evaluate int8 on the probe", mono)
+            if result.get("quantization"):  # issue 22: the plain file on the same probe; the equalized float model
+                started = time.perf_counter()
+                mono = now()
+                recovery_checks(out_dir, result["quantization"], prepared, [name for name, _ in inputs],
+                                args.parity_samples)
+                timings["quantization_checks"] = round(time.perf_counter() - started, 2)
+                phases.add("quantization checks", mono)
+            result["reference_env"] = prepared.origin
+            result["calibration"] = calib.describe()
+            result["data"] = data
+            readiness = result.pop("npu")
+            readiness["strict"] = args.strict_npu
+            mono = now()
+            readiness["targets"] = targets.result()
+            timings["npu_targets"] = targets.seconds
+            phases.add("wait for the NPU targets (thread)", mono)
+            runfolder.write_json(os.path.join(out_dir, "npu.json"), readiness)
+            if args.eval:
+                from converters.tf2 import evaluate
+
+                if prepared.origin != "tf2":  # convert_legacy runs the origin's evaluation beside this step
+                    mono = now()
+                    runfolder.await_file(run_dir, evaluate.origin_files(prepared.origin)[0],
+                                         failed=runfolder.EVAL_FAILED,
+                                         waited_for="the origin's evaluation (eval-%s)" % prepared.origin)
+                    phases.add("wait for eval-%s" % prepared.origin, mono, waits_on="eval-%s" % prepared.origin)
+                started = time.perf_counter()
+                report = evaluate.evaluate_run(
+                    run_dir, args.eval, args.eval_classes, prepared.preprocess, used, tflite_path,
+                    os.path.join(out_dir, "model_float.tflite") if result.get("float_path") else None,
+                    origin=prepared.origin, known_keys={"calibration": data["calibration_keys"],
+                                                        "probe": prepared.probe_keys},
+                    candidates=artifacts.get("candidate_files"),
+                    chosen=(result.get("quantization") or {}).get("chosen"))  # its file is tflite_path: one run
+                runfolder.write_json(os.path.join(out_dir, evaluate.EVAL_FILE), report)
+                timings["eval"] = round(time.perf_counter() - started, 2)
+                phases.add("--eval", now() - timings["eval"])
+        except BaseException:
+            for thread in (debugger, targets):
+                if thread is not None:
+                    thread.thread.join()
+            raise
+        if debugger is None:
             layers = {"layers": [], "skipped": True}
         else:
-            calibrated = artifacts.get("calibrated_model")  # issue 13: no second conversion/calibration
-            kept = artifacts.get("calibration_samples")  # ... nor a second reading of the samples
-            if calibrated and kept:
-                debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731
-                converter = None
-            else:
-                debug_dataset = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False).representative_dataset()
-                converter = None if calibrated else quantize.debug_converter(used, debug_dataset, options)
-            layers = quant_debug.debug_layers(converter, debug_dataset, calibrated_model=calibrated,
-                                              per_tensor=options.per_tensor)
+            mono = now()
+            layers = debugger.result()
+            phases.add("wait for the layer debugger (thread)", mono)
             timings["layer_debug"] = layers.get("seconds")
         runfolder.write_json(os.path.join(out_dir, "layers.json"), layers)
-        if args.eval:
-            from converters.tf2 import evaluate
-
-            started = time.perf_counter()
-            report = evaluate.evaluate_run(
-                run_dir, args.eval, args.eval_classes, prepared.preprocess, used, tflite_path,
-                os.path.join(out_dir, "model_float.tflite") if result.get("float_path") else None,
-                origin=prepared.origin, known_keys={"calibration": data["calibration_keys"],
-                                                    "probe": prepared.probe_keys},
-                candidates=artifacts.get("candidate_files"))
-            runfolder.write_json(os.path.join(out_dir, evaluate.EVAL_FILE), report)
-            timings["eval"] = round(time.perf_counter() - started, 2)
         data.pop("calibration_keys")
         result["timings"] = timings
+        result["phases"] = phases.as_list()
         runfolder.write_json(os.path.join(out_dir, "tflite.json"), result)
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
+
+
+class _Beside(object):
+    """``function(*args)`` in a thread started now; ``result()`` waits for it and returns its value (or
+    raises its exception). Its run is a phase of the step (``name``, on the monotonic clock)."""
+
+    def __init__(self, name, phases, function, *args):
+        import threading
+
+        self.value = self.error = self.seconds = None
+
+        def work():
+            started = time.perf_counter()
+            with phases.phase(name + " (thread)"):
+                try:
+                    self.value = function(*args)
+                except BaseException as exc:  # noqa: BLE001 - handed to result()
+                    self.error = exc
+            self.seconds = round(time.perf_counter() - started, 2)
+
+        self.thread = threading.Thread(target=work, name=name, daemon=True)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _layer_debugger(artifacts, calibration_data, used, options):
+    """layers.json's content: the per-layer debugger on the conversion's calibrated model and first
+    calibration samples (issue 13: no second conversion, calibration or reading of the samples)."""
+    from converters.tf2 import quant_debug, quantize
+
+    calibrated = artifacts.get("calibrated_model")
+    kept = artifacts.get("calibration_samples")
+    if calibrated and kept:
+        debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731
+        converter = None
+    else:
+        debug_dataset = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False).representative_dataset()
+        converter = None if calibrated else quantize.debug_converter(used, debug_dataset, options)
+    return quant_debug.debug_layers(converter, debug_dataset, calibrated_model=calibrated,
+                                    per_tensor=options.per_tensor)
+
+
+def _add_conversion_phases(phases, start, inside):
+    """The conversion's own phases (the calibration hook's: ``converters.tf2.calibrate``), the graph's
+    conversion starting with the step's call; the whole call when the hook recorded nothing."""
+    from converters.shared.phases import now
+
+    inside = [dict(entry) for entry in inside or []]
+    if not inside:
+        phases.add("convert", start)
+        return
+    for entry in inside:
+        if entry["start"] is None:
+            entry["start"] = start
+        phases.add(entry["phase"], entry["start"], entry["end"])
+    last = inside[-1]["end"]
+    if now() - last > 0.05:  # writing the files, the float model, the written file's check
+        phases.add("write and check the files", last)
 
 
 def recovery_checks(out_dir, section, prepared, input_names, parity_samples=0):

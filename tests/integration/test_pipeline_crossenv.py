@@ -65,15 +65,33 @@ def test_conversion_runs_side_by_side_with_the_parity_cells(demo):
     cells = [step for step in ran if step["step"].startswith("parity-")]
     assert len(cells) >= 2, [step["step"] for step in ran]  # tf1.15, and the tf2 cells in one process
     assert by_name["tflite_convert"]["started"] < max(cell["ended"] for cell in cells)
-    # the demo runs --eval: the origin's evaluation loads model.h5, so it (and the conversion after it)
-    # starts once the whole re-save has ended
+    # the demo runs --eval: the origin's evaluation loads model.h5, so it starts once the whole re-save has
+    # ended; the conversion starts beside the re-save all the same (issue 31) and waits for the evaluation's
+    # files only at its own --eval phase (report.json's timeline: seconds since the run started)
     assert by_name["eval-tf1.13"]["started"] >= by_name["resave"]["ended"]
-    assert by_name["tflite_convert"]["started"] >= by_name["eval-tf1.13"]["ended"]
-    assert by_name["report"]["started"] >= max(cell["ended"] for cell in cells + [by_name["tflite_convert"]])
+    line = json.loads((run / "report.json").read_text())["timings"]["timeline"]
+    whole = dict((item["step"], item) for item in line if item["phase"] == "step")
+    assert set(whole) == set(by_name)
+    # the report step starts once the conversion is done, its imports overlapping the cells still running;
+    # it renders when the host says go, after every cell has ended
+    assert by_name["report"]["started"] >= by_name["tflite_convert"]["ended"]
+    go = [item for item in line if item["step"] == "report" and item["phase"] == "imports, then wait for the go"]
+    assert go and go[0]["end"] >= max(whole[cell["step"]]["end"] for cell in cells) - 0.01
+    phases = dict((item["phase"], item) for item in line if item["step"] == "tflite_convert" and item["phase"] != "step")
+    for name in ("import TensorFlow", "wait for the re-saved model", "search: calibrate, candidates, choose",
+                 "evaluate int8 on the probe", "layer debugger (thread)", "wait for eval-tf1.13", "--eval"):
+        assert whole["tflite_convert"]["start"] <= phases[name]["start"] <= phases[name]["end"] \
+            <= whole["tflite_convert"]["end"], name
+    assert phases["wait for eval-tf1.13"]["waits_on"] == "eval-tf1.13"
+    assert phases["--eval"]["start"] >= whole["eval-tf1.13"]["end"] - 1.0  # its summary is the step's last write
+    path = json.loads((run / "report.json").read_text())["timings"]["critical_path"]
+    assert path[-1]["step"] == "report"
     if (os.cpu_count() or 1) >= 2:
-        # the tf2 cells start beside the re-save (TensorFlow imported meanwhile) and wait for its model
+        # the tf2 cells and the conversion start beside the re-save (TensorFlow imported meanwhile) and wait
+        # for its model
         assert by_name["parity-tf2-cells"]["started"] < by_name["resave"]["ended"]
-        assert not (run / ".resave-failed").exists()
+        assert by_name["tflite_convert"]["started"] < by_name["resave"]["ended"]
+        assert not (run / ".resave-failed").exists() and not (run / ".eval-failed").exists()
     # each cell compares the probe's first --parity-samples samples (default 16; the demo's probe is 20)
     report = json.loads((run / "report.json").read_text())
     compared = [cell.get("samples") for cell in report["parity"] if cell.get("status") == "match"]

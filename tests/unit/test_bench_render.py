@@ -128,3 +128,38 @@ def test_quick_invocations_are_flagged_and_a_partial_rerender_keeps_old_tables()
     accuracy = before[before.index("## 5."):before.index("## 6.")]
     assert accuracy.replace("`run-1` (d1)", "") in after.replace("`run-1` (d1)", "")
     assert "QUICK MODE" in after
+
+
+def fidelity_section():
+    def row(candidate, raw, centered, r, source="report", **extra):
+        return dict({"weights": "per-channel", "candidate": candidate, "sqnr_db": raw, "sqnr_centered_db": centered,
+                     "sqnr_centered_db_from": source, "correlation": r, "correlation_from": source, "cosine": 0.99,
+                     "top1_agreement": 1.0, "float_top1": 87.5, "int8_top1": 90.0, "convert_s": 11.0,
+                     "chosen": candidate, "validation": {"plain": 19.0, "bias": 23.4}}, **extra)
+
+    return {"model": {"architecture": "MobileNet", "split": {"calibration": 120, "probe": 40, "eval": 40},
+                      "probe_dominant_share": 0.95, "probe_dominant_class": "face",
+                      "float_top1_tf1": {"eval": 87.5, "probe": 97.5}, "preprocess": "tf"},
+            "rows": [row("auto", 31.2, 18.1, 0.993, chosen="plain", why="plain kept"),
+                     {"weights": "per-channel", "candidate": "constant output", "sqnr_db": 13.1,
+                      "sqnr_centered_db": 0.0, "correlation": 0.0, "sqnr_centered_db_from": "bench",
+                      "correlation_from": "bench", "cosine": 0.975, "top1_agreement": 0.975},
+                     row("plain", 31.2, 18.1, 0.993),
+                     row("bias", 41.2, 25.0, 0.999, source="bench", why="forced by the benchmark (...)"),
+                     row("cle", 31.2, 18.1, 0.993, chosen="plain", cle_dropped="float check"),
+                     {"weights": "per-channel", "candidate": "adaround", "note": "conversion failed (exit 2)"}],
+            "notes": ["ebias: not measured, this code's `--quantize` refuses it (unknown rewrite)."]}
+
+
+def test_fidelity_section_marks_figures_the_bench_measured_and_candidates_not_built():
+    document = render.merge(render.empty_document(), "run-1", invocation("d1", ["9"]), {"9": fidelity_section()})
+    text = render.render(document)
+    section = text[text.index("## 9."):]
+    assert "a probe of 40 that is 95 % faces" in section
+    assert "| per-channel | **auto** | 31.2 | 18.1 | 0.9930 | 0.9900 | 1.000 | 87.5 / 90.0 | 11.0 | 19.0 | chose **plain** |" \
+        in section
+    assert "| per-channel | constant output | 13.1 | 0.0 | 0.0000 |" in section  # no '*': it is the bench's by nature
+    assert "| per-channel | bias | 41.2 | 25.0* | 0.9990* |" in section and "| 23.4 | forced |" in section
+    assert "| per-channel | cle | 31.2 |" in section and "not built (plain written); cle dropped" in section
+    assert "| per-channel | adaround | - | - | - | - | - | - | - | - | conversion failed (exit 2) |" in section
+    assert "- ebias: not measured" in section

@@ -370,6 +370,23 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     t0 = time.perf_counter()
     queue = list(requested)
     run_seconds = {}
+    if auto:  # nothing left to recover? plain fitted on every sample, on those samples: no fold work if so
+        plain_all, _, _ = _build("plain", whole, float_model, float_graph, quantize, requested_cle)
+        outputs = statistics.run(plain_all, samples)[0]
+        scales = output_scales(plain_all)
+        floor = rounding_floor(references, scales)
+        entry = dict(score(outputs, references, scales), name="plain",
+                     scored_on="the calibration samples it was fitted on (the rounding-floor check)")
+        section["rounding_floor_db"] = None if floor is None else round(floor, 2)
+        section["plain_fitted_sqnr_db"] = entry["sqnr_db"]
+        if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
+            section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor on the calibration "
+                                  "samples (%.2f dB against %.2f dB: the SQNR that rounding the output alone allows): "
+                                  "nothing left to recover, no other candidate built" % (
+                                      FLOOR_MARGIN_DB, entry["sqnr_db"], floor))
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            section["candidates"] = [entry]
+            queue = []
     while queue:
         name = queue.pop(0)
         t1 = time.perf_counter()
@@ -388,14 +405,6 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
         if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
             queue = _second_stage(section, run_seconds.get("plain", 0.0), time.perf_counter() - started, log)
-        if name == "plain" and auto:  # an explicit request builds what it names
-            floor = rounding_floor(references, scales)
-            section["rounding_floor_db"] = None if floor is None else round(floor, 2)
-            if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
-                section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor (%.2f dB: the "
-                                      "SQNR that rounding the output alone allows): nothing left to recover, "
-                                      "no other candidate built" % (FLOOR_MARGIN_DB, floor))
-                break
     timings["candidates"] = round(time.perf_counter() - t0, 2)
     del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
