@@ -30,7 +30,7 @@ LINES = (
     ("graph", "the frozen graph (model.pb)"),
 )
 GRAPH = "graph"
-MIGRATED_LABEL = "tf2-keras3-migrated"  # converters.verify.MIGRATED_LABEL (a different file: not on any line)
+MIGRATED_LABEL = "tf2-keras3-migrated"  # converters.parity_matrix.MIGRATED_LABEL (a different file: not on any line)
 
 
 def lines_of(cell):

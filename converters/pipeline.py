@@ -19,10 +19,10 @@ tfbridge) and ``eval/`` (held-out, labelled: the demo runs ``--eval`` on it).
 With ``--eval``, the float model's accuracy in its origin TF is measured right after the re-save (``python -m legacy_tf1 evaluate``, step ``eval-<origin>``), then the tf2 conversion step
 measures the tf2 float and the int8 model on the same data (``converters.tf2.evaluate``).
 
-Order of the work: the preflight read; then, side by side within ``--jobs`` (``verify.run_side_by_side``),
+Order of the work: the preflight read; then, side by side within ``--jobs`` (``parity_matrix.run_side_by_side``),
 the re-save, the int8 conversion (it needs only the re-save's model, not its references until it checks
 the int8 model; with ``--eval``, after the whole re-save and the origin's ``eval-<origin>`` step) and the
-parity cells (the tf2 ones in one process: ``verify.together``). While the re-save runs, one more step than
+parity cells (the tf2 ones in one process: ``parity_matrix.together``). While the re-save runs, one more step than
 ``--jobs`` runs: the steps started beside it import TensorFlow, then wait for its files
 (``runfolder.await_file``); a failed re-save stops them at once. Then the verdict on the cells
 (``verify.finish_verify``: the divergence searches, the policy) and the report, which reads both.
@@ -54,7 +54,8 @@ import shutil
 import sys
 import time
 
-from converters import cli, convert, errors, options, preflight, preflight_model, runfolder, steps, timeline, verify
+from converters import (cli, convert, errors, options, parity_matrix, parity_report, preflight, preflight_model,
+                        runfolder, steps, timeline, verify)
 from envs import registry, venvs
 
 STEPS_FILE = "steps.json"
@@ -176,7 +177,7 @@ def prepare_demo(args, log):
     if not os.path.exists(model) or made.get("demo_code") != demo_code:
         log("demo: training the face / non-face model in tf1.13 on scikit-image's LFW faces")
         os.makedirs(source, exist_ok=True)
-        verify.run_step("make-demo", "tf1.13", "legacy_tf1", ["make-demo", "--out", source], log, source)
+        parity_matrix.run_step("make-demo", "tf1.13", "legacy_tf1", ["make-demo", "--out", source], log, source)
         runfolder.write_json(stamp, {"demo_code": demo_code})
     else:
         log("demo: reusing the demo model in %s" % source)
@@ -285,8 +286,8 @@ def convert_legacy(args, log):
             first = [0, len(chains) - 1] + list(verifying.first[1:]) if verifying is not None else [len(chains) - 1]
             if eval_beside:
                 first.append(len(chains) - 2)
-            jobs = verify.jobs_of(args)
-            verify.run_side_by_side(runner, chains, jobs, first=first,
+            jobs = parity_matrix.jobs_of(args)
+            parity_matrix.run_side_by_side(runner, chains, jobs, first=first,
                                     beside=max(1, min(len(chains) - jobs, 3)) if verifying is not None else 0)
         except errors.TfbridgeError as failure:
             if failure is not conversion.failure:  # a parity chain failed first (in chain order): as before
@@ -420,7 +421,7 @@ def _finish(out, skipped):
 
 def summary(out, report, verify_report, failing):
     """What the user reads at the end: the parity matrix, the int8 result, NPU readiness, where to look."""
-    lines = [verify.format_table(verify.matrix_rows(verify_report)), ""]
+    lines = [parity_report.format_table(parity_report.matrix_rows(verify_report)), ""]
     tflite, npu = report.get("tflite") or {}, report.get("npu") or {}
     lines.append("int8 TFLite: %s (input %s, output %s, %s bytes): centered SQNR %s dB, correlation %s, cosine %s, "
                  "top-1 agreement %s, max %s LSB, SQNR %s dB" % (

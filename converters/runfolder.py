@@ -44,7 +44,7 @@ def parity_name(env_label):
     return "parity_%s.json" % env_label
 
 
-# Steps that start beside the re-save (``converters.verify.run_side_by_side``: their TensorFlow import
+# Steps that start beside the re-save (``converters.parity_matrix.run_side_by_side``: their TensorFlow import
 # overlaps it) wait for its files: the host sets AWAIT_ENV in their environment, and writes RESAVE_FAILED
 # into the run folder when the re-save fails, so that they stop at once. Every file of a run folder is
 # written atomically (``atomic_path``): a name that exists is complete.

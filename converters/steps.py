@@ -55,8 +55,8 @@ def _stop(process):
 
 def stop_running():
     """Stop every step process still running. For a SIGINT/SIGTERM that arrived in the main thread while
-    other threads wait for their steps (``converters.verify.run_side_by_side``)."""
-    _STOPPED.append(True)  # and start no other (a chain's fallback, converters.verify.together)
+    other threads wait for their steps (``converters.parity_matrix.run_side_by_side``)."""
+    _STOPPED.append(True)  # and start no other (a chain's fallback, converters.parity_matrix.together)
     for process in list(_RUNNING):
         if process.poll() is None:
             _stop(process)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from converters import errors, runfolder, verify
+from converters import errors, parity_matrix, runfolder
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ class FailingRunner(object):
 
 
 def test_the_resave_item_marks_its_failure_for_the_waiting_steps(tmp_path):
-    item = verify.resave_item(str(tmp_path), ["resave"], "tf1.13")
+    item = parity_matrix.resave_item(str(tmp_path), ["resave"], "tf1.13")
     runner = FailingRunner()
     with pytest.raises(errors.ModelLoadError):
         item(runner)

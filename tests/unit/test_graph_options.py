@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from converters import preflight_model, preflight_options, verify
+from converters import parity_matrix, preflight_model, preflight_options, verify
 from converters.errors import InputFileError, UsageError
 
 pytestmark = pytest.mark.unit
@@ -123,8 +123,8 @@ def test_graph_options_are_refused_for_a_keras_file_and_tags_for_a_graphdef():
 
 
 def test_graph_cells_and_run_folder_names():
-    assert verify.cells_for("tf1.13", graph=True) == [("tf1.15", "tf1.15", "graph"), ("tf2-graph", "tf2", "graph")]
-    assert verify.cells_for("tf1.15", graph=True) == [("tf2-graph", "tf2", "graph")]
+    assert parity_matrix.cells_for("tf1.13", graph=True) == [("tf1.15", "tf1.15", "graph"), ("tf2-graph", "tf2", "graph")]
+    assert parity_matrix.cells_for("tf1.15", graph=True) == [("tf2-graph", "tf2", "graph")]
     assert verify.default_out("/m/model.ckpt.meta") == os.path.join("runs", "model.ckpt")
     assert verify.default_out("/m/saved_model_dir/") == os.path.join("runs", "saved_model_dir")
     assert verify.default_out("/m/frozen.pbtxt") == os.path.join("runs", "frozen")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from converters import options, verify
+from converters import options, parity_matrix, parity_verdict
 from converters.shared import hazards
 
 pytestmark = pytest.mark.unit
@@ -58,8 +58,8 @@ def test_layer_configs_reads_a_stored_model_config_at_every_depth():
 
 
 def test_no_keras3_drops_the_migrated_cell_and_is_a_legacy_option():
-    assert ("tf2-keras3-migrated", "tf2", "keras3") in verify.cells_for("tf1.13")
-    assert "tf2-keras3-migrated" not in [cell[0] for cell in verify.cells_for("tf1.13", keras3=False)]
+    assert ("tf2-keras3-migrated", "tf2", "keras3") in parity_matrix.cells_for("tf1.13")
+    assert "tf2-keras3-migrated" not in [cell[0] for cell in parity_matrix.cells_for("tf1.13", keras3=False)]
     assert options.parse(options.VERIFY_UPGRADE, ["m.h5", "--no-keras3"]).no_keras3 is True
     assert options.parse(options.CONVERT_LEGACY, ["m.h5"]).no_keras3 is False
     with pytest.raises(Exception):
@@ -72,8 +72,8 @@ def test_a_keras3_mismatch_is_tolerated_only_when_the_migrated_model_matches():
                 {"env": "tf2-keras3-migrated", "status": migrated, "tolerated": False}]
 
     good, bad = cells("match"), cells("mismatch")
-    verify._tolerate_keras3_as_is(good)
-    verify._tolerate_keras3_as_is(bad)
+    parity_verdict._tolerate_keras3_as_is(good)
+    parity_verdict._tolerate_keras3_as_is(bad)
     assert good[0]["tolerated"] is True and bad[0]["tolerated"] is False
     assert bad[1]["tolerated"] is False
 

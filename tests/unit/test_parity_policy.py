@@ -1,10 +1,10 @@
-"""The one tolerance policy of the parity matrix (converters.verify.tolerate): which failed cells fail a run."""
+"""The one tolerance policy of the parity matrix (converters.parity_verdict.tolerate): which failed cells fail a run."""
 
 import os
 
 import pytest
 
-from converters import verify
+from converters import parity_matrix, parity_verdict
 
 pytestmark = pytest.mark.unit
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -14,12 +14,12 @@ def lambda_cells(graph_status):
     cells = [{"env": "tf1.15", "status": "match"}, {"env": "tf2-graph", "status": graph_status}]
     for env in ("tf2", "tf2-keras3", "tf2-keras3-migrated"):
         cells.append({"env": env, "status": "load_error", "cause": "lambda_bytecode"})
-    return verify.tolerate(cells)
+    return parity_verdict.tolerate(cells)
 
 
 def test_every_model_gets_a_frozen_graph_cell_in_tf2():
-    assert ("tf2-graph", "tf2", "graph") in verify.cells_for("tf1.13")
-    assert ("tf2-graph", "tf2", "graph") in verify.cells_for("tf1.15", keras3=False)
+    assert ("tf2-graph", "tf2", "graph") in parity_matrix.cells_for("tf1.13")
+    assert ("tf2-graph", "tf2", "graph") in parity_matrix.cells_for("tf1.15", keras3=False)
 
 
 def test_lambda_load_errors_in_python_3_11_are_tolerated_only_when_the_graph_matches():
@@ -33,21 +33,21 @@ def test_lambda_load_errors_in_python_3_11_are_tolerated_only_when_the_graph_mat
 
 
 def test_a_load_error_of_another_cause_is_not_tolerated_by_the_graph():
-    cells = verify.tolerate([{"env": "tf2-graph", "status": "match"}, {"env": "tf2", "status": "load_error"},
+    cells = parity_verdict.tolerate([{"env": "tf2-graph", "status": "match"}, {"env": "tf2", "status": "load_error"},
                              {"env": "tf2-keras3-migrated", "status": "load_error"}])
     assert [cell["tolerated"] for cell in cells] == [False, False, False]
 
 
 def test_a_graph_load_error_is_tolerated_only_when_tf_keras_matches():
     for tf2, expected in (("match", True), ("mismatch", False), ("load_error", False)):
-        cells = verify.tolerate([{"env": "tf2", "status": tf2}, {"env": "tf2-graph", "status": "load_error"}])
+        cells = parity_verdict.tolerate([{"env": "tf2", "status": tf2}, {"env": "tf2-graph", "status": "load_error"}])
         assert cells[1]["tolerated"] is expected
-    mismatch = verify.tolerate([{"env": "tf2", "status": "match"}, {"env": "tf2-graph", "status": "mismatch"}])
+    mismatch = parity_verdict.tolerate([{"env": "tf2", "status": "match"}, {"env": "tf2-graph", "status": "mismatch"}])
     assert mismatch[1]["tolerated"] is False
 
 
 def test_the_policy_is_stated_in_the_docstring_the_docs_and_the_report():
     with open(os.path.join(REPO, "docs", "parity.md")) as handle:
         page = handle.read()
-    for text in (verify.__doc__, page, verify.POLICY):
+    for text in (parity_verdict.__doc__, page, parity_verdict.POLICY):
         assert "tf2-graph" in text and "lambda_bytecode" in text and "tf2-keras3-migrated" in text

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from converters import bisect, verify
+from converters import bisect, parity_matrix, parity_verdict
 from converters.errors import UsageError
 from envs import locking, paths, registry, venvs
 from envs.errors import InterpreterNotFound
@@ -66,17 +66,17 @@ def test_tf_option_lists_the_new_environments_oldest_first_and_refuses_docker():
 
 
 def test_each_extra_release_has_the_cells_of_its_keras_and_the_graph():
-    cells = verify.cells_for("tf1.13", keras3=False, extra=["tf1.14", "tf2.4", "tf2.17"])
+    cells = parity_matrix.cells_for("tf1.13", keras3=False, extra=["tf1.14", "tf2.4", "tf2.17"])
     extra = [cell for cell in cells if cell[1] not in registry.ENVIRONMENTS]
     assert extra == [("tf1.14", "tf1.14", "auto"), ("tf1.14-graph", "tf1.14", "graph"),
                      ("tf2.4", "tf2.4", "tf.keras"), ("tf2.4-graph", "tf2.4", "graph"),
                      ("tf2.17", "tf2.17", "tf_keras"), ("tf2.17-keras3", "tf2.17", "keras3"),
                      ("tf2.17-graph", "tf2.17", "graph")]
-    assert verify.extra_cells("tf2.17", graph=True) == [("tf2.17-graph", "tf2.17", "graph")]
+    assert parity_matrix.extra_cells("tf2.17", graph=True) == [("tf2.17-graph", "tf2.17", "graph")]
 
 
 def test_extra_cells_follow_the_policy_of_tf2_cells_of_the_same_kind():
-    cells = verify.tolerate([
+    cells = parity_verdict.tolerate([
         {"env": "tf2-keras3-migrated", "status": "match"},
         {"env": "tf2.17-keras3", "status": "mismatch"},  # Keras 3 reading the .h5 as it is: as tf2-keras3
         {"env": "tf2.12", "status": "match", "environment": "tf2.12"},
