@@ -252,8 +252,8 @@ class Fleet(object):
                 code = process.wait()
                 with self.guard:
                     self.processes.discard(process)
-            if self.stopping.is_set():
-                return None  # stopped from outside: no outcome (the model did not finish)
+            if self.stopping.is_set() or code == Interrupted.exit_code:
+                return None  # stopped (the fleet, or a Ctrl-C that reached the model too): it did not finish
             outcome = self._outcome(entry, run_dir, code, scratch, before, started, started_at, log_path)
             runfolder.write_json(fleet_dir(self.out, "outcomes", entry.name + ".json"), outcome)
         finally:

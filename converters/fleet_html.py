@@ -155,7 +155,9 @@ def models_table(fleet, out):
                         sort=(matched / float(len(statuses))) if statuses else ""))
         int8 = model["int8"] or {}
         for _, key in int8_columns:
-            cells.append(td(fmt(int8.get(key)), sort=int8.get(key) if int8.get(key) is not None else "", cls="num"))
+            digits = 6 if key in ("cosine", "correlation") else 4  # near 1: the digits that differ
+            cells.append(td(fmt(int8.get(key), digits), sort=int8.get(key) if int8.get(key) is not None else "",
+                            cls="num"))
         npu = model["npu"] or {}
         cells.append(td(pill(npu["verdict"]) if npu.get("verdict") else "-", sort=npu.get("verdict") or "", raw=True))
         cells += [_npu_cell(npu, target) for target in fleet["targets"]]
