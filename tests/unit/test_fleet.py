@@ -10,13 +10,14 @@ import json
 import os
 import re
 import shlex
+import signal
 import struct
 import subprocess
 import sys
 
 import pytest
 
-from converters import fleet, fleet_html, fleet_manifest, fleet_report, runfolder
+from converters import cli, fleet, fleet_html, fleet_manifest, fleet_report, runfolder
 from converters.errors import UsageError
 
 pytestmark = pytest.mark.unit
@@ -122,34 +123,49 @@ def test_a_bad_manifest_is_one_paragraph_naming_the_entry(files, kind):
     assert "\n" not in paragraph and re.search(pattern, paragraph), paragraph
 
 
-def run_fleet(args, cwd):
-    environ = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "converters.fleet"] + args, cwd=str(cwd), env=environ,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+def run_fleet(args, cwd, capsys=None):
+    """The fleet command: in this process through ``converters.cli.main`` (what ``python -m converters.fleet``
+    runs: the paragraph on stderr, the exit status), or with ``capsys=None`` as the real ``tfbridge fleet``."""
+    if capsys is None:
+        environ = dict(os.environ, PYTHONPATH=REPO)
+        result = subprocess.run([sys.executable, "-m", "tfbridge", "fleet"] + args, cwd=str(cwd), env=environ,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        return result.returncode, result.stderr
+    previous = signal.getsignal(signal.SIGTERM)  # cli.main turns SIGTERM into KeyboardInterrupt: put it back
+    try:
+        code = cli.main(fleet.run, args, step="fleet")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["missing model file", "unknown key", "bad value", "duplicate name",
                                   "empty manifest", "not TOML"])
-def test_the_fleet_command_refuses_a_bad_manifest_with_exit_2_and_runs_nothing(files, kind):
-    manifest = write(files, BAD[kind][0])
-    result = run_fleet([manifest, "--out", str(files / "out")], files)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tfbridge: manifest failed:"), result.stderr
-    assert "Traceback" not in result.stderr and not os.path.exists(str(files / "out"))
+def test_the_fleet_command_refuses_a_bad_manifest_with_exit_2_and_runs_nothing(files, kind, capsys):
+    code, stderr = run_fleet([write(files, BAD[kind][0]), "--out", str(files / "out")], files, capsys)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tfbridge: manifest failed:"), stderr
+    assert "Traceback" not in stderr and not os.path.exists(str(files / "out"))
+
+
+def test_the_tfbridge_command_refuses_a_bad_manifest_with_exit_2(files):
+    code, stderr = run_fleet([write(files, BAD["duplicate name"][0]), "--out", str(files / "out")], files)
+    assert code == 2 and stderr.startswith("tfbridge: manifest failed: [[model]] at index 1"), stderr
+    assert len(stderr.strip().splitlines()) == 1 and not os.path.exists(str(files / "out"))
 
 
 @pytest.mark.parametrize("spec", ["2/2", "1", "a/b", "-1/2", "0/0", "1/2/3"])
-def test_a_bad_shard_spec_is_refused_before_the_manifest_is_read(files, spec):
-    result = run_fleet([str(files / "absent.toml"), "--out", str(files / "out"), "--shard", spec], files)
-    assert result.returncode == 2 and "--shard" in result.stderr and "absent.toml" not in result.stderr
+def test_a_bad_shard_spec_is_refused_before_the_manifest_is_read(files, spec, capsys):
+    code, stderr = run_fleet([str(files / "absent.toml"), "--out", str(files / "out"), "--shard", spec], files, capsys)
+    assert code == 2 and "--shard" in stderr and "absent.toml" not in stderr
 
 
-def test_a_folder_that_is_no_fleet_folder_is_refused(files):
+def test_a_folder_that_is_no_fleet_folder_is_refused(files, capsys):
     (files / "busy").mkdir()
     (files / "busy" / "mine.txt").write_text("keep me")
-    result = run_fleet([write(files, GOOD), "--out", str(files / "busy")], files)
-    assert result.returncode == 2 and "did not make" in result.stderr
+    code, stderr = run_fleet([write(files, GOOD), "--out", str(files / "busy")], files, capsys)
+    assert code == 2 and "did not make" in stderr
     assert (files / "busy" / "mine.txt").read_text() == "keep me"
 
 
@@ -370,3 +386,26 @@ def check_yaml(text):
         assert re.match(r"^(- )*([\w.\-\"'/]+:( .*)?|- .+|\S.*)$", stripped), "line %d: %r" % (number, line)
         if re.search(r":\s*[|>][-+]?$", stripped):
             in_block = indent
+
+
+# ------------------------------------------------------------------------------------------------ Python API
+
+def test_the_python_api_types_the_merged_report(shards):
+    from tfbridge.report import FleetReport
+
+    files, _ = shards
+    report = FleetReport.from_json(fleet_report.merge([str(files / "s0"), str(files / "s1")]), str(files / "s0"))
+    assert [m.verdict for m in report.models] == ["fail", "missing", "error"] and not report.passed
+    lstm_like = report.by_name("m0")
+    assert lstm_like.parity == {"tf1.15": "match", "tf2-keras3": "mismatch"}
+    assert lstm_like.first_divergent_layer == "lstm" and lstm_like.int8["sqnr_centered_db"] == 21.5
+    assert lstm_like.npu == {"imx8mp": 1.0} and lstm_like.report().int8.sqnr_db == 38.8
+    assert report.by_name("m2").error.startswith("inspect failed") and report.counts["missing"] == 1
+
+
+def test_the_python_api_raises_a_bad_manifests_error_before_running(files):
+    import tfbridge
+
+    with pytest.raises(tfbridge.errors.UsageError, match="unknown key `calib_sample`"):
+        tfbridge.fleet(write(files, BAD["unknown key"][0]), files / "out", quiet=True)
+    assert not os.path.exists(str(files / "out"))
