@@ -39,6 +39,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -222,6 +223,11 @@ class Fleet(object):
 
     def _run_locked(self, entry, run_dir, lock_fd):
         before = _stamp(run_dir)
+        logs = fleet_dir(self.out, "logs")
+        for name in os.listdir(logs):  # a killed fleet's log of this model (we hold its lock: no one writes it)
+            if re.match(r"^\.%s\.[a-z0-9_]{8}\.partial\.log$" % re.escape(entry.name), name):  # atomic_path's
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(logs, name))
         scratch = tempfile.mkdtemp(prefix="tfbridge-fleet-%s-" % entry.name)  # the result and error files
         log_path = fleet_dir(self.out, "logs", entry.name + ".log")
         argv = list(entry.argv) + ["--out", run_dir]
