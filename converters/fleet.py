@@ -51,7 +51,7 @@ import time
 from converters import cli, fleet_manifest, fleet_report, runfolder
 from converters.errors import Interrupted, UsageError
 
-FLEET_DIR = ".fleet"
+FLEET_DIR = fleet_manifest.FLEET_DIR
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ``python -m`` would put the current folder (the manifest's) first on sys.path, where a user's own
 # ``converters/`` would shadow tfbridge's: the same launcher as the tfbridge command's (tfbridge/_layout.py).
@@ -225,7 +225,7 @@ class Fleet(object):
         before = _stamp(run_dir)
         logs = fleet_dir(self.out, "logs")
         for name in os.listdir(logs):  # a killed fleet's log of this model (we hold its lock: no one writes it)
-            if re.match(r"^\.%s\.[a-z0-9_]{8}\.partial\.log$" % re.escape(entry.name), name):  # atomic_path's
+            if re.match(r"^\.%s\.[a-z0-9_]{8}\.partial\.log$" % re.escape(entry.name), name):  # runfolder.atomic_path's name
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(logs, name))
         scratch = tempfile.mkdtemp(prefix="tfbridge-fleet-%s-" % entry.name)  # the result and error files

@@ -39,6 +39,9 @@ from converters import options, preflight, runfolder, verify
 from converters.errors import TfbridgeError, UsageError
 
 STEP = "manifest"
+# A fleet folder's own files (manifest.json, outcomes/, logs/, locks/): converters.fleet writes them,
+# converters.fleet_report reads them.
+FLEET_DIR = ".fleet"
 # What a manifest entry may hold beside the options; and the options the fleet decides itself.
 ENTRY_KEYS = ("path", "name")
 FLEET_DECIDES = {"out": "each model's run folder is DIR/<name> (the fleet's --out and the entry's `name`)",

@@ -33,10 +33,10 @@ import json
 import os
 import sys
 
-from converters import cli, fleet_html, runfolder
+from converters import cli, fleet_html, fleet_manifest, runfolder
 from converters.errors import UsageError
 
-FLEET_DIR = ".fleet"  # converters.fleet's folder (the name is repeated here: fleet imports this module)
+FLEET_DIR = fleet_manifest.FLEET_DIR
 SCHEMA_VERSION = 1
 VERDICTS = ("pass", "fail", "error", "missing")
 # the parity cells in the order convert_legacy's matrix shows them; others (--tf releases) after, as found
