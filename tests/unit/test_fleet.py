@@ -422,3 +422,9 @@ def test_the_readme_fleet_lines_parse_and_link_to_the_full_page():
             fleet.parse(argv)
         else:
             fleet_report.parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("text", ["jobs:\n\tshard: 1\n", "jobs:\n   shard: [0, 1\n"])
+def test_the_yaml_check_refuses_broken_yaml(text):
+    with pytest.raises(Exception):
+        check_yaml(text)
