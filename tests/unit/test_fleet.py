@@ -428,3 +428,15 @@ def test_the_readme_fleet_lines_parse_and_link_to_the_full_page():
 def test_the_yaml_check_refuses_broken_yaml(text):
     with pytest.raises(Exception):
         check_yaml(text)
+
+
+def test_the_benchmark_section_renders_the_two_job_counts_and_the_merge():
+    from bench import render
+
+    data = {"models": ["a.h5", "b.h5", "c.h5", "d.h5"], "size": 32, "samples": 20,
+            "jobs": {"1": [{"wall_s": 100.0, "verdicts": ["pass"], "model_s": [25.0]}],
+                     "2": [{"wall_s": 70.0, "verdicts": ["pass"], "model_s": [35.0]}]},
+            "rerun": {"wall_s": 5.0}, "merge": [{"wall_s": 0.25}]}
+    text = "\n".join(render.render_fleet(data))
+    assert "| `--jobs 1` | 100.0 s |" in text and "| `--jobs 2` | 70.0 s |" in text
+    assert "**0.70** of the time" in text and "0.25 s" in text and "8" in render.TITLES
