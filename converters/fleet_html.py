@@ -151,8 +151,9 @@ def models_table(fleet, out):
                  td(model.get("origin") or "-")]
         statuses = [cell.get("status") for cell in model["parity"].values()]
         matched = sum(1 for status in statuses if status == "match")
-        cells.append(td("%d/%d match" % (matched, len(statuses)) if statuses else "-",
-                        sort=(matched / float(len(statuses))) if statuses else ""))
+        tolerated = sum(1 for cell in model["parity"].values() if cell.get("status") != "match" and cell.get("tolerated"))
+        cells.append(td("%d/%d match%s" % (matched, len(statuses), " (%d tolerated)" % tolerated if tolerated else "")
+                        if statuses else "-", sort=(matched / float(len(statuses))) if statuses else ""))
         int8 = model["int8"] or {}
         for _, key in int8_columns:
             digits = 6 if key in ("cosine", "correlation") else 4  # near 1: the digits that differ
@@ -188,10 +189,13 @@ def matrix_table(fleet, out):
             title = "max |Δ| %s, cosine %s, top-1 %s" % (fmt(cell.get("max_abs")), fmt(cell.get("cosine"), 6),
                                                         fmt(cell.get("top1_agreement")))
             extra = ""
+            if cell.get("tolerated") and status != "match":  # the parity policy lets it pass (README, Keras 3)
+                extra += '<br><span class="small muted">tolerated</span>'
+                title += "; tolerated by the parity policy"
             if cell.get("first_divergent_layer"):
                 layer = cell["first_divergent_layer"]
                 layer = layer.get("name") if isinstance(layer, dict) else layer
-                extra = '<br><span class="small muted">from %s</span>' % e(layer)
+                extra += '<br><span class="small muted">from %s</span>' % e(layer)
                 title += "; first divergent layer %s" % layer
             if cell.get("error"):
                 title += "; " + str(cell["error"])
