@@ -1,7 +1,7 @@
 """``--bisect``: the first TensorFlow release that changed the model's outputs (host side, standard library only).
 
 For whom: ``converters.verify.finish_verify`` (``verify_upgrade`` and ``convert_legacy`` with ``--bisect``).
-README.md, "Any TensorFlow release", says what the user sees.
+docs/tf-releases.md, "Any TensorFlow release", says what the user sees.
 
 The parity cells fall into *lines*, one per way of running the model as TensorFlow moves on:
 

@@ -39,14 +39,16 @@ import shutil
 import sys
 import tempfile
 
-from converters import cli, errors, options, preflight, runfolder, steps
+from converters import cli, errors, options, preflight, preflight_data, runfolder, steps
 from converters.errors import UsageError
 
 ENV = "tf2"
 SANDBOX_FILE = "sandbox.json"  # how the steps' network was cut off (StepRunner.sandbox), for the report
 RESULT_FILES = ("manifest.json", "probe.npz", "reference_tf2.npz", "model_int8.tflite", "model_float.tflite",
                 "tflite.json", "npu.json", "layers.json", "eval.json", "report.json", "report.md", "report.html", SANDBOX_FILE,
-                # issue 22: the plain converter's file, the equalized float model and its parity cell
+                # issue 22: the plain converter's file and the equalized float model; the last name is the
+                # equalized model's parity cell of earlier versions (issue 30 moved its check into report.json's
+                # quantization section), kept so that an old run folder's copy is treated as a result file
                 "model_int8_plain.tflite", "model_float_cle.tflite", "parity_tflite-float-cle.json")
 FAILURE_DIR = "last_failure"
 
@@ -252,7 +254,7 @@ def run_conversion(run_dir, opts, log=None, keep_failure=True, convert=True):
                                     hint="Run the re-save step (convert_legacy) into this folder first.")
     values = options.values_of(opts)
     for key in ("calib", "probe", "eval", "eval_classes"):  # the step runs in the repository folder
-        if values.get(key) and values[key] != preflight.BUILTIN_SKIMAGE:
+        if values.get(key) and values[key] != preflight_data.BUILTIN_SKIMAGE:
             values[key] = os.path.abspath(values[key])
     arguments = step_arguments(values)
     conversion = Conversion(run_dir, lambda stage: [run_dir, "--out", stage] + arguments, ["manifest.json"],
@@ -284,10 +286,11 @@ def quantization_summary(report):
     return line
 
 
-def cle_cell_failed(report):
-    """True when the float model after cross-layer equalization does not match the origin (a parity cell)."""
-    return any(cell.get("env") == "tflite-float-cle" and cell.get("status") != "match"
-               for cell in report.get("parity") or [])
+def int8_failed(report):
+    """True when the int8 file does not match the float model on the probe (``tflite.status``; README's exit
+    table: 1, as a parity mismatch). A quantization candidate's own checks never fail a run."""
+    status = (report.get("tflite") or {}).get("status")
+    return status not in (None, "match")
 
 
 def run(argv):
@@ -299,17 +302,21 @@ def run(argv):
         report = json.load(stream)
     tflite, npu = report.get("tflite") or {}, report.get("npu") or {}
     sys.stdout.write(
-        "int8 model: %s\n  %s vs float: cosine %.5f, top-1 %s, max %s LSB; NPU: %s\n  report: %s\n" % (
+        "int8 model: %s\n  %s vs float: centered SQNR %s dB, correlation %s, cosine %.5f, top-1 %s, max %s LSB; "
+        "NPU: %s\n  report: %s\n" % (
             os.path.join(os.path.dirname(report_path), "model_int8.tflite"), tflite.get("status"),
+            "%.1f" % tflite["sqnr_centered_db"] if tflite.get("sqnr_centered_db") is not None else "-",
+            "%.3f" % tflite["correlation"] if tflite.get("correlation") is not None else "-",
             tflite.get("cosine") or 0.0, tflite.get("top1_agreement"),
             "%.2f" % tflite["max_abs_lsb"] if tflite.get("max_abs_lsb") is not None else "-",
             npu.get("verdict"), os.path.join(os.path.dirname(report_path), "report.html")))
+    for reason in tflite.get("reasons") or []:
+        sys.stdout.write("  int8 mismatch: %s\n" % reason)
     line = quantization_summary(report)
     if line:
         sys.stdout.write("  %s\n" % line)
-    failed = cle_cell_failed(report)
-    cli.write_result(os.path.dirname(report_path), "fail" if failed else "pass",
-                     ["tflite-float-cle"] if failed else [])
+    failed = int8_failed(report)
+    cli.write_result(os.path.dirname(report_path), "fail" if failed else "pass", ["int8 TFLite"] if failed else [])
     return 1 if failed else 0
 
 

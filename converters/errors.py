@@ -10,7 +10,7 @@ Exit status, one per class (README.md, "Exit status", shows this table; a unit t
 
 ====  =========================  ==========================================================
 0                                every parity cell and the int8 model match
-1     ``ParityError``            a verdict, not an error: a mismatch (the report says where)
+1     ``ParityError``            a verdict, not an error: a mismatch of a parity cell or of the int8 model, in `convert_legacy` and `convert` alike (the report says where)
 2     ``UsageError``             a bad option or combination of options (and the base class)
 3     ``EnvError``               an environment cannot be found, created or used (envs/errors.py)
 4     ``DockerUnavailable``      the docker backend has no engine or no image (envs/docker.py)

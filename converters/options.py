@@ -3,8 +3,8 @@
 For whom: the three user commands (``convert_legacy``, ``verify_upgrade``, ``convert``: their argparse
 parsers are built here), the in-environment steps that receive options from the host (``python -m
 legacy_tf1 resave``, ``python -m converters.tf2.tflite_convert``: their parsers are built here too, and
-``step_argv`` writes their command lines), README.md's option table (``markdown_table``; a unit test
-checks that README shows what this declaration says) and the preflight checks (``converters.preflight``).
+``step_argv`` writes their command lines), the option tables of docs/options.md (``markdown_table``; a unit
+test checks that the page shows what this declaration says) and the preflight checks (``converters.preflight``).
 
 Standard library only, Python 3.7 compatible: it is imported on the host and in every environment.
 
@@ -13,7 +13,8 @@ probe samples), and the host could only check an option after a step had failed 
 exists once, and a value the host has checked is handed to a step as the same text.
 
 Values are parsed by argparse with the declared ``type`` (``int``, ``str``, a flag) and ``choices``;
-everything that needs a look at the disk (paths, model kinds, data) is ``converters.preflight``'s job.
+everything that needs a look at the disk (paths, model kinds, data) is ``converters.preflight``'s job
+(``preflight_model``, ``preflight_data``, ``preflight_options``).
 """
 
 import argparse
@@ -31,8 +32,9 @@ ORIGINS = {"1.13": "tf1.13", "tf1.13": "tf1.13", "1.15": "tf1.15", "tf1.15": "tf
 IO_TYPES = ("int8", "uint8", "float32")
 BACKENDS = ("local", "docker")
 # issue 22: --quantize. The rewrites of converters.tf2.recovery (combined with '+' into a candidate; several
-# candidates separated by ',' are a search of their own; auto searches plain, bias, cle, cle+bias)
-QUANTIZE_REWRITES = ("cle", "bias", "mse", "percentile")
+# candidates separated by ',' are a search of their own; auto searches plain, bias, cle, cle+bias). Issue 30:
+# gptq (learned rounding of the int8 weights) and ebias (empirical bias correction, layer by layer)
+QUANTIZE_REWRITES = ("cle", "gptq", "bias", "ebias", "mse", "percentile")
 QUANTIZE_RANGE_METHODS = ("mse", "percentile")
 
 
@@ -104,7 +106,7 @@ class Option(object):
     """One option. ``dest`` is the attribute name (``--calib-samples`` -> ``calib_samples``).
 
     ``commands``: the user commands that accept it; ``steps``: the in-environment steps the host forwards
-    it to; ``flag``: a switch without a value; ``metavar``/``doc``: README's wording (``doc`` may be longer
+    it to; ``flag``: a switch without a value; ``metavar``/``doc``: docs/options.md's wording (``doc`` may be longer
     than the one-line ``help`` of ``--help``).
     """
 
@@ -161,7 +163,7 @@ OPTIONS = (
            doc="convert_legacy, verify_upgrade: a legacy Keras `.h5` (a full model saved by standalone keras "
                "or tf.keras, or weights only with `--arch`), or a TF 1.x graph: a frozen GraphDef (`.pb`, "
                "`.pbtxt`), a TF 1.x SavedModel folder, or a checkpoint (its `.meta`, its prefix or its folder; "
-               "frozen in its origin TF); see \"TF 1.x graphs\". convert: a TF 2.x `.h5`, `.keras` file or "
+               "frozen in its origin TF); see [TF 1.x graphs](graphs.md). convert: a TF 2.x `.h5`, `.keras` file or "
                "SavedModel folder. convert_legacy without MODEL runs the embedded demo."),
     Option("--origin", "TF version that saved MODEL: 1.13 or 1.15 (default: inferred from the file)",
            commands=LEGACY, metavar="1.13|1.15",
@@ -181,7 +183,7 @@ OPTIONS = (
     Option("--trust-model", "allow Lambda layers and other stored code (loading them runs code from the file)",
            steps=(RESAVE, TFLITE), flag=True,
            doc="allow Lambda layers (and any other Python code stored in the file). Loading them runs that "
-               "code, so they are refused without it (see \"What `--trust-model` allows\"); a legacy Lambda "
+               "code, so they are refused without it (see [What `--trust-model` allows](safety.md#what---trust-model-allows)); a legacy Lambda "
                "model is converted through the frozen graph (its Python 3.7 bytecode cannot load on 3.11)."),
     Option("--inputs", "a graph's inputs: NAME[:SHAPE],... (SHAPE like 1x224x224x3 or ?x20x8)", commands=LEGACY,
            steps=(RESAVE,), metavar="NAME[:SHAPE],...",
@@ -271,13 +273,15 @@ OPTIONS = (
                "in the written file"),
     Option("--quantize", "how the int8 model is made: auto (search), plain (TFLite's min/max) or rewrites",
            commands=CONVERTING, steps=(TFLITE,), default="auto", metavar="auto|plain|REWRITE[+REWRITE...][,...]",
-           doc="how the int8 model is made (see \"Int8 accuracy recovery\"). `auto` (default): candidates "
-               "(`plain`, `bias`, `cle`, `cle+bias`) are built and scored on a validation split "
-               "of the calibration data, the best is written as `model_int8.tflite` and the plain one as "
-               "`model_int8_plain.tflite`. `plain`: TFLite's own min/max calibration only, on every calibration "
-               "sample (the by-hand recipe's file). Rewrites joined by `+` (`cle`, `bias`, `mse`, `percentile`, e.g. "
-               "`cle+bias+mse`): that candidate against `plain`; several separated by `,` (`bias,cle+bias+mse`): a "
-               "search among them and `plain`. Every candidate has the same ops, full int8 and the same I/O types."),
+           doc="how the int8 model is made (see docs/recovery.md). `auto` (default): candidates "
+               "(`plain`, `bias`, `cle`, `cle+bias`, then the layer-wise `ebias` and `gptq+ebias`, with `cle` when it "
+               "won, if their estimated cost fits the search's budget) are judged on every calibration sample by "
+               "cross-fitting (each fitted on the other folds); the best, fitted on all of them, is written as "
+               "`model_int8.tflite` and the plain one as `model_int8_plain.tflite`. `plain`: TFLite's own min/max "
+               "calibration only, on every calibration sample (the by-hand recipe's file). Rewrites joined by `+` "
+               "(`cle`, `gptq`, `bias`, `ebias`, `mse`, `percentile`, e.g. `cle+bias+mse`): that candidate against "
+               "`plain`; several separated by `,` (`bias,gptq+ebias`): a search among them and `plain`. "
+               "Every candidate has the same ops, full int8 and the same I/O types."),
     Option("--allow-float-ops", "keep ops without an int8 kernel in float instead of failing", commands=CONVERTING,
            steps=(TFLITE,), flag=True,
            doc="keep ops that have no int8 kernel in float. Never taken silently: without it such an op is an "
@@ -300,14 +304,14 @@ OPTIONS = (
     Option("--no-keras3", "do not write model.keras (the model migrated to Keras 3) nor check it",
            commands=LEGACY, flag=True,
            doc="skip the Keras 3 migration: no `model.keras` (the re-saved model migrated to Keras 3, with "
-               "names Keras 3 refuses made legal and Keras 3's behaviour changes undone: see \"Keras 3\"), "
+               "names Keras 3 refuses made legal and Keras 3's behaviour changes undone: see [Keras 3](keras3.md)), "
                "and no `tf2-keras3-migrated` parity cell"),
     Option("--tf", "more TensorFlow releases to check the model in: VERSION[,VERSION...] (e.g. 2.4,2.12,2.15)",
            commands=LEGACY, metavar="VERSION[,VERSION...]",
            doc="more TensorFlow releases to check the model in, beside the built-in matrix (TF 1.15 and 2.21): "
                "any release from 1.13 to the newest, as `MAJOR.MINOR` (its newest release, e.g. `2.12` is 2.12.1) "
                "or `MAJOR.MINOR.PATCH`. Each gets an environment made from one rule (the TF version gives the "
-               "Python, the Keras, the numpy/h5py/protobuf pins: see \"Any TensorFlow release\"), locked on first "
+               "Python, the Keras, the numpy/h5py/protobuf pins: see [Any TensorFlow release](tf-releases.md#any-tensorflow-release---tf---bisect)), locked on first "
                "use under `$TFBRIDGE_HOME` and reused after; its cells: the `.h5` in that TF's own Keras (tf.keras "
                "before 2.16; tf-keras and Keras 3 from 2.16) and the frozen graph. A release with no wheel for a "
                "Python found here is refused before any step, naming the Pythons it needs."),
@@ -346,7 +350,7 @@ BY_DEST = dict((option.dest, option) for option in OPTIONS)
 
 # The fewest calibration samples a source shared with the probe may leave after it (unless fewer were asked
 # for): below ~50 the min/max ranges of the activations visibly miss rarer values. Checked on the host by
-# converters.preflight.split_fits and in the environment by converters.shared.calibration.split.
+# converters.preflight_data.split_fits and in the environment by converters.shared.calibration.split.
 MIN_SPLIT_CALIB = 50
 
 
@@ -387,7 +391,7 @@ class _Parser(argparse.ArgumentParser):
         from converters.errors import UsageError
 
         raise UsageError("%s: %s." % (self.prog, message), step="options",
-                         hint="Run with --help for the options (README.md lists them with their meaning).")
+                         hint="Run with --help for the options (docs/options.md lists them with their meaning).")
 
 
 def parser_for(command, prog=None):
@@ -460,7 +464,7 @@ def values_of(namespace):
 
 
 def markdown_table(command):
-    """README.md's table of ``command``'s options (tests/unit/test_options.py compares the two)."""
+    """docs/options.md's table of ``command``'s options (tests/unit/test_options.py compares the two)."""
     rows = ["| option | meaning |", "|---|---|"]
     for option in for_command(command):
         if option.positional:
@@ -474,15 +478,16 @@ def markdown_table(command):
 
 
 def markdown_tables():
-    """Every command's table, as README.md's "Options" section shows them."""
+    """Every command's table, as docs/options.md's "Options" section shows them."""
     parts = []
     for command in COMMANDS:
-        parts.append("#### `nox -s %s`\n\n%s\n" % (command, markdown_table(command)))
+        parts.append("### `nox -s %s`\n\n%s\n" % (command, markdown_table(command)))
     return "\n".join(parts)
 
 
-def write_readme(path):
-    """Put the generated tables between README.md's ``options:begin`` / ``options:end`` markers."""
+def write_tables(path):
+    """Put the generated tables between the ``options:begin`` / ``options:end`` markers of ``path``
+    (docs/options.md)."""
     import re
 
     with open(path) as handle:
@@ -496,12 +501,12 @@ def write_readme(path):
 
 
 if __name__ == "__main__":
-    # python -m converters.options            README.md's option tables, printed
-    # python -m converters.options --write    ... written into README.md between its markers
+    # python -m converters.options            docs/options.md's option tables, printed
+    # python -m converters.options --write    ... written into docs/options.md between its markers
     import os
     import sys
 
     if sys.argv[1:] == ["--write"]:
-        write_readme(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"))
+        write_tables(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "options.md"))
     else:
         print(markdown_tables())

@@ -54,8 +54,8 @@ import shutil
 import sys
 import time
 
-from converters import cli, convert, errors, options, preflight, runfolder, steps, verify
-from envs import venvs
+from converters import cli, convert, errors, options, preflight, preflight_model, runfolder, steps, verify
+from envs import registry, venvs
 
 STEPS_FILE = "steps.json"
 VERIFY_REPORT = "verify.json"
@@ -110,7 +110,7 @@ def stage_keys(args):
         # $TFBRIDGE_HOME: not in the code key)
         "tf": getattr(args, "tf", None), "bisect": bool(getattr(args, "bisect", False)),
         "tf_locks": [sha256_of(venvs.lock_path(name)) if os.path.exists(venvs.lock_path(name)) else None
-                     for name in preflight.tf_environments(getattr(args, "tf", None))],
+                     for name in registry.tf_environments(getattr(args, "tf", None))],
         # a TF 1.x graph's signature options (converters/options.py)
         "graph": [getattr(args, key, None) for key in ("inputs", "outputs", "tags", "signature")],
     }
@@ -126,10 +126,10 @@ def stage_keys(args):
 
 def model_key(path):
     """The model by content: a file, a SavedModel folder, or a checkpoint's .meta / .index / .data-* files
-    (given as its prefix, which is no file: ``converters.preflight.model_files``)."""
-    if path and preflight.checkpoint_meta(path) and preflight.model_kind(path) == "checkpoint":
+    (given as its prefix, which is no file: ``converters.preflight_model.model_files``)."""
+    if path and preflight_model.checkpoint_meta(path) and preflight_model.model_kind(path) == "checkpoint":
         digest = hashlib.sha256()
-        for name in preflight.model_files(path):
+        for name in preflight_model.model_files(path):
             digest.update(os.path.basename(name).encode("utf-8") + b"\0" + sha256_of(name).encode("ascii"))
         return digest.hexdigest()
     return sha256_of(path)
@@ -353,11 +353,8 @@ def _finish(out, skipped):
     verify_report = runfolder.read_json(os.path.join(out, VERIFY_REPORT))
     report["skipped_stages"] = skipped
     failing = list(verify_report.get("failing") or [])
-    tflite = report.get("tflite") or {}
-    if tflite.get("status") not in (None, "match"):
+    if convert.int8_failed(report):
         failing.append("int8 TFLite")
-    if convert.cle_cell_failed(report):  # issue 22: the equalized float model is checked like an environment
-        failing.append("tflite-float-cle")
     status = 1 if failing else 0
     return report, verify_report, status, failing
 
@@ -366,11 +363,15 @@ def summary(out, report, verify_report, failing):
     """What the user reads at the end: the parity matrix, the int8 result, NPU readiness, where to look."""
     lines = [verify.format_table(verify.matrix_rows(verify_report)), ""]
     tflite, npu = report.get("tflite") or {}, report.get("npu") or {}
-    lines.append("int8 TFLite: %s (input %s, output %s, %s bytes): cosine %s, top-1 agreement %s, max %s LSB, "
-                 "SQNR %s dB" % (tflite.get("status"), tflite.get("input_dtype"), tflite.get("output_dtype"),
-                                 tflite.get("size_bytes"), _num(tflite.get("cosine"), 5),
-                                 _num(tflite.get("top1_agreement"), 3), _num(tflite.get("max_abs_lsb"), 3),
-                                 _num(tflite.get("sqnr_db"), 3)))
+    lines.append("int8 TFLite: %s (input %s, output %s, %s bytes): centered SQNR %s dB, correlation %s, cosine %s, "
+                 "top-1 agreement %s, max %s LSB, SQNR %s dB" % (
+                     tflite.get("status"), tflite.get("input_dtype"), tflite.get("output_dtype"),
+                     tflite.get("size_bytes"), _num(tflite.get("sqnr_centered_db"), 3),
+                     _num(tflite.get("correlation"), 3), _num(tflite.get("cosine"), 5),
+                     _num(tflite.get("top1_agreement"), 3), _num(tflite.get("max_abs_lsb"), 3),
+                     _num(tflite.get("sqnr_db"), 3)))
+    for reason in tflite.get("reasons") or []:
+        lines.append("  int8 mismatch: %s" % reason)
     quantization = convert.quantization_summary(report)
     if quantization:
         lines.append(quantization)

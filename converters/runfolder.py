@@ -1,6 +1,6 @@
 """The run folder: the only channel between environments, and atomic writes into it.
 
-Layout (README.md, "What a run writes")::
+Layout (docs/run-folder.md)::
 
     runs/<model-stem>/            (or --out DIR)
       manifest.json               schema_version, model {path, sha256, inputs, outputs}, origin {env, python,

@@ -31,14 +31,14 @@ compared in topological order (``first_divergent_node``).
 A TF 1.x graph (a frozen GraphDef ``.pb``/``.pbtxt``, a TF1 SavedModel folder, a checkpoint) goes the same
 way with graph cells only: its preflight read is ``inspect_graph`` (``python -m legacy_tf1 inspect-graph`` in
 tf1.15: the origin from ``meta_info_def.tensorflow_version`` or ``versions.producer``, the inputs and
-outputs, what will be fixed to inference), the re-save (``legacy_tf1.graphs``) writes ``model.pb`` (no
+outputs, what will be fixed to inference), the re-save (``legacy_tf1.graph_resave``) writes ``model.pb`` (no
 ``model.h5``), and the cells are the graph run in tf1.15 (when the origin is tf1.13) and in tf2
 (``tf2-graph``), each with the first-divergent-node search. The Keras cells (tf2 with tf-keras, Keras 3, the
 migrated ``model.keras``) do not exist for a graph: the report's ``skipped_cells`` says so.
 
 ``--tf VERSION[,...]`` adds the cells of more TF releases (``extra_cells``: the ``.h5`` in that TF's own Keras,
 the frozen graph), each in an environment made from the rule of ``envs.registry`` (``tf_environment``) and
-checked by ``preflight.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
+checked by ``envs.registry.tf_environments`` before any step; a ``--tf`` environment's cells run one after the
 other in one chain. Every cell records its environment, TF version and Python (``read_cell``). ``--bisect``
 then searches for the first release that differs (``converters.bisect``), after the divergence searches.
 
@@ -79,7 +79,8 @@ import sys
 import threading
 import time
 
-from converters import cli, errors, preflight, runfolder, safety, steps
+from converters import (cli, errors, preflight, preflight_data, preflight_model, preflight_options, runfolder, safety,
+                        steps)
 from converters import options as declared
 from converters.options import VERIFY_UPGRADE
 from envs import registry, venvs
@@ -181,7 +182,7 @@ def default_out(model):
     return os.path.join("runs", os.path.splitext(name)[0] if "." in name and not name.startswith(".") else name)
 
 
-check_origin = preflight.check_origin
+check_origin = preflight_options.check_origin
 # Keras from this version on is TF 2.x era (tf.keras / tf_keras of TF 2.x, Keras 3): no TF 1.x Keras reads
 # its configs ("batch_shape", "ragged", ...); legacy_tf1.loading refuses the same files in the origin.
 TF2_ERA_KERAS = (2, 4)
@@ -219,11 +220,11 @@ def inspect_model(opts, runner):
 
     Returns ``(origin env, how it was chosen, the inspection dict)``. A TF 1.x graph: ``inspect_graph``.
     """
-    if preflight.model_kind(opts.model) in preflight.GRAPH_KINDS:
+    if preflight_model.model_kind(opts.model) in preflight_model.GRAPH_KINDS:
         return inspect_graph(opts, runner)
     info = _preflight_read(opts, runner, ["inspect", opts.model])
     _refuse_newer_keras(opts, info)
-    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
+    preflight_data.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if info.get("unsafe") and not opts.trust_model:
         raise errors.UntrustedModelError(safety.describe(info["unsafe"], opts.model), step="preflight",
                                          hint=safety.HINT)
@@ -257,7 +258,7 @@ def _preflight_read(opts, runner, args):
 def inspect_graph(opts, runner):
     """The preflight read of a TF 1.x graph: ``python -m legacy_tf1 inspect-graph`` in tf1.15 parses the
     GraphDef / SavedModel / ``.meta`` (protobuf, no session, nothing run), infers the origin and finds the
-    inputs and outputs (``legacy_tf1.graphs.inspect``: its ``UsageError`` paragraphs name the candidate inputs
+    inputs and outputs (``legacy_tf1.graph_signature.inspect``: its ``UsageError`` paragraphs name the candidate inputs
     or the missing tensor). A file made by TF 2.x is refused here; one that records no version needs
     ``--origin``. Returns ``(origin env, how it was chosen, the inspection dict)``."""
     args = ["inspect-graph", opts.model]
@@ -271,7 +272,7 @@ def inspect_graph(opts, runner):
             step="preflight",
             hint="Convert it directly with `nox -s convert -- MODEL` (a TF 2.x SavedModel folder; for a TF 2.x "
                  "frozen graph, export a SavedModel from the code that made it).")
-    preflight.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
+    preflight_data.check_inputs_data(opts.values(), info.get("input_names"))  # several inputs: .npz per input
     if opts.origin:
         return check_origin(opts.origin), "given with --origin", info
     if not info.get("inferred_origin"):
@@ -395,7 +396,7 @@ def begin_verify(options, run_dir, log):
     runner = runner_for(options, run_dir, log)
     log("tfbridge verify_upgrade: %s" % options.model)
     origin_env, origin_reason, inspected = inspect_model(options, runner)
-    graph = inspected.get("kind") in preflight.GRAPH_KINDS
+    graph = inspected.get("kind") in preflight_model.GRAPH_KINDS
     log("  origin: %s (%s)" % (origin_env, origin_reason))
     if graph:
         log("  %s: inputs %s; outputs %s%s" % (
@@ -411,7 +412,7 @@ def begin_verify(options, run_dir, log):
     # The cells do not depend on each other (the migrated model's cell only on the migrate step): they run
     # side by side, --jobs at a time (default: the cores), each step a process of its own.
     samples = str(int(getattr(options, "parity_samples", None) or 0))  # --parity-samples (0: the whole probe)
-    extra = preflight.tf_environments(getattr(options, "tf", None))  # --tf: checked by preflight.check already
+    extra = registry.tf_environments(getattr(options, "tf", None))  # --tf: checked by preflight.check already
     chains = []
     by_env = {}
     for label, env, flavour in cells_for(origin_env, keras3, graph, extra):

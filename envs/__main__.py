@@ -27,9 +27,7 @@ def run(argv):
             raise UsageError("usage: %s; known: %s, or tfX.Y[.Z] for any TensorFlow release."
                              % (USAGE, ", ".join(registry.ENVIRONMENTS)), step="options")
         if args[0] == "--tf":  # the environments of these TF releases, made (locked first) unless ready
-            from converters.preflight import tf_environments
-
-            extra = tf_environments(",".join(args[1:]))
+            extra = registry.tf_environments(",".join(args[1:]))
             for name in extra:
                 venvs.ensure(name, log=log)
         else:

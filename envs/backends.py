@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 
-from envs import docker, venvs
+from envs import docker, paths, venvs
 from envs.errors import EnvError
 
 
@@ -83,7 +83,7 @@ class LocalBackend(Backend):
             environ["PYTHONPATH"] = os.pathsep.join([environ["PYTHONPATH"]] + [str(p) for p in user_paths])
         argv = venvs.module_command(env_name, module, args)
         if filesystem_box()[0]:
-            read = [venvs.REPO_ROOT, venvs.home(), venvs.venv_dir(env_name), interpreter_prefix(argv[0])]
+            read = [venvs.REPO_ROOT, paths.home(), venvs.venv_dir(env_name), interpreter_prefix(argv[0])]
             read += [str(path) for path in user_paths]
             return box_prefix(list(mounts), read) + argv, environ
         prefix, _ = network_sandbox()

@@ -89,7 +89,7 @@ def render_dockerfile(env_name):
         "# docker/base-images.cfg. Do not edit: change the declaration or the lock and regenerate.",
         "# Build: nox -s docker_build -- %s   (tag %s-<lock sha256[:12]>)" % (env_name, "tfbridge:" + env_name),
         # Override with --build-arg BASE_IMAGE=... (module docstring); the default is the pinned public image.
-        "# The base: the pinned public image; `--build-arg BASE_IMAGE=IMAGE` replaces it (README, Docker).",
+        "# The base: the pinned public image; `--build-arg BASE_IMAGE=IMAGE` replaces it (docs/containers.md).",
         "ARG BASE_IMAGE=%s" % base,
         "FROM ${BASE_IMAGE}",
         "ARG TFBRIDGE_ENV=%s" % env_name,
@@ -180,7 +180,7 @@ class DockerEngine(Engine):
 class PodmanEngine(Engine):
     """podman's Docker-compatible CLI (no daemon). Builds with ``--isolation chroot``, which needs no
     nested container runtime; the runtime and cgroup manager of ``podman run`` come from podman's own
-    configuration (README, Docker)."""
+    configuration (docs/containers.md)."""
 
     name = "podman"
     cli = ("podman",)
@@ -239,7 +239,7 @@ def engine():
                 if problem:
                     raise DockerUnavailable(
                         "%s And podman, tfbridge's other engine, cannot be used either: %s (Debian: `apt-get "
-                        "install podman runc`; README, Docker)." % (no_docker, problem))
+                        "install podman runc`; docs/containers.md)." % (no_docker, problem))
                 found = PodmanEngine()
         _ENGINES[found.name] = found
         os.environ[ENGINE_VARIABLE] = chosen = found.name
@@ -322,7 +322,7 @@ def build_images(names=None, bases=None, log=print):
             raise DockerUnavailable(
                 "%s If the pinned base image %s cannot be pulled here (no image registry, no mirror), build a "
                 "local base from Debian's package registry, `python -m envs.docker_base %s` (as root), and "
-                "pass the tag it prints: `nox -s docker_build -- %s --base %s=TAG` (README, Docker)."
+                "pass the tag it prints: `nox -s docker_build -- %s --base %s=TAG` (docs/containers.md)."
                 % (error, base_images()[python], python, name, python))
         tags.append(tag)
     return tags

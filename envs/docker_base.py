@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from envs import docker, interpreters, venvs
+from envs import docker, interpreters, paths
 from envs.errors import EnvError
 
 FORMAT = "2"  # raise when what goes into a base image changes without a change in its inputs
@@ -163,7 +163,7 @@ def debian_rootfs(mirror, log=print):
     minute), made once per suite, mirror and package list and kept in $TFBRIDGE_HOME/docker-base."""
     packages = RUNTIME_PACKAGES + DEBIAN_PYTHON_PACKAGES
     key = hashlib.sha256("\0".join((FORMAT, SUITE, mirror) + packages).encode()).hexdigest()[:12]
-    folder = os.path.join(venvs.home(), "docker-base")
+    folder = os.path.join(paths.home(), "docker-base")
     os.makedirs(folder, exist_ok=True)
     tarball = os.path.join(folder, "%s-%s.tar" % (SUITE, key))
     if os.path.exists(tarball):

@@ -72,7 +72,7 @@ def find_python(version, environ=None):
         "No Python %s interpreter was found, and the environments that need it cannot be created "
         "(TensorFlow 1.x wheels exist only for Python <= 3.7). Looked at: %s. To fix: install it with "
         "pyenv (`pyenv install %s`), or with conda (`conda create -n py%s python=%s`) and set %s to "
-        "its python; or run the steps in the Docker images (see README.md, Docker)."
+        "its python; or run the steps in the Docker images (see docs/containers.md)."
         % (version, "; ".join(looked), _latest_known(version), version.replace(".", ""), version, variable)
     )
 

@@ -13,9 +13,8 @@ import subprocess
 import tempfile
 import time
 
-from envs import registry, venvs
+from envs import paths, registry
 from envs.errors import EnvError
-from envs.venvs import REPO_ROOT, lock_path
 
 HEADER = (
     "# Lock of the tfbridge environment {name} (Python {python}, {platform}).\n"
@@ -41,7 +40,7 @@ def shipped_names():
     """The rule-made environments whose locks tfbridge ships (``envs/locks/extra/``: the test releases')."""
     import glob
 
-    return sorted((os.path.basename(path)[:-4] for path in glob.glob(venvs.shipped_lock_path("*"))),
+    return sorted((os.path.basename(path)[:-4] for path in glob.glob(paths.shipped_lock_path("*"))),
                   key=lambda name: registry.tf_version_key(name[2:]))
 
 
@@ -66,22 +65,23 @@ def lock_fingerprint(path):
 
 
 def ensure_lock(env, log=print):
-    """The lock of a rule-made environment (``--tf``), ready at ``venvs.lock_path(env.name)`` under
+    """The lock of a rule-made environment (``--tf``), ready at ``paths.lock_path(env.name)`` under
     ``$TFBRIDGE_HOME/locks``: kept while its fingerprint matches the declaration; else the lock tfbridge
     ships for it (``envs/locks/extra/``, committed for the versions its tests use) when that one matches;
     else resolved now with ``uv pip compile`` (``write_lock``: seconds, needs the package registry).
     Returns the path. Raises EnvError when resolving fails (the paragraph names the version and why)."""
-    target = venvs.lock_path(env.name)
+    target = paths.lock_path(env.name)
     wanted = fingerprint(env)
     if lock_fingerprint(target) == wanted:
         return target
-    shipped = venvs.shipped_lock_path(env.name)
+    shipped = paths.shipped_lock_path(env.name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if lock_fingerprint(shipped) == wanted:
         temporary = "%s.tmp-%d" % (target, os.getpid())
         shutil.copyfile(shipped, temporary)
         os.replace(temporary, target)
-        log("locking %s: using the lock shipped with tfbridge (%s)" % (env.name, os.path.relpath(shipped, REPO_ROOT)))
+        log("locking %s: using the lock shipped with tfbridge (%s)"
+            % (env.name, os.path.relpath(shipped, paths.REPO_ROOT)))
         return target
     started = time.time()
     write_lock(env.name, log=log, env=env, target=target)
@@ -104,7 +104,7 @@ def write_lock(name, log=print, env=None, target=None):
         env = registry.get(name)
     derived = registry.is_derived(name)
     if target is None:
-        target = venvs.shipped_lock_path(name) if derived else lock_path(name)
+        target = paths.shipped_lock_path(name) if derived else paths.lock_path(name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         requirements = os.path.join(scratch, "requirements.in")
@@ -145,5 +145,5 @@ def write_lock(name, log=print, env=None, target=None):
             handle.write(HEADER.format(name=name, python=env.python, platform=env.platform))
         handle.write(body)
     os.replace(temporary, target)
-    log("locking %s: wrote %s" % (name, target if derived else os.path.relpath(target, REPO_ROOT)))
+    log("locking %s: wrote %s" % (name, target if derived else os.path.relpath(target, paths.REPO_ROOT)))
     return target

@@ -9,6 +9,7 @@ Python 3.11) and inside the TF 1.x environments (by the test configuration).
 """
 
 import collections
+import os
 import re
 
 # One declaration per environment. ``requirements`` are what we ask for; the lock pins the rest.
@@ -298,6 +299,42 @@ def choose_python(version, environ=None):
            (ordered[0] if ordered else "3").replace(".", ""), ordered[0] if ordered else "3.x",
            override_variable(ordered[0] if ordered else "3.x"), version))
 
+def tf_environments(text, backend=None):
+    """The environments of ``--tf VERSION[,VERSION...]`` beyond the built-in ones, oldest first (a version that
+    *is* a built-in environment, e.g. 2.21 = tf2, adds nothing). Each is checked here, before any step: the
+    version exists (``check_tf_version``), and an interpreter of a Python its wheels are for is
+    found (``choose_python``: its ``InterpreterNotFound`` paragraph names those Pythons and how
+    to get one)."""
+    from converters.errors import TfbridgeError, UsageError
+
+    if not text:
+        return []
+    if (backend or os.environ.get("TFBRIDGE_BACKEND") or "local") != "local":
+        raise UsageError("--tf makes environments as local venvs only; the docker backend has images of the "
+                         "built-in environments (tf1.13, tf1.15, tf2) alone.", step="preflight",
+                         hint="Leave out --backend docker, or --tf.")
+    names = []
+    for item in str(text).replace(" ", ",").split(","):
+        if not item.strip():
+            continue
+        try:
+            version = check_tf_version(item)
+        except ValueError as error:
+            raise UsageError("--tf %s: %s." % (item.strip(), error), step="preflight",
+                             hint="Give TensorFlow releases as MAJOR.MINOR or MAJOR.MINOR.PATCH, separated by "
+                                  "commas, e.g. --tf 2.4,2.12,2.15.")
+        name = env_name(version)
+        if name in ENVIRONMENTS or name in names:
+            continue  # a built-in environment, in the matrix already
+        try:
+            choose_python(version)  # refused here, before any step, when no Python for it is found
+        except TfbridgeError as error:
+            error.step = "preflight"
+            raise
+        names.append(name)
+    return sorted(names, key=lambda name: tf_version_key(name[2:]))
+
+
 _PIN = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;,]+)\s*$")
 
 
@@ -338,7 +375,6 @@ def _normalize(name):
 
 if __name__ == "__main__":  # `docker run IMAGE` with no arguments: say which environment this is
     import json
-    import os
 
     current = os.environ.get("TFBRIDGE_ENV")
     print(json.dumps({"environment": current, "declaration": get(current)._asdict() if current else None,

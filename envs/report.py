@@ -1,6 +1,6 @@
 """``nox -s envs``: the state of every declared environment as a plain-text table."""
 
-from envs import registry, venvs
+from envs import paths, registry, venvs
 from envs.errors import EnvError
 from envs.interpreters import find_python
 
@@ -12,7 +12,7 @@ def environment_names(extra=()):
     ``$TFBRIDGE_HOME`` or are named in ``extra``, oldest TensorFlow first."""
     import os
 
-    folder = os.path.join(venvs.home(), "envs")
+    folder = os.path.join(paths.home(), "envs")
     made = [name for name in (os.listdir(folder) if os.path.isdir(folder) else []) if registry.is_derived(name)]
     derived = sorted(set(made) | set(extra), key=lambda name: registry.tf_version_key(name[2:]))
     return list(registry.ENVIRONMENTS) + derived
@@ -68,7 +68,7 @@ def environments_table(extra=()):
         "\n\nready: installed from the current lock, still holding what it pins, and reused; broken: the "
         "lock is unchanged but a package it pins is missing, of another version or damaged (rebuilt on "
         "next use); stale: the lock changed or an install was interrupted (rebuilt on next use); missing: "
-        "never created. Venvs live in %s." % venvs.home()
+        "never created. Venvs live in %s." % paths.home()
     )
 
 

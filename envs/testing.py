@@ -11,12 +11,12 @@ import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 
-from envs import registry, venvs
+from envs import paths, registry, venvs
 from envs.report import format_table
 
 NO_TESTS_COLLECTED = 5
 
-# ``nox -s faults``: the fault tests at full size (README "Reliability under faults")
+# ``nox -s faults``: the fault tests at full size (docs/safety.md, "Reliability under faults")
 FAULTS_SELECTION = "mutated or full_disk or killed_run or boxed or boxes_its_code"
 FAULTS_ENV = "TFBRIDGE_FAULTS"
 FAULTS_LOG_ENV = "TFBRIDGE_FAULTS_LOG"
@@ -33,7 +33,7 @@ def groups():
 
 def run_all(pytest_args=(), log=print):
     """Run every group; print the per-group table and the closing line; return 0 only if all passed."""
-    results_dir = os.path.join(venvs.home(), "test-results")
+    results_dir = os.path.join(paths.home(), "test-results")
     os.makedirs(results_dir, exist_ok=True)
     # Provision every environment first: creation (or reuse) is reported once, before any test, and a
     # missing interpreter stops the run here with its one paragraph.
@@ -47,8 +47,8 @@ def run_all(pytest_args=(), log=print):
         junit = os.path.join(results_dir, "%s.xml" % marker)
         if os.path.exists(junit):
             os.remove(junit)
-        command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider",
-                   "tests"] + list(pytest_args)
+        command = [python, "-m", "pytest", "-m", marker, "--junitxml", junit, "-p", "no:cacheprovider"] \
+            + test_paths(pytest_args) + list(pytest_args)
         if env_name != "host":  # say which TensorFlow really runs these tests
             versions = venvs.installed_versions(env_name)
             label_versions = ", ".join("%s %s" % (k, v) for k, v in sorted(versions.items()) if v)
@@ -80,6 +80,16 @@ def run_all(pytest_args=(), log=print):
     return 0 if all_ok else 1
 
 
+def test_paths(pytest_args):
+    """``["tests"]``, unless an argument names a test file or folder (``tests/unit``,
+    ``tests/integration/test_envs_crossenv.py::test_x``): then those alone run, in every group that has
+    tests there (``nox -s tests -- tests/unit`` is the host unit tests, not the whole suite)."""
+    for arg in pytest_args:
+        if not str(arg).startswith("-") and os.path.exists(os.path.join(venvs.REPO_ROOT, str(arg).split("::")[0])):
+            return []
+    return ["tests"]
+
+
 def junit_counts(path):
     """passed / failed (failures + errors) / skipped from a pytest JUnit XML file (zeros if absent)."""
     counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -104,7 +114,7 @@ def run_faults(pytest_args=(), log=print):
     """The fault tests at full size (``TFBRIDGE_FAULTS=full``): every mutation campaign (over 1000 mutated
     inputs), every disk-full case, every kill point; then the mutations by kind and outcome. Returns 0
     only if all passed."""
-    log_path = os.path.join(venvs.home(), "test-results", "faults.jsonl")
+    log_path = os.path.join(paths.home(), "test-results", "faults.jsonl")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if os.path.exists(log_path):
         os.remove(log_path)

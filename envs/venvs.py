@@ -29,37 +29,9 @@ import time
 from envs import health, registry
 from envs.errors import InstallFailed, LockMissing
 from envs.interpreters import find_python
+from envs.paths import REPO_ROOT, lock_path, log_path, python_of, venv_dir
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_DIR = os.path.join(REPO_ROOT, "envs", "locks")
 STATE_FILE = "tfbridge-env.json"
-
-
-def home():
-    return os.environ.get("TFBRIDGE_HOME") or os.path.join(REPO_ROOT, ".tfbridge")
-
-
-def venv_dir(name):
-    return os.path.join(home(), "envs", name)
-
-
-def lock_path(name):
-    """The lock an environment installs from: ``envs/locks/<name>.txt`` for the built-in ones (committed),
-    ``$TFBRIDGE_HOME/locks/<name>.txt`` for one made from the rule (``--tf``: locked on first use,
-    ``envs.locking.ensure_lock``)."""
-    if registry.is_derived(name):
-        return os.path.join(home(), "locks", name + ".txt")
-    return os.path.join(LOCK_DIR, name + ".txt")
-
-
-def shipped_lock_path(name):
-    """Where tfbridge ships the lock of a rule-made environment (``nox -s lock -- tf2.12``; used when its
-    declaration fingerprint matches, see ``envs.locking.ensure_lock``)."""
-    return os.path.join(LOCK_DIR, "extra", name + ".txt")
-
-
-def log_path(name):
-    return os.path.join(home(), "logs", "install-%s.log" % name)
 
 
 def lock_sha256(name):
@@ -71,10 +43,6 @@ def lock_sha256(name):
         )
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
-
-
-def python_of(name):
-    return os.path.join(venv_dir(name), "bin", "python")
 
 
 def read_state(name):

@@ -39,7 +39,7 @@ def run(argv):
         from legacy_tf1 import inspection
 
         # Without --known-classes this reads the file with h5py alone (no TensorFlow, no Keras): the host's
-        # preflight runs it before any step that loads the model (converters.preflight.inspect_h5).
+        # preflight runs it before any step that loads the model (converters.verify's preflight read).
         known = None
         if args.known_classes:
             from legacy_tf1 import compat
@@ -52,10 +52,10 @@ def run(argv):
         for name in ("--tags", "--signature", "--inputs", "--outputs"):
             parser.add_argument(name, default=None)
         args = parser.parse_args(argv)
-        from legacy_tf1 import graphs
+        from legacy_tf1 import graph_signature
 
         # the host's preflight read of a graph (converters.verify.inspect_graph): origin, inputs, outputs
-        print(json.dumps(graphs.inspect(args.model, args.tags, args.signature, args.inputs, args.outputs),
+        print(json.dumps(graph_signature.inspect(args.model, args.tags, args.signature, args.inputs, args.outputs),
                          sort_keys=True))
         return 0
     if command == "resave":
@@ -64,12 +64,12 @@ def run(argv):
         parser.add_argument("--origin-env", default=None, help="label of the references (default $TFBRIDGE_ENV)")
         options.add_step_options(parser, options.RESAVE)  # --calib, --probe-samples, ...: converters/options.py
         args = parser.parse_args(argv)
-        from converters import preflight
+        from converters import preflight_model
         from legacy_tf1 import resave
 
         if args.probe_samples is not None and args.probe_samples < 1:
             raise UsageError("--probe-samples must be at least 1.", step="resave")
-        if preflight.model_kind(args.model) in preflight.GRAPH_KINDS:  # a TF 1.x graph: legacy_tf1.graphs
+        if preflight_model.model_kind(args.model) in preflight_model.GRAPH_KINDS:  # a TF 1.x graph: legacy_tf1.graph_resave
             return _resave_graph(args)
         manifest = resave.resave(
             args.model, args.out, args.origin_env or _env_name(), arch=args.arch,
@@ -156,9 +156,9 @@ def run(argv):
 
 
 def _resave_graph(args):
-    from legacy_tf1 import graphs, resave
+    from legacy_tf1 import graph_resave, resave
 
-    manifest = graphs.resave_graph(
+    manifest = graph_resave.resave_graph(
         args.model, args.out, args.origin_env or _env_name(), inputs=args.inputs, outputs=args.outputs,
         tags=args.tags, signature=args.signature, samples=args.probe_samples, seed=args.seed,
         input_range=resave.parse_range(args.input_range) if args.input_range else None, calib=args.calib,

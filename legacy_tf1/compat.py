@@ -86,6 +86,16 @@ def set_seed(seed):
         tf.compat.v1.set_random_seed(seed)
 
 
+def v1():
+    """TF's 1.x API: ``tf.compat.v1`` (TF 1.14+), else ``tf`` itself (TF 1.13)."""
+    return getattr(getattr(tf, "compat", None), "v1", None) or tf
+
+
+def graph_util():
+    """``graph_util`` (freezing and pruning GraphDefs): moved under ``tf.compat.v1`` in TF 1.14."""
+    return getattr(v1(), "graph_util", None) or tf.graph_util
+
+
 def freeze_graph(flavour, output_op_names):
     """The inference graph of the current session with variables folded into constants (a GraphDef).
 

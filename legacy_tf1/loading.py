@@ -26,7 +26,7 @@ from converters import safety
 from converters.errors import InputFileError, ModelLoadError, UsageError
 from converters.shared import layer_graph
 from converters.shared.keras_compat import load_custom_objects
-from converters.preflight import parse_arch_call  # the host checks the same syntax first
+from converters.preflight_options import parse_arch_call  # the host checks the same syntax first
 from legacy_tf1 import compat, inspection
 from legacy_tf1.compat_versions import version_tuple
 

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from converters import options, runfolder
-from converters.preflight import parse_range  # noqa: F401 - resave.parse_range, as before
+from converters.preflight_options import parse_range  # noqa: F401 - resave.parse_range, as before
 from converters.errors import CalibrationDataError, UsageError
 from legacy_tf1 import compat, inspection, loading
 

@@ -9,7 +9,7 @@ with parity checks across TensorFlow versions.
     from tfbridge.inprocess import to_int8                            (a live Keras model, your own TF 2.x)
 
 The host API imports neither TensorFlow nor numpy (``tfbridge.api``); errors are ``tfbridge.errors``
-classes. README.md, "Installed: the tfbridge command and the Python API", shows each with an example.
+classes. docs/api.md shows each with an example.
 """
 
 __version__ = "0.1.0"

@@ -42,7 +42,7 @@ def to_int8(model, representative_data, output_path, io="int8", output_io=None, 
     (a model of several inputs: a list or dict of arrays, one per input), a ``tf.data.Dataset`` or an
     iterable / generator function yielding samples or batches (a ``(x, y)`` pair uses ``x``); its first
     ``samples`` samples are used. ``io`` / ``output_io``: int8 (default), uint8 or float32;
-    ``per_tensor``: one weight scale per tensor; ``npu_targets``: NPUs to check the file for (README.md,
+    ``per_tensor``: one weight scale per tensor; ``npu_targets``: NPUs to check the file for (docs/npu.md,
     ``--npu-target``); ``probe``: held-out samples (same forms) to measure the int8 model on; ``jobs``:
     calibration threads (default: the cores); ``quantize``: as ``--quantize`` (default: the commands'
     default, ``auto``: candidates scored on the *last* calibration samples given, so give them shuffled;

@@ -1,7 +1,7 @@
 """Topological order of a graph's nodes, the graph's own order breaking ties (standard library only).
 
 For whom: ``converters.shared.parity`` (the ops of a ``tf.Graph``, for the first-divergent-node search)
-and ``legacy_tf1.graphs`` (the nodes of a GraphDef). Both give names and their inputs; Kahn's algorithm
+and ``legacy_tf1.graph_inference`` (the nodes of a GraphDef). Both give names and their inputs; Kahn's algorithm
 with a heap keyed by the original position keeps the order stable and reproducible.
 """
 

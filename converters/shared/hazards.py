@@ -5,7 +5,7 @@ For whom: ``converters.shared.parity divergence`` (every environment: Python 3.7
 puts ``hazards: [{id, layer, explanation, fix}]`` into a mismatching cell; the reports show them in words;
 ``converters.tf2.migrate`` applies the fixes for the Keras 3 file (ids are shared). Each entry was
 reproduced with a model made in its origin version (tests/integration/data/build_keras3_models.py; the
-figures are in README.md, "Known upgrade hazards").
+figures are in docs/keras3.md, "Known upgrade hazards").
 
 A hazard matches a layer by its stored config (class and arguments, read from the re-saved ``model.h5``)
 and by the cell: which Keras runs it (``keras3``, ``tf_keras``, ...) and which TF made the file. A mismatch

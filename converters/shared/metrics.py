@@ -31,7 +31,21 @@ gets a warning: random probes in [0, 255] often saturate small classifiers, and 
 change can stay below float noise at the output. The verdict is unchanged; the report shows the warning.
 
 Int8 (``compare_quantized``): error in units of the output's quantization step (LSBs) and the SQNR in dB,
-so that int8 tolerances are stated in LSBs, not absolute floats.
+so that int8 tolerances are stated in LSBs, not absolute floats. Raw SQNR and cosine measure the error
+against the output's whole power, which a skewed probe (97 % one class: every sample's output nearly the
+same vector) makes large: a CONSTANT int8 output then scores like a good one (FACTS.md, 2026-12-07: 15.3 dB,
+cosine 0.986). So beside them (``fidelity``), measured against the outputs' variation across the probe:
+
+- ``sqnr_centered_db`` = 10 log10(sum((ref - mean_ref)^2) / sum((int8 - ref)^2)), ``mean_ref`` each output
+  element's mean over the probe samples: 0 dB is what the best constant (the mean) scores, any other
+  constant less; it is the error in units of the signal the model carries from sample to sample.
+- ``correlation``: Pearson's r between ``ref - mean_ref`` and ``int8 - mean_int8`` over every element
+  (0 for a constant int8 output): does the int8 output move with the float one, whatever its scale (a
+  flattened output, shrunk towards the mean, keeps some SQNR but loses correlation).
+- ``spread_lsb``: the reference's RMS variation across the probe, in output LSBs. Below
+  ``MIN_SPREAD_LSB`` (2 LSB: a healthy int8 output's own rounding error is 0.3-1 LSB) the variation is
+  too small for an int8 output to resolve, and the two figures are reported but not judged
+  (``centered_judged`` False): an untrained classifier, or a probe of identical samples.
 """
 
 import math
@@ -44,6 +58,7 @@ MIN_COSINE = 0.9999
 MIN_TOP1 = 1.0
 REL_FLOOR = 1e-3
 SATURATION = 1e-6
+MIN_SPREAD_LSB = 2.0
 
 
 class Tolerances(object):
@@ -228,4 +243,37 @@ def compare_quantized(reference, dequantized, scale):
     }
     if is_classification_like(ref):
         result["top1_agreement"] = float(np.mean(np.argmax(ref, axis=1) == np.argmax(deq, axis=1)))
+    result.update(fidelity(ref, deq, scale))
     return result
+
+
+def fidelity(reference, dequantized, scale=None):
+    """The figures a constant output cannot pass (module docstring): {sqnr_centered_db, correlation,
+    spread_lsb, centered_judged}. ``reference``/``dequantized``: (samples, ...) arrays of one output;
+    ``scale``: its quantization step (None: ``spread_lsb`` None and the figures judged whenever the
+    reference varies at all). ``sqnr_centered_db`` is ``inf`` for an exact output, ``-inf`` when the
+    reference does not vary but the output is off."""
+    ref = np.asarray(reference, dtype=np.float64)
+    deq = np.asarray(dequantized, dtype=np.float64)
+    if ref.ndim == 0 or len(ref) < 2:
+        return {"sqnr_centered_db": None, "correlation": None, "spread_lsb": None, "centered_judged": False}
+    ref = ref.reshape(len(ref), -1)
+    deq = deq.reshape(len(deq), -1)
+    centered_ref = ref - ref.mean(axis=0)
+    centered_deq = deq - deq.mean(axis=0)
+    variation = float(np.sum(centered_ref ** 2))
+    noise = float(np.sum((deq - ref) ** 2))
+    if noise == 0.0:
+        sqnr = float("inf")
+    elif variation == 0.0:
+        sqnr = float("-inf")
+    else:
+        sqnr = 10.0 * math.log10(variation / noise)
+    norms = math.sqrt(variation) * math.sqrt(float(np.sum(centered_deq ** 2)))
+    correlation = float(np.sum(centered_ref * centered_deq) / norms) if norms > 0 else 0.0
+    rms = math.sqrt(variation / centered_ref.size)
+    step = None if scale is None else float(np.max(np.asarray(scale, dtype=np.float64)))
+    spread = None if not step else rms / step
+    judged = rms > 0 if spread is None else spread >= MIN_SPREAD_LSB
+    return {"sqnr_centered_db": sqnr, "correlation": max(-1.0, min(1.0, correlation)),
+            "spread_lsb": spread, "centered_judged": bool(judged)}

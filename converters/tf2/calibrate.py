@@ -71,7 +71,7 @@ import time
 import numpy as np
 
 from converters.tf2 import tflite_model
-from converters.tf2.tflite_model import calibration_wrapper  # noqa: F401 - tests and workers call calibrate.calibration_wrapper
+from converters.tf2.tflite_model import calibration_wrapper, merge_ranges, tensor_ranges  # noqa: F401 - callers' names
 
 MIN_SAMPLES_PER_SHARD = 4
 WORKER_START_SECONDS = 1.5  # interpreter + numpy + the wrapper + reading the model (measured: ~1.2 s)
@@ -79,46 +79,7 @@ WORKER_BASE_BYTES = 64 << 20
 MEMORY_SHARE = 0.5
 
 
-# --------------------------------------------------------------------------- TensorFlow's own pieces
-
-# ------------------------------------------------------------------------------- statistics in a model
-
-def tensor_ranges(model_content):
-    """{(subgraph, tensor): (mins, maxs)} of every tensor whose quantization parameters carry min/max.
-
-    The arrays are views into ``model_content``: when it is a bytearray, writing them edits the model.
-    """
-    schema = tflite_model.schema()
-    model = schema.Model.GetRootAsModel(model_content, 0)
-    ranges = {}
-    for s in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(s)
-        for t in range(graph.TensorsLength()):
-            quant = graph.Tensors(t).Quantization()
-            if quant is None or not quant.MinLength() or not quant.MaxLength():
-                continue
-            ranges[(s, t)] = (quant.MinAsNumpy(), quant.MaxAsNumpy())
-    return ranges
-
-
-def merge_ranges(calibrated, others):
-    """``calibrated`` (bytes of a calibrated model) with each tensor's range widened to cover ``others``
-    ({(subgraph, tensor): (mins, maxs)} of other shards). Returns new bytes; only min/max values change.
-
-    Raises ValueError when the shards recorded different tensors (a model with control flow that one
-    shard's samples never entered): the caller then calibrates without shards.
-    """
-    merged = bytearray(calibrated)
-    ranges = tensor_ranges(merged)
-    for shard in others:
-        if set(shard) != set(ranges):
-            raise ValueError("the shards recorded statistics for different tensors")
-        for key, (mins, maxs) in ranges.items():
-            other_mins, other_maxs = shard[key]
-            np.minimum(mins, other_mins, out=mins)
-            np.maximum(maxs, other_maxs, out=maxs)
-    return bytes(merged)
-
+# (TensorFlow's own pieces, the flatbuffer's min/max: converters.tf2.tflite_model)
 
 # ------------------------------------------------------------------------------------ the sample spool
 

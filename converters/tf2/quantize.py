@@ -60,7 +60,7 @@ class ConversionOptions:
         try:
             self.candidates = search.parse(self.quantize)
         except ValueError as exc:
-            raise UsageError(str(exc), step="convert", hint="See README.md, \"Int8 accuracy recovery\".")
+            raise UsageError(str(exc), step="convert", hint="See docs/recovery.md.")
 
 
 def configure(converter, representative_dataset, options):

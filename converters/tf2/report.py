@@ -30,7 +30,7 @@ from converters.errors import InputFileError
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TFLITE_KEYS = ("path", "input_dtype", "output_dtype", "size_bytes", "status", "cosine", "top1_agreement",
-               "max_abs_lsb", "sqnr_db")
+               "max_abs_lsb", "sqnr_db", "sqnr_centered_db", "correlation")
 
 
 def _read(path):
@@ -231,27 +231,30 @@ def quantization_lines(report):
              "", "Candidates scored on %s." % (section.get("validation") or {}).get("split", "?"), ""]
     rows = quantization_rows(report)
     if rows:
-        lines += ["| candidate | SQNR dB | cosine | top-1 agreement | max LSB | eval top-1 % | seconds |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| candidate | centered SQNR dB | correlation | SQNR dB | cosine | top-1 agreement | max LSB | "
+                  "eval top-1 % | seconds |", "|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
-            lines.append("| %s%s | %s | %s | %s | %s | %s | %s |" % (
-                row["name"], " (chosen)" if row["chosen"] else "", fmt(row.get("sqnr_db"), 2),
-                fmt(row.get("cosine"), 5), fmt(row.get("top1_agreement"), 3), fmt(row.get("max_abs_lsb"), 1),
+            lines.append("| %s%s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                row["name"], " (chosen)" if row["chosen"] else "", fmt(row.get("sqnr_centered_db"), 2),
+                fmt(row.get("correlation"), 3), fmt(row.get("sqnr_db"), 2), fmt(row.get("cosine"), 5), fmt(row.get("top1_agreement"), 3), fmt(row.get("max_abs_lsb"), 1),
                 fmt(row.get("eval_top1"), 2), fmt(row.get("seconds"), 2)))
     plain = section.get("plain_probe")
     if plain:
-        lines += ["", "On the probe (held out): plain `%s` SQNR %s dB, top-1 agreement %s; chosen SQNR %s dB, "
-                  "top-1 agreement %s." % (section.get("plain_path"), fmt(plain.get("sqnr_db"), 2),
-                                           fmt(plain.get("top1_agreement"), 3),
-                                           fmt(report["tflite"].get("sqnr_db"), 2),
-                                           fmt(report["tflite"].get("top1_agreement"), 3))]
+        lines += ["", "On the probe (held out): plain `%s` centered SQNR %s dB, correlation %s, SQNR %s dB, top-1 "
+                  "agreement %s; chosen centered SQNR %s dB, correlation %s, SQNR %s dB, top-1 agreement %s." % (
+                      section.get("plain_path"), fmt(plain.get("sqnr_centered_db"), 2), fmt(plain.get("correlation"), 3),
+                      fmt(plain.get("sqnr_db"), 2), fmt(plain.get("top1_agreement"), 3),
+                      fmt(report["tflite"].get("sqnr_centered_db"), 2), fmt(report["tflite"].get("correlation"), 3),
+                      fmt(report["tflite"].get("sqnr_db"), 2), fmt(report["tflite"].get("top1_agreement"), 3))]
     cle = section.get("cle")
     if cle:
-        lines.append("Cross-layer equalization: %s pairs (%s with ReLU6, %s ReLU6 channels kept at scale 1), "
-                     "float model after it vs before on validation: %s (max |diff| %s)%s." % (
+        lines.append("Cross-layer equalization: %s pairs (%s with ReLU6, %s ReLU6 channels kept at scale 1); "
+                     "the equalized float model against the float model on the calibration samples: centered SQNR "
+                     "%s dB, max |diff| %s; %s." % (
                          cle.get("pairs"), cle.get("relu6_pairs"), cle.get("relu6_channels_kept"),
-                         (cle.get("float_check") or {}).get("verdict"), fmt((cle.get("float_check") or {}).get("max_abs")),
-                         "; " + cle["dropped"] if cle.get("dropped") else ""))
+                         fmt((cle.get("float_check") or {}).get("sqnr_centered_db"), 1),
+                         fmt((cle.get("float_check") or {}).get("max_abs")),
+                         cle.get("judged") or "no equalized candidate scored"))
     moved = section.get("bias_float_moved")
     if moved:
         lines.append("Bias correction moved the float model it amounts to by max |diff| %s (cosine %s)." % (
@@ -332,9 +335,12 @@ def summary(report):
         cards.append(("TF upgrade parity", "not run", "no parity_*.json in the run folder", "none"))
     tflite = report["tflite"]
     if tflite.get("status") in ("match", "mismatch"):
-        cards.append(("Int8 accuracy", "cosine %s" % fmt(tflite.get("cosine"), 5),
-                      "%s vs %s reference; SQNR %s dB" % (tflite.get("status"), tflite.get("reference_env", "float"),
-                                                        fmt(tflite.get("sqnr_db"), 1)),
+        cards.append(("Int8 fidelity", "centered SQNR %s dB, r %s" % (fmt(tflite.get("sqnr_centered_db"), 1),
+                                                                     fmt(tflite.get("correlation"), 3)),
+                      "%s vs %s reference; SQNR %s dB, cosine %s%s" % (
+                          tflite.get("status"), tflite.get("reference_env", "float"), fmt(tflite.get("sqnr_db"), 1),
+                          fmt(tflite.get("cosine"), 5),
+                          "; " + "; ".join(tflite.get("reasons")) if tflite.get("reasons") else ""),
                       "good" if tflite.get("status") == "match" else "bad"))
     else:
         cards.append(("Int8 conversion", tflite.get("status") or "not run", tflite.get("error") or "", "bad"))

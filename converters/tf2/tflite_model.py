@@ -13,6 +13,8 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
+
 
 def load_tf_module(name, relative_path):
     """A module file of the installed TensorFlow, loaded without importing the ``tensorflow`` package.
@@ -87,3 +89,40 @@ def data_span(interpreter, index):
     span = (view.__array_interface__["data"][0], view.nbytes)
     del view  # the interpreter refuses to run while a view into it is held
     return span
+
+
+def tensor_ranges(model_content):
+    """{(subgraph, tensor): (mins, maxs)} of every tensor whose quantization parameters carry min/max.
+
+    The arrays are views into ``model_content``: when it is a bytearray, writing them edits the model.
+    """
+    module = schema()
+    model = module.Model.GetRootAsModel(model_content, 0)
+    ranges = {}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            quant = graph.Tensors(t).Quantization()
+            if quant is None or not quant.MinLength() or not quant.MaxLength():
+                continue
+            ranges[(s, t)] = (quant.MinAsNumpy(), quant.MaxAsNumpy())
+    return ranges
+
+
+def merge_ranges(calibrated, others):
+    """``calibrated`` (bytes of a calibrated model) with each tensor's range widened to cover ``others``
+    ({(subgraph, tensor): (mins, maxs)} of other shards). Returns new bytes; only min/max values change.
+
+    Raises ValueError when the shards recorded different tensors (a model with control flow that one
+    shard's samples never entered): the caller then calibrates without shards.
+    """
+    merged = bytearray(calibrated)
+    ranges = tensor_ranges(merged)
+    for shard in others:
+        if set(shard) != set(ranges):
+            raise ValueError("the shards recorded statistics for different tensors")
+        for key, (mins, maxs) in ranges.items():
+            other_mins, other_maxs = shard[key]
+            np.minimum(mins, other_mins, out=mins)
+            np.maximum(maxs, other_maxs, out=maxs)
+    return bytes(merged)

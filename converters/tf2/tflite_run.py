@@ -21,6 +21,15 @@ Verdict ("match" / "mismatch"), justified:
   margins of ~0.1 LSB and 44 % raw agreement at 0.51 LSB max error). 0.9 allows one flip in ten
   decisive samples. The raw ``top1_agreement`` is reported as well. With no decisive sample,
   top-1 is not judged.
+- ``sqnr_centered_db >= 3`` (``MIN_CENTERED_SQNR_DB``) and ``correlation >= 0.7`` (``MIN_CORRELATION``) on
+  every output whose variation across the probe an int8 output can resolve (``spread_lsb >= 2``;
+  ``converters.shared.metrics.fidelity``). Cosine and raw top-1 are passed by a CONSTANT output on a
+  probe dominated by one class (measured on a real 2-class MobileNet: cosine 0.986, top-1 0.98); these two
+  are not. 0 dB centered is what the best constant scores: 3 dB means the int8 error carries at most half
+  the energy of the signal that varies from sample to sample. r = 0.7 means the int8 output explains half
+  the variance of the float one (r^2 = 0.49); independent noise at 3 dB alone gives r ~ 0.82, so the
+  correlation bar fails models whose error is structured (a flipped or unrelated output), the centered
+  bar fails flattened ones (shrunk towards the mean: r stays 1, the centered SQNR falls).
 - ``max_abs_lsb`` (max |error| in units of the output scale; 0.5 is the rounding floor) and ``sqnr_db``
   are reported, not judged: they are the numbers to compare across options (per-tensor vs per-channel,
   more calibration data). Computed by ``converters.shared.metrics.compare_quantized`` (the shared helper).
@@ -37,6 +46,8 @@ from converters.errors import CalibrationDataError, InputFileError
 
 MIN_COSINE = 0.99
 MIN_TOP1 = 0.9
+MIN_CENTERED_SQNR_DB = 3.0
+MIN_CORRELATION = 0.7
 DECISIVE_MARGIN_LSB = 2.0
 
 
@@ -185,8 +196,9 @@ def evaluate(path, probe_inputs, reference_outputs, threads=2, input_names=None)
         measured.update({"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name, "scale": scale,
                          "zero_point": int(detail["quantization"][1])})
         per_output.append(measured)
-    ok = all(o["cosine"] >= MIN_COSINE and (o["top1_decisive"] is None or o["top1_decisive"] >= MIN_TOP1)
-             for o in per_output)
+    for o in per_output:
+        o["reasons"] = verdict_reasons(o)
+    ok = not any(o["reasons"] for o in per_output)
     decisive = [o["top1_decisive"] for o in per_output if o["top1_decisive"] is not None]
     top1 = [o["top1_agreement"] for o in per_output if o["top1_agreement"] is not None]
     lsbs = [o["max_abs_lsb"] for o in per_output if o["max_abs_lsb"] is not None]
@@ -200,11 +212,41 @@ def evaluate(path, probe_inputs, reference_outputs, threads=2, input_names=None)
         "decisive_samples": min((o["decisive_samples"] for o in per_output), default=0),
         "max_abs_lsb": max(lsbs) if lsbs else None,
         "sqnr_db": min(o["sqnr_db"] for o in per_output),
+        "sqnr_centered_db": _worst(per_output, "sqnr_centered_db"),
+        "correlation": _worst(per_output, "correlation"),
+        "centered_judged": any(o["centered_judged"] for o in per_output),
+        "reasons": ["%s: %s" % (o["name"], reason) for o in per_output for reason in o["reasons"]],
         "probe_samples": int(len(reference_outputs[0])),
         "latency_ms": round(latency_ms, 2),
         "thresholds": {"min_cosine": MIN_COSINE, "min_top1": MIN_TOP1,
-                       "decisive_margin_lsb": DECISIVE_MARGIN_LSB},
+                       "decisive_margin_lsb": DECISIVE_MARGIN_LSB, "min_sqnr_centered_db": MIN_CENTERED_SQNR_DB,
+                       "min_correlation": MIN_CORRELATION, "min_spread_lsb": metrics.MIN_SPREAD_LSB},
     }
+
+
+def _worst(per_output, key):
+    values = [o[key] for o in per_output if o.get(key) is not None]
+    return min(values) if values else None
+
+
+def verdict_reasons(measured):
+    """Why one output of an int8 model is a mismatch (empty: it matches), from ``compare_quantized``'s
+    figures plus ``top1_decisive``: the thresholds of the module docstring. Shared by the probe's verdict
+    and the candidate search, so that a candidate the verdict would fail is never chosen over plain."""
+    reasons = []
+    if measured["cosine"] < MIN_COSINE:
+        reasons.append("cosine %.4f < %.2f" % (measured["cosine"], MIN_COSINE))
+    if measured.get("top1_decisive") is not None and measured["top1_decisive"] < MIN_TOP1:
+        reasons.append("top-1 agreement on decisive samples %.2f < %.2f" % (measured["top1_decisive"], MIN_TOP1))
+    if measured.get("centered_judged"):
+        if measured["sqnr_centered_db"] < MIN_CENTERED_SQNR_DB:
+            reasons.append("centered SQNR %.1f dB < %.0f dB (error against the output's variation across the "
+                           "probe; a constant output scores <= 0 dB)" % (measured["sqnr_centered_db"],
+                                                                        MIN_CENTERED_SQNR_DB))
+        if measured["correlation"] < MIN_CORRELATION:
+            reasons.append("correlation with the float output %.2f < %.2f" % (measured["correlation"],
+                                                                              MIN_CORRELATION))
+    return reasons
 
 
 def decisive_top1(reference, dequantized, scale):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from envs import docker, health, interpreters, locking, registry, venvs
+from envs import docker, health, interpreters, locking, paths, registry, venvs
 from envs.errors import InstallFailed
 
 pytestmark = pytest.mark.crossenv
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.crossenv
 def tiny_env(tmp_path, monkeypatch):
     """A real one-package environment declared and locked in a temporary home (not created)."""
     monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setattr(locking, "lock_path", venvs.lock_path)
+    monkeypatch.setattr(paths, "LOCK_DIR", str(tmp_path / "locks"))
     tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
     monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
     # uv is locked in the host environment (envs/registry.py HOST_TOOLS): missing is a broken host, not a skip

@@ -5,7 +5,7 @@ their own, and the Python API from a script there. Checked: the wheel adds one t
 (``tfbridge``: the tree is ``tfbridge/_tree/...``) and ships the locks, the report template and the VX op
 table; the demo passes from a folder that holds the user's own ``envs.py`` and ``converters/`` (generic
 names that must not collide with tfbridge's); nothing is written into site-packages or the clone; the
-API's ``Report`` has the CLI's verdict; the API raises typed errors; README.md's host example runs as written.
+API's ``Report`` has the CLI's verdict; the API raises typed errors; docs/api.md's host example runs as written.
 
 Cost: the venv and the wheel (pip builds it with the build backend from the package registry, as ``pip
 install .`` does) ~20 s; the demo ~60-90 s in the repository's environments (``TFBRIDGE_HOME`` points at
@@ -21,8 +21,8 @@ import zipfile
 
 import pytest
 
-from envs import venvs
-from tests.integration._readme import example
+from envs import paths, venvs
+from tests.integration._doc_examples import example
 
 pytestmark = pytest.mark.crossenv
 
@@ -64,7 +64,7 @@ def installed(tmp_path_factory):
     source = base / "clone"
     shutil.copytree(REPO_ROOT, str(source), ignore=shutil.ignore_patterns(*LEFT_OUT + ("*.egg-info",)))
     interpreter = getattr(sys, "_base_executable", None) or sys.executable
-    environ = user_environ(venvs.home())
+    environ = user_environ(paths.home())
     result = run([interpreter, "-m", "venv", str(base / "venv")], base, environ)
     assert result.returncode == 0, result.stdout
     python = str(base / "venv" / "bin" / "python")
@@ -104,7 +104,7 @@ def test_the_demo_from_a_users_folder_writes_only_there_and_the_api_agrees(insta
     # a user's own modules with tfbridge's generic names: neither must be imported by tfbridge, nor lost
     (work / "envs.py").write_text("MINE = True\n")
     (work / "converters" / "__init__.py").write_text("raise ImportError('the user converters were imported')\n")
-    home = venvs.home()
+    home = paths.home()
     environ = user_environ(home)
     skip = {os.path.join(REPO_ROOT, name) for name in LEFT_OUT} | {os.path.abspath(home)}
     clone_before, site_before = snapshot(REPO_ROOT, skip), snapshot(site_packages)
@@ -145,7 +145,7 @@ print(json.dumps({'verdict': report.verdict, 'run_dir': report.run_dir, 'envs_is
     assert [tuple(cell) for cell in result["cells"]] == [(c["label"], c["status"]) for c in written["parity"]]
     assert result["caught"] == ["InputFileError", 5, "preflight"]
 
-    # README.md's host example, as written, in the same folder (its demo is the one above: skipped as unchanged)
+    # docs/api.md's host example, as written, in the same folder (its demo is the one above: skipped as unchanged)
     readme = run([python, "-c", example("host-api")], work, environ)
     assert readme.returncode == 0, readme.stdout[-4000:]
     lines = readme.stdout.strip().splitlines()  # the commands' progress, then the example's prints

@@ -5,7 +5,7 @@ model, and ``python -m tfbridge convert`` (the installed command's entry point, 
 the same calibration samples as an .npy) writes one from the saved model: the two files must be the same
 byte for byte (the same conversion path: ``converters.tf2.quantize.convert``). Also: a user's own module
 named ``envs`` is still theirs afterwards, and bad data is a ``CalibrationDataError`` before any
-conversion; README.md's method-1 example runs as written. Each ``tfbridge convert`` runs the tf2
+conversion; docs/api.md's method-1 example runs as written. Each ``tfbridge convert`` runs the tf2
 environment once (~10 s).
 """
 
@@ -150,8 +150,8 @@ def test_bad_data_or_target_is_refused_before_any_file_is_written(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_readmes_method_1_example_runs_as_written(tmp_path):
-    from tests.integration._readme import example
+def test_the_docs_method_1_example_runs_as_written(tmp_path):
+    from tests.integration._doc_examples import example
 
     code = example("inprocess")
     environ = dict(os.environ, PYTHONPATH=REPO_ROOT)

@@ -4,7 +4,7 @@ A valid frozen GraphDef (a small CNN made here: placeholder, conv, bias, relu, r
 weights as constants) is mutated with a fixed seed: random byte flips, truncation, zeroed blocks, and,
 through the protobuf parser, node edits that stay a valid GraphDef (unknown ops, dangling or cyclic
 inputs, removed or duplicated nodes, placeholder shapes and dtypes that lie, constants whose content is
-cut short or of another type). Each mutant goes through ``legacy_tf1.graphs.inspect`` (the preflight
+cut short or of another type). Each mutant goes through ``legacy_tf1.graph_signature.inspect`` (the preflight
 read the host runs, ``python -m legacy_tf1 inspect-graph``) in a forked child with a time limit: it must
 return or raise a ``TfbridgeError`` (one paragraph, its exit code), never another exception, a signal or
 a hang.
@@ -109,15 +109,15 @@ def _edit_graph(data, kind, rng):
 
 
 def _inspect(path):
-    from legacy_tf1 import graphs
+    from legacy_tf1 import graph_signature
 
-    graphs.inspect(path)  # the preflight read of a graph source
+    graph_signature.inspect(path)  # the preflight read of a graph source
 
 
 def campaign(valid_path, workdir):
     """Every mutant of ``valid_path``, in a fresh interpreter (see tests/integration/_mutation.py)."""
     import tensorflow  # noqa: F401 - imported once here; every forked child inherits it (no session yet)
-    from legacy_tf1 import graphs  # noqa: F401
+    from legacy_tf1 import graph_signature  # noqa: F401
 
     _mutation.campaign(valid_path, workdir, _inspect, mutate, KINDS, seed=11, per_kind=PER_KIND,
                        time_limit=TIME_LIMIT, label="pb")

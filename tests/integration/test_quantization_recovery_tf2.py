@@ -230,13 +230,14 @@ def test_the_search_scores_and_chooses_by_the_margin():
     for bad in ("cle+mse+percentile", "cle+magic", "auto+bias"):
         with pytest.raises(ValueError):
             search.parse(bad)
-    assert search.validation_count(200) == 40 and search.validation_count(10) == 0
-    assert search.validation_count(1000) == search.MAX_VALIDATION
+    # every calibration sample judges: folds of at least MIN_FOLD samples, none below 2 * MIN_FOLD
+    assert search.folds_for(200) == search.FOLDS and search.folds_for(20) == 2 and search.folds_for(10) == 0
     rng = np.random.RandomState(0)
     base = rng.uniform(1.0, 2.0, 40)
 
-    def entry(name, sqnr, noise):
-        return {"name": name, "sqnr_db": sqnr, "noise": noise}
+    def entry(name, score, noise, correlation=0.9, reasons=()):
+        return {"name": name, "score_db": score, "sqnr_db": score, "noise": noise, "correlation": correlation,
+                "verdict_reasons": list(reasons)}
 
     close = [entry("plain", 30.0, base), entry("bias", 30.1, base * 0.98)]
     assert search.choose(close)[0] == "plain"  # within the margin: the plain converter's file
@@ -244,13 +245,77 @@ def test_the_search_scores_and_chooses_by_the_margin():
               entry("cle+bias+mse", 19.0, base / 8)]
     name, why = search.choose(better)
     assert name == "cle" and "+10.00 dB" in why  # the simplest within the margin of the best
-    # a gain that comes from one sample out of 40 does not hold across the validation split: plain stays
+    assert better[1]["samples_for_1db"] >= 1
+    # a gain that comes from one sample out of 40 does not hold across the samples: plain stays
     lucky = base.copy()
     lucky[0] = 1000.0  # plain's noise is one outlier; the candidate is a little worse everywhere else
     one_sample = [entry("plain", 10.0, lucky), entry("bias", 12.0, base * 1.3)]
     one_sample[1]["noise"][0] = 1.0
     name, why = search.choose(one_sample)
     assert name == "plain" and "does not hold" in why, why
+    # a candidate that scores better by flattening its outputs (its correlation falls) loses to plain
+    flat = [entry("plain", 5.0, base, correlation=0.8), entry("bias", 8.0, base / 2, correlation=0.3)]
+    name, why = search.choose(flat)
+    assert name == "plain" and "correlation" in why, why
+    # ... and so does one that fails a check of the int8 verdict that plain passes
+    failing = [entry("plain", 5.0, base), entry("bias", 8.0, base / 2, reasons=["centered SQNR 1.0 dB < 3 dB"])]
+    name, why = search.choose(failing)
+    assert name == "plain" and "verdict" in why, why
+    # the samples a 1 dB gain needs: the interval's half-width shrinks as 1 / sqrt(n)
+    assert search.samples_for_gain(40, (0.0, 2.0)) == 40 and search.samples_for_gain(40, (0.0, 4.0)) == 160
+
+
+def test_a_constant_output_scores_below_plain_in_the_search(tf_bits):
+    """The search's score cannot be fooled by a constant: on outputs that vary across the samples, the
+    float model's mean output (the best constant) scores 0 dB centered and correlation 0."""
+    from converters.tf2.recovery import search
+
+    rng = np.random.RandomState(4)
+    reference = np.concatenate([np.tile([[0.97, 0.03]], (38, 1)), np.tile([[0.1, 0.9]], (2, 1))])
+    reference = reference + rng.normal(0, 0.01, reference.shape)
+    good = reference + rng.normal(0, 0.01, reference.shape)
+    constant = np.tile(reference.mean(axis=0), (40, 1))
+    plain = dict(search.score([good], [reference], [1 / 256.0]), name="plain")
+    flat = dict(search.score([constant], [reference], [1 / 256.0]), name="bias")
+    assert flat["sqnr_db"] > 10  # raw SQNR: the constant looks fine on this skewed set
+    assert flat["score_db"] <= 0.01 and flat["correlation"] == 0.0 and flat["verdict_reasons"]
+    assert plain["score_db"] > 10 and not plain["verdict_reasons"]
+    assert search.choose([plain, flat])[0] == "plain"
+
+
+def test_the_search_writes_tflites_plain_file_byte_for_byte(tf_bits):
+    """Cross-fitting calibrates each fold once and merges their min/max: plain fitted on all samples must
+    still be TensorFlow's own file, and each fold's fit must see no sample of the fold it is judged on."""
+    from converters.tf2 import calibrate
+    from converters.tf2.recovery import search
+
+    tf, tf_keras = tf_bits
+    model = _model(tf_keras)
+    samples = [sample[0] for sample in _inputs(30, 0)]
+
+    def converter():
+        made = tf.lite.TFLiteConverter.from_keras_model(model)
+        made.optimizations = [tf.lite.Optimize.DEFAULT]
+        made.representative_dataset = lambda: ([x] for x in samples)
+        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        made.inference_input_type = made.inference_output_type = tf.int8
+        return made
+
+    expected = converter().convert()  # no hook: TensorFlow's calibration over every sample
+    searched = converter()
+    hook = calibrate.install(searched, recovery=search.parse("plain,bias"))
+    searched.convert()
+    section = hook.quantization
+    assert section["validation"]["folds"] == search.folds_for(30) == 3
+    assert [c["name"] for c in section["candidates"]] == ["plain", "bias"]
+    for candidate in section["candidates"]:
+        assert candidate["sqnr_centered_db"] is not None and candidate["correlation"] is not None
+    plain_again = converter()
+    calibrate.install(plain_again, recovery=search.parse("plain"))
+    assert plain_again.convert() == expected
+    folds = search._fold_indices(30, 3)
+    assert sorted(i for fold in folds for i in fold) == list(range(30))
+    assert all(set(a).isdisjoint(b) for a in folds for b in folds if a is not b)
 
 
 def test_a_search_that_fails_on_a_model_keeps_the_plain_conversion(tf_bits, monkeypatch):

@@ -125,7 +125,7 @@ def test_verify_processes_a_nested_trap_with_trust_and_boxes_its_code(traps, tmp
     result = tfbridge("converters.verify", trap["model"], "--origin", "1.13", "--out", out, "--trust-model",
                       *custom_options(trap), HOME=str(home))
     # tf2 (Python 3.11) cannot load the Lambda's Python 3.7 bytecode: its Keras cells are load_errors with
-    # cause lambda_bytecode, tolerated because the frozen graph matches in tf2 (README "Verdicts"): exit 0
+    # cause lambda_bytecode, tolerated because the frozen graph matches in tf2 (docs/parity.md): exit 0
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.load(open(str(out / "report.json")))
     assert report["model"]["trusted"] is True

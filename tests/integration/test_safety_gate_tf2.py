@@ -6,7 +6,7 @@ model ran it once). ``python -m converters.convert`` (the host command, run with
 a user would) must refuse the file without ``--trust-model`` (exit >= 2, the Lambda named, no marker) and
 convert it with ``--trust-model`` (the marker proves the trap is live, so the refusal is not vacuous).
 The marker lies in the trusted run's ``--out`` folder: trusted code still runs in the step's file-system
-box (README, "File-system box"), which lets it write in its run folder only.
+box (docs/safety.md, "File-system box and network sandbox"), which lets it write in its run folder only.
 """
 
 import os

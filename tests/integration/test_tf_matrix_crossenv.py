@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from envs import locking, registry, venvs
+from envs import locking, paths, registry, venvs
 
 pytestmark = pytest.mark.crossenv
 
@@ -123,7 +123,7 @@ def test_keras_3_in_tf_2_16_differs_at_the_lstm_and_the_bisection_names_2_16_1(b
 def test_a_release_without_a_shipped_lock_is_locked_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path))
     env = registry.tf_environment("2.13", registry.choose_python("2.13"))
-    assert not os.path.exists(venvs.shipped_lock_path(env.name))
+    assert not os.path.exists(paths.shipped_lock_path(env.name))
     path = locking.ensure_lock(env, log=lambda line: None)
     assert path == str(tmp_path / "locks" / "tf2.13.txt")
     text = open(path).read()

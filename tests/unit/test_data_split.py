@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from converters import preflight
+from converters import preflight, preflight_data, preflight_model
 from converters.errors import CalibrationDataError, UsageError
 from converters.shared import accuracy, calibration, labelled
 
@@ -205,12 +205,12 @@ def test_preflight_refuses_a_calib_folder_too_small_for_probe_and_calibration(tm
     folder.mkdir()
     for index in range(120):
         (folder / ("%03d.png" % index)).write_bytes(PNG)
-    found = preflight.data_samples(str(folder))
+    found = preflight_data.data_samples(str(folder))
     with pytest.raises(CalibrationDataError, match="120 samples"):
-        preflight.split_fits(found, str(folder), 200, 100)  # 20 left < 50
-    preflight.split_fits(found, str(folder), 200, 60)  # 60 left: calibration takes 60
-    preflight.split_fits(found, str(folder), 8, 100)  # 20 left >= the 8 asked for
-    preflight.split_fits({"kind": "skimage", "samples": None}, "skimage", 200, 100)  # unknown here: in the env
+        preflight_data.split_fits(found, str(folder), 200, 100)  # 20 left < 50
+    preflight_data.split_fits(found, str(folder), 200, 60)  # 60 left: calibration takes 60
+    preflight_data.split_fits(found, str(folder), 8, 100)  # 20 left >= the 8 asked for
+    preflight_data.split_fits({"kind": "skimage", "samples": None}, "skimage", 200, 100)  # unknown here: in the env
 
 
 def test_preflight_checks_eval_folders_npz_and_classes_files(tmp_path):
@@ -218,26 +218,26 @@ def test_preflight_checks_eval_folders_npz_and_classes_files(tmp_path):
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)
         (root / name / "1.png").write_bytes(PNG)
-    assert preflight.eval_samples(str(root)) == {"kind": "folder", "samples": 2, "classes": 2}
+    assert preflight_data.eval_samples(str(root)) == {"kind": "folder", "samples": 2, "classes": 2}
     (root / "c").mkdir()
     with pytest.raises(CalibrationDataError, match="no image files"):
-        preflight.eval_samples(str(root))
+        preflight_data.eval_samples(str(root))
     (tmp_path / "classes.txt").write_text("b\na\n")
     with pytest.raises(CalibrationDataError, match="not listed: c"):
-        preflight.eval_samples(str(root), str(tmp_path / "classes.txt"))
+        preflight_data.eval_samples(str(root), str(tmp_path / "classes.txt"))
     np.savez(str(tmp_path / "ok.npz"), x=np.zeros((4, 2, 2, 1)), y=np.array([0, 1, 0, 1]))
-    assert preflight.eval_samples(str(tmp_path / "ok.npz"))["samples"] == 4
+    assert preflight_data.eval_samples(str(tmp_path / "ok.npz"))["samples"] == 4
     np.savez(str(tmp_path / "float_y.npz"), x=np.zeros((4, 2, 2, 1)), y=np.zeros(4))
     with pytest.raises(CalibrationDataError, match="integer labels"):
-        preflight.eval_samples(str(tmp_path / "float_y.npz"))
+        preflight_data.eval_samples(str(tmp_path / "float_y.npz"))
     np.savez(str(tmp_path / "short_x.npz"), x=np.zeros((3, 2, 2, 1)), y=np.zeros(4, np.int64))
     with pytest.raises(CalibrationDataError, match="4 numeric samples"):
-        preflight.eval_samples(str(tmp_path / "short_x.npz"))
+        preflight_data.eval_samples(str(tmp_path / "short_x.npz"))
 
 
 def test_eval_classes_without_eval_is_a_usage_error(tmp_path):
     model = tmp_path / "model.h5"
-    model.write_bytes(preflight.HDF5_SIGNATURE + b"\0" * 64)
+    model.write_bytes(preflight_model.HDF5_SIGNATURE + b"\0" * 64)
     values = {"model": str(model), "calib": "skimage", "eval_classes": str(tmp_path / "c.txt")}
     with pytest.raises(UsageError, match="--eval-classes needs --eval"):
         preflight.check("convert", values)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from envs import interpreters, registry, testing, venvs
+from envs import interpreters, paths, registry, testing, venvs
 from envs.errors import InterpreterNotFound, LockMissing
 
 pytestmark = pytest.mark.unit
@@ -34,6 +34,13 @@ def test_markers_and_groups_derive_from_the_registry():
     assert registry.marker_name("tf1.13") == "tf1_13"
     markers = [marker for _, marker, _ in testing.groups()]
     assert markers == ["unit", "tf1_13", "tf1_15", "tf2", "crossenv"]
+
+
+def test_tests_given_a_path_run_that_path_alone():
+    assert testing.test_paths([]) == ["tests"]
+    assert testing.test_paths(["-x", "-k", "roundtrip"]) == ["tests"]
+    assert testing.test_paths(["tests/unit"]) == []
+    assert testing.test_paths(["-x", "tests/unit/test_envs.py::test_markers_and_groups_derive_from_the_registry"]) == []
 
 
 def test_unknown_environment_names_the_known_ones():
@@ -68,7 +75,7 @@ def test_missing_interpreter_is_one_paragraph_naming_version_places_and_remedies
 def test_missing_lock_says_how_to_make_it(tmp_path, monkeypatch):
     # declared, never locked: the error comes before any interpreter, installer or network is touched
     monkeypatch.setenv("TFBRIDGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(venvs, "LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(paths, "LOCK_DIR", str(tmp_path / "locks"))
     tiny = registry.Environment("tiny", "3.11", ("iniconfig==2.0.0",), "test", "x86_64-manylinux_2_28")
     monkeypatch.setitem(registry.ENVIRONMENTS, "tiny", tiny)
     with pytest.raises(LockMissing, match="nox -s lock -- tiny"):

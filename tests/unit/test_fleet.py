@@ -413,7 +413,7 @@ def test_the_python_api_raises_a_bad_manifests_error_before_running(files):
 
 def test_the_readme_fleet_lines_parse_and_link_to_the_full_page():
     text = open(os.path.join(REPO, "README.md")).read()
-    section = text.split("## A fleet of models", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Many models: the fleet", 1)[1].split("\n## ", 1)[0]
     assert "(docs/fleet.md)" in section
     commands = tfbridge_command_lines(section.split("```", 2)[1])
     assert [c for c, _ in commands].count("fleet") == 4 and commands[-1][0] == "fleet-report"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from converters import preflight, verify
+from converters import preflight_model, preflight_options, verify
 from converters.errors import InputFileError, UsageError
 
 pytestmark = pytest.mark.unit
@@ -35,7 +35,7 @@ def graph_def_bytes():
 
 
 def test_inputs_syntax_names_shapes_and_tensor_indices():
-    assert preflight.parse_tensor_list("input:1x224x224x3,seq:?x20x8,split:1,scope/x") == [
+    assert preflight_options.parse_tensor_list("input:1x224x224x3,seq:?x20x8,split:1,scope/x") == [
         ("input", [1, 224, 224, 3]), ("seq", [None, 20, 8]), ("split:1", None), ("scope/x", None)]
 
 
@@ -49,35 +49,35 @@ def test_inputs_syntax_names_shapes_and_tensor_indices():
 ])
 def test_inputs_syntax_errors_say_what_is_wrong(text, words):
     with pytest.raises(UsageError) as caught:
-        preflight.parse_tensor_list(text, "--inputs")
+        preflight_options.parse_tensor_list(text, "--inputs")
     assert words in caught.value.message and caught.value.step == "preflight"
 
 
 def test_outputs_take_names_not_shapes():
     with pytest.raises(UsageError):
-        preflight.parse_tensor_list("scores:1x4", "--outputs", shapes=False)
+        preflight_options.parse_tensor_list("scores:1x4", "--outputs", shapes=False)
 
 
 def test_model_kind_by_content(tmp_path):
     graph = tmp_path / "model.pb"
     graph.write_bytes(graph_def_bytes())
-    assert preflight.model_kind(str(graph)) == "frozen_graph"
+    assert preflight_model.model_kind(str(graph)) == "frozen_graph"
     text = tmp_path / "model.pbtxt"
     text.write_text('node {\n  name: "input"\n  op: "Placeholder"\n}\n')
-    assert preflight.model_kind(str(text)) == "frozen_graph"
+    assert preflight_model.model_kind(str(text)) == "frozen_graph"
     saved = tmp_path / "saved_model.pb"
     saved.write_bytes(_varint(1 << 3) + _varint(1) + _field(2, _field(1, b"")))
-    assert preflight.model_kind(str(saved)) == "saved_model_file"
+    assert preflight_model.model_kind(str(saved)) == "saved_model_file"
     folder = tmp_path / "sm"
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(saved.read_bytes())
-    assert preflight.model_kind(str(folder)) == "saved_model"
+    assert preflight_model.model_kind(str(folder)) == "saved_model"
     junk = tmp_path / "junk.pb"
     junk.write_bytes(b"\x00\xff" * 64 + b"not a graph")
-    assert preflight.model_kind(str(junk)) == "unknown"
+    assert preflight_model.model_kind(str(junk)) == "unknown"
     hdf5_named_pb = tmp_path / "weird.pb"
-    hdf5_named_pb.write_bytes(preflight.HDF5_SIGNATURE + b"\0" * 64)
-    assert preflight.model_kind(str(hdf5_named_pb)) == "h5"
+    hdf5_named_pb.write_bytes(preflight_model.HDF5_SIGNATURE + b"\0" * 64)
+    assert preflight_model.model_kind(str(hdf5_named_pb)) == "h5"
 
 
 def test_checkpoint_by_meta_prefix_or_folder(tmp_path):
@@ -90,18 +90,18 @@ def test_checkpoint_by_meta_prefix_or_folder(tmp_path):
     (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-7"\n')
     prefix = str(folder / "model.ckpt-7")
     for given in (str(meta), prefix, str(folder)):
-        assert preflight.model_kind(given) == "checkpoint"
-        assert preflight.checkpoint_meta(given) == str(meta)
-    assert [os.path.basename(f) for f in preflight.model_files(prefix)] == [
+        assert preflight_model.model_kind(given) == "checkpoint"
+        assert preflight_model.checkpoint_meta(given) == str(meta)
+    assert [os.path.basename(f) for f in preflight_model.model_files(prefix)] == [
         "model.ckpt-7.data-00000-of-00001", "model.ckpt-7.index", "model.ckpt-7.meta"]
-    assert preflight.check_model("convert_legacy", prefix) == "checkpoint"
+    assert preflight_model.check_model("convert_legacy", prefix) == "checkpoint"
 
 
 def test_a_pb_that_is_not_a_graph_is_refused_in_words(tmp_path):
     junk = tmp_path / "junk.pb"
     junk.write_bytes(b"\x00\xff" * 64)
     with pytest.raises(InputFileError) as caught:
-        preflight.check_model("convert_legacy", str(junk))
+        preflight_model.check_model("convert_legacy", str(junk))
     assert "is not a TensorFlow GraphDef" in caught.value.message
 
 
@@ -109,17 +109,17 @@ def test_a_saved_model_file_asks_for_its_folder(tmp_path):
     saved = tmp_path / "saved_model.pb"
     saved.write_bytes(_varint(1 << 3) + _varint(1) + _field(2, _field(1, b"")))
     with pytest.raises(InputFileError) as caught:
-        preflight.check_model("verify_upgrade", str(saved))
+        preflight_model.check_model("verify_upgrade", str(saved))
     assert "folder" in caught.value.hint
 
 
 def test_graph_options_are_refused_for_a_keras_file_and_tags_for_a_graphdef():
     with pytest.raises(UsageError) as caught:
-        preflight.check_graph_options({"model": "m.h5", "inputs": "x"}, "h5")
+        preflight_options.check_graph_options({"model": "m.h5", "inputs": "x"}, "h5")
     assert "--inputs only apply to a TF 1.x graph" in caught.value.message
     with pytest.raises(UsageError):
-        preflight.check_graph_options({"model": "m.pb", "tags": "serve"}, "frozen_graph")
-    preflight.check_graph_options({"model": "sm", "tags": "serve", "inputs": "x:?x4"}, "saved_model")
+        preflight_options.check_graph_options({"model": "m.pb", "tags": "serve"}, "frozen_graph")
+    preflight_options.check_graph_options({"model": "sm", "tags": "serve", "inputs": "x:?x4"}, "saved_model")
 
 
 def test_graph_cells_and_run_folder_names():

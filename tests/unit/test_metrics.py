@@ -141,3 +141,40 @@ def test_saturated_softmax_probe_is_flagged_but_not_failed():
     assert "warnings" not in metrics.compare(informative, informative)
     logits = np.array([[30.0, -30.0], [-30.0, 30.0]])  # not probabilities: nothing to say
     assert "warnings" not in metrics.compare(logits, logits)
+
+
+def _skewed_probe(rng, samples=50, minority=2):
+    """Softmax outputs of a 2-class model on a probe that is 96 % one class (FACTS.md, 2026-12-07)."""
+    logits = np.stack([rng.normal(3.0, 0.6, samples), rng.normal(0.0, 0.6, samples)], axis=1)
+    logits[:minority] = logits[:minority, ::-1]
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_a_constant_output_fails_centered_figures_that_raw_ones_pass():
+    rng = np.random.RandomState(1)
+    reference = _skewed_probe(rng)
+    scale = 1.0 / 256
+    good = np.round((reference + rng.normal(0, 0.01, reference.shape)) / scale) * scale
+    constant = np.repeat(np.round(reference.mean(axis=0) / scale)[None] * scale, len(reference), axis=0)
+    flattened = reference.mean(axis=0) + 0.2 * (good - reference.mean(axis=0))
+    g = metrics.compare_quantized(reference, good, scale)
+    c = metrics.compare_quantized(reference, constant, scale)
+    f = metrics.compare_quantized(reference, flattened, scale)
+    # the raw figures cannot tell the constant from a good model on this probe ...
+    assert c["sqnr_db"] > 10 and c["cosine"] > 0.95 and c["top1_agreement"] >= 0.95
+    # ... the centered ones can: the best constant scores 0 dB and r = 0, a good model far more
+    assert c["centered_judged"] and g["centered_judged"]
+    assert c["sqnr_centered_db"] <= 0.01 and c["correlation"] == 0.0
+    assert g["sqnr_centered_db"] > 10 and g["correlation"] > 0.95
+    # a flattened output keeps some centered SQNR but its error shows; it cannot beat the good one
+    assert f["sqnr_centered_db"] < g["sqnr_centered_db"]
+
+
+def test_centered_figures_not_judged_below_the_output_step():
+    reference = np.full((20, 3), 0.33) + np.random.RandomState(2).normal(0, 1e-4, (20, 3))
+    result = metrics.fidelity(reference, reference + 1e-5, scale=1.0 / 256)
+    assert result["spread_lsb"] < metrics.MIN_SPREAD_LSB and not result["centered_judged"]
+    exact = metrics.fidelity(reference, reference, scale=1.0 / 256)
+    assert math.isinf(exact["sqnr_centered_db"]) and exact["correlation"] == pytest.approx(1.0)
+    assert metrics.fidelity(reference[:1], reference[:1])["centered_judged"] is False

@@ -3,7 +3,7 @@ text read back into per-op placements, the per-target entry and what --strict-np
 
 import pytest
 
-from converters import options, preflight
+from converters import options, preflight_options
 from converters.errors import UsageError
 from converters.tf2 import npu, npu_targets, vela, vx_delegate
 
@@ -197,10 +197,10 @@ def test_target_names_agree_between_host_and_tf2():
 
 
 def test_preflight_makes_target_names_canonical_and_refuses_unknown_ones():
-    assert preflight.check_npu_targets(None) == ["imx8mp"]
-    assert preflight.check_npu_targets(["Ethos_U65_256", "imx93", "imx8mp"]) == ["ethos-u65-256", "imx8mp"]
+    assert preflight_options.check_npu_targets(None) == ["imx8mp"]
+    assert preflight_options.check_npu_targets(["Ethos_U65_256", "imx93", "imx8mp"]) == ["ethos-u65-256", "imx8mp"]
     with pytest.raises(UsageError) as caught:
-        preflight.check_npu_targets(["ethos-u65-128"])
+        preflight_options.check_npu_targets(["ethos-u65-128"])
     assert "ethos-u65-128" in caught.value.message and "did you mean" in caught.value.message
 
 

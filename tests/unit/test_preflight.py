@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from converters import options, preflight
+from converters import options, preflight, preflight_data, preflight_model, preflight_options
 from converters.errors import CalibrationDataError, InputFileError, UntrustedModelError, UsageError
 
 pytestmark = pytest.mark.unit
@@ -55,7 +55,7 @@ def test_model_kind_by_content(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"\x18\0\0\0TFL3" + b"\0" * 8)
     (tmp_path / "empty").mkdir()
     (tmp_path / "text.h5").write_bytes(b"hello")
-    kinds = {name: preflight.model_kind(str(tmp_path / name))
+    kinds = {name: preflight_model.model_kind(str(tmp_path / name))
              for name in ("a.h5", "ub.h5", "renamed.bin", "m.keras", "sm", "g.pb", "m.tflite", "empty", "text.h5")}
     assert kinds == {"a.h5": "h5", "ub.h5": "h5", "renamed.bin": "h5", "m.keras": "keras", "sm": "saved_model",
                      "g.pb": "frozen_graph", "m.tflite": "tflite", "empty": "folder", "text.h5": "unknown"}
@@ -69,17 +69,17 @@ def test_each_command_names_the_kind_it_got_and_what_to_do(tmp_path, h5):
     with zipfile.ZipFile(str(tmp_path / "m.keras"), "w") as archive:
         archive.writestr("config.json", "{}")
     with pytest.raises(InputFileError) as caught:  # used to be "does not exist"
-        preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "m.keras"))
+        preflight_model.check_model(options.CONVERT_LEGACY, str(tmp_path / "m.keras"))
     assert "is a Keras 3 .keras file" in caught.value.message and "nox -s convert" in caught.value.hint
     # a SavedModel folder may be TF 1.x: the legacy commands take it (a TF 2.x one is refused by its inspection)
-    assert preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "sm")) == "saved_model"
+    assert preflight_model.check_model(options.CONVERT_LEGACY, str(tmp_path / "sm")) == "saved_model"
     with pytest.raises(InputFileError, match="does not exist"):
-        preflight.check_model(options.VERIFY_UPGRADE, str(tmp_path / "missing.h5"))
+        preflight_model.check_model(options.VERIFY_UPGRADE, str(tmp_path / "missing.h5"))
     (tmp_path / "broken.h5").write_bytes(b"not hdf5 at all")
     with pytest.raises(InputFileError, match="is not a readable HDF5 file"):
-        preflight.check_model(options.CONVERT_LEGACY, str(tmp_path / "broken.h5"))
-    assert preflight.check_model(options.CONVERT, str(tmp_path / "sm")) == "saved_model"
-    assert preflight.check_model(options.VERIFY_UPGRADE, h5) == "h5"
+        preflight_model.check_model(options.CONVERT_LEGACY, str(tmp_path / "broken.h5"))
+    assert preflight_model.check_model(options.CONVERT, str(tmp_path / "sm")) == "saved_model"
+    assert preflight_model.check_model(options.VERIFY_UPGRADE, h5) == "h5"
 
 
 def test_origin_arch_custom_objects_preprocess_range(tmp_path, h5):
@@ -88,7 +88,7 @@ def test_origin_arch_custom_objects_preprocess_range(tmp_path, h5):
     for arch in ("no_colon", "mod:fn(1, 2)", "mod:fn(x=open('f'))", "mod:fn(**k)", "1mod:fn"):
         with pytest.raises(UsageError, match="--arch"):
             preflight.check(options.VERIFY_UPGRADE, values(options.VERIFY_UPGRADE, model=h5, arch=arch))
-    assert preflight.parse_arch_call('keras_vggface.vggface:VGGFace(model="senet50", include_top=False)') == (
+    assert preflight_options.parse_arch_call('keras_vggface.vggface:VGGFace(model="senet50", include_top=False)') == (
         "keras_vggface.vggface", "VGGFace", {"model": "senet50", "include_top": False})
     with pytest.raises(InputFileError, match="--custom-objects"):
         preflight.check(options.VERIFY_UPGRADE, values(options.VERIFY_UPGRADE, model=h5,
@@ -96,7 +96,7 @@ def test_origin_arch_custom_objects_preprocess_range(tmp_path, h5):
     for name in ("vggface3", "module:", "a b:c"):
         with pytest.raises(UsageError, match="--preprocess"):
             preflight.check(options.VERIFY_UPGRADE, values(options.VERIFY_UPGRADE, model=h5, preprocess=name))
-    preflight.check_preprocess("my_pre.processing:scale")
+    preflight_options.check_preprocess("my_pre.processing:scale")
     for text in ("0;255", "5,1", "a,b"):
         with pytest.raises(UsageError, match="--input-range"):
             preflight.check(options.VERIFY_UPGRADE, values(options.VERIFY_UPGRADE, model=h5, input_range=text))
@@ -128,35 +128,35 @@ def test_calibration_sources(tmp_path):
     images.mkdir(parents=True)
     (images / "a.png").write_bytes(PNG)
     (images / "b.jpg").write_bytes(b"not a jpeg")
-    assert preflight.data_samples(str(tmp_path / "images")) == {"kind": "images", "samples": 2}
+    assert preflight_data.data_samples(str(tmp_path / "images")) == {"kind": "images", "samples": 2}
     (tmp_path / "empty").mkdir()
     with pytest.raises(CalibrationDataError, match="no image files"):
-        preflight.data_samples(str(tmp_path / "empty"))
+        preflight_data.data_samples(str(tmp_path / "empty"))
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.jpg").write_bytes(b"text, not an image")
     with pytest.raises(CalibrationDataError, match="could be read"):
-        preflight.data_samples(str(tmp_path / "junk"))
+        preflight_data.data_samples(str(tmp_path / "junk"))
     (tmp_path / "x.npy").write_bytes(npy_bytes((200, 20, 8)))
-    assert preflight.data_samples(str(tmp_path / "x.npy")) == {"kind": "npy", "samples": 200}
+    assert preflight_data.data_samples(str(tmp_path / "x.npy")) == {"kind": "npy", "samples": 200}
     (tmp_path / "none.npy").write_bytes(npy_bytes((0, 32, 32, 3)))
     with pytest.raises(CalibrationDataError, match="holds no samples"):
-        preflight.data_samples(str(tmp_path / "none.npy"))
+        preflight_data.data_samples(str(tmp_path / "none.npy"))
     (tmp_path / "text.npy").write_bytes(npy_bytes((4,), descr="|O"))
     with pytest.raises(CalibrationDataError, match="not numbers"):
-        preflight.data_samples(str(tmp_path / "text.npy"))
+        preflight_data.data_samples(str(tmp_path / "text.npy"))
     (tmp_path / "bad.npy").write_bytes(b"hello")
     with pytest.raises(CalibrationDataError, match="not a readable .npy"):
-        preflight.data_samples(str(tmp_path / "bad.npy"))
+        preflight_data.data_samples(str(tmp_path / "bad.npy"))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("image.npy", npy_bytes((10, 4, 4, 3)))
         archive.writestr("meta.npy", npy_bytes((7, 5)))
     (tmp_path / "x.npz").write_bytes(buffer.getvalue())
-    assert preflight.data_samples(str(tmp_path / "x.npz")) == {"kind": "npz", "samples": 7,
+    assert preflight_data.data_samples(str(tmp_path / "x.npz")) == {"kind": "npz", "samples": 7,
                                                                  "arrays": {"image": 10, "meta": 7}}
     with pytest.raises(CalibrationDataError, match="does not exist"):
-        preflight.data_samples(str(tmp_path / "nowhere"))
-    assert preflight.data_samples("skimage")["kind"] == "skimage"
+        preflight_data.data_samples(str(tmp_path / "nowhere"))
+    assert preflight_data.data_samples("skimage")["kind"] == "skimage"
 
 
 def test_check_makes_paths_absolute_for_the_steps(tmp_path, monkeypatch, h5):

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from converters import bisect, preflight, verify
+from converters import bisect, verify
 from converters.errors import UsageError
-from envs import locking, registry, venvs
+from envs import locking, paths, registry, venvs
 from envs.errors import InterpreterNotFound
 
 pytestmark = pytest.mark.unit
@@ -40,7 +40,7 @@ def test_a_version_that_cannot_be_is_refused_saying_why(value, says):
     with pytest.raises(ValueError, match=says):
         registry.check_tf_version(value)
     with pytest.raises(UsageError, match="--tf"):
-        preflight.tf_environments(value)
+        registry.tf_environments(value)
 
 
 def test_the_python_is_the_preferred_one_its_wheels_are_for():
@@ -60,9 +60,9 @@ def test_no_interpreter_for_a_release_is_one_paragraph_naming_the_pythons_and_ho
 
 
 def test_tf_option_lists_the_new_environments_oldest_first_and_refuses_docker():
-    assert preflight.tf_environments("2.12, 2.4,2.21,2.4,1.15") == ["tf2.4", "tf2.12"]
+    assert registry.tf_environments("2.12, 2.4,2.21,2.4,1.15") == ["tf2.4", "tf2.12"]
     with pytest.raises(UsageError, match="local venvs only"):
-        preflight.tf_environments("2.4", backend="docker")
+        registry.tf_environments("2.4", backend="docker")
 
 
 def test_each_extra_release_has_the_cells_of_its_keras_and_the_graph():
@@ -90,7 +90,7 @@ def test_extra_cells_follow_the_policy_of_tf2_cells_of_the_same_kind():
 
 
 def test_every_shipped_lock_is_the_rule_resolved_for_the_python_its_header_names():
-    shipped = sorted(glob.glob(os.path.join(venvs.LOCK_DIR, "extra", "*.txt")))
+    shipped = sorted(glob.glob(os.path.join(paths.LOCK_DIR, "extra", "*.txt")))
     assert shipped, "the test versions' locks are shipped (CI does not resolve them again)"
     for path in shipped:
         name = os.path.basename(path)[:-4]

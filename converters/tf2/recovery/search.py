@@ -1,24 +1,31 @@
-"""The candidates of the int8 model, each scored on a validation split of the calibration data; the best
-one is written.
+"""The candidates of the int8 model, judged on every calibration sample by cross-fitting; the best one,
+fitted on all of them, is written.
 
 For whom: the calibration hook (``converters.tf2.calibrate.ShardedCalibration``), which calls
-``search`` in place of TensorFlow's calibrate + quantize; ``tf2`` environment only. README's "Int8
-accuracy recovery" says what a user sees; this module's functions say how.
+``search`` in place of TensorFlow's calibrate + quantize; ``tf2`` environment only. docs/recovery.md says
+what a user sees; this module's functions say how.
 
-How: the calibration samples are split (one fixed cut: the last ``validation_count`` samples score, the
-others calibrate and measure); the float model is calibrated once (TFLite's own min/max, the ``plain``
-candidate's ranges) and observed once per channel (``statistics``). Each candidate is a combination of
-rewrites, none of which changes an op, a tensor, a type or the int8 I/O:
+How: the calibration samples are dealt into ``folds_for(count)`` folds (sample i to fold i mod K). Each
+fold is calibrated on its own (TFLite's min/max) and observed per channel (``statistics``), once; since
+TFLite's calibrator records plain min/max, the calibration of "every fold but k" and of "all" is the
+merge of the folds' (``tflite_model.merge_ranges``: byte for byte what one calibration over those
+samples gives), and so are the statistics (``statistics.merge``). Each candidate is built K times, from
+every fold but k, and run on fold k: every sample judges it once, on a model not fitted on it. Each
+candidate is a combination of rewrites, none of which changes an op, a tensor, a type or the int8 I/O:
 
 - ``cle`` (``equalize``): cross-layer equalization of the float weights, ranges rescaled accordingly;
 - ``bias`` (``bias``): the int8 layers' expected weight error removed from their int32 biases;
-- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max.
+- ``mse`` / ``percentile`` (``ranges``): activation ranges chosen instead of min/max;
+- ``gptq`` (``rounding``): each int8 weight rounded down or up to minimise its layer's output error;
+- ``ebias`` (``empirical``): the int8 model's own mean error removed from each layer's bias, layer by layer.
 
-Every candidate is quantized by TensorFlow's own ``mlir_quantize`` (one call per distinct calibrated
-model: bias correction edits the int8 file afterwards) and run on the validation samples against the
-float model. The score is the worst output's SQNR; a candidate other than ``plain`` wins only when it
-beats ``plain`` by ``MARGIN_DB``, and among candidates within ``MARGIN_DB`` of the best the one with
-fewer rewrites wins. The probe and ``--eval`` never take part: they judge the winner afterwards.
+The score is each output's SQNR against its variation over the samples (centered: what a constant output
+cannot fake; ``converters.shared.metrics.fidelity``), worst output. A candidate other than ``plain`` wins
+only when it beats ``plain`` by ``MARGIN_DB``, the lower end of its paired-bootstrap 90 % interval over the
+samples is above 0 dB, its correlation with the float outputs is not below plain's, and it does not fail
+a check of the int8 verdict that plain passes; among candidates within ``MARGIN_DB`` of the best the one
+with fewer rewrites wins. The winner (and plain, and every candidate for ``--eval``) is then fitted on all
+samples. The probe and ``--eval`` never take part: they judge the winner afterwards.
 """
 
 import time
@@ -33,12 +40,21 @@ from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 # never beat min/max on held-out data there (ResNet50: 26.2 dB against 33.0; FACTS.md: two real models) and
 # costs a quantization, so it is built only when asked for (--quantize cle+bias+mse, ...)
 AUTO = ("plain", "bias", "cle", "cle+bias")
+# auto's second stage (issue 30): the layer-wise rewrites, on top of the first stage's winner's equalization
+# (cle or not). They run the int8 and float models layer by layer on every fold, so they are built only when
+# their estimated cost (``LAYERWISE_PASSES`` int8 passes over the samples, from plain's own measured pass) fits
+# in ``max(LAYERWISE_MIN_BUDGET_S, the search's time so far)``: a MobileNet-class model gets them, a
+# ResNet50-class one is told how to ask for them (--quantize ebias,gptq+ebias)
+AUTO_LAYERWISE = ("ebias", "gptq+ebias")
+LAYERWISE_PASSES = 24  # ~3 passes (2 int8, 1 float) per fit and candidate, K + 1 fits, 2 candidates; measured
+LAYERWISE_MIN_BUDGET_S = 30.0
 MARGIN_DB = 0.2
 BOOTSTRAP = 500
 FLOOR_MARGIN_DB = 1.0
-MIN_VALIDATION = 8
-MAX_VALIDATION = 50
+FOLDS = 3
+MIN_FOLD = 8  # samples per fold: fewer and a fold's min/max and scores say little
 LAYER_SAMPLES = 3
+CORRELATION_SLACK = 0.02  # a candidate's worst correlation may not fall below plain's by more
 
 
 def parse(spec):
@@ -52,11 +68,12 @@ def parse(spec):
     return AUTO if names is None else tuple(names)
 
 
-def validation_count(samples):
-    """How many of ``samples`` calibration samples score the candidates (0: too few to split)."""
-    if samples < 3 * MIN_VALIDATION:
-        return 0
-    return int(min(MAX_VALIDATION, max(MIN_VALIDATION, samples // 5)))
+def folds_for(samples):
+    """How many folds ``samples`` calibration samples are dealt into (0: too few to hold any out; the
+    candidates are then scored on the samples they were fitted on, and the report says so)."""
+    if samples >= FOLDS * MIN_FOLD:
+        return FOLDS
+    return 2 if samples >= 2 * MIN_FOLD else 0
 
 
 def _parts(name):
@@ -64,23 +81,44 @@ def _parts(name):
 
 
 def score(outputs, references, scales):
-    """{sqnr_db, cosine, top1_agreement, max_abs_lsb}: the worst over outputs (as the probe's verdict), and
-    ``noise``: each sample's squared error summed over outputs (for ``choose``'s paired bootstrap; not
-    written to the report)."""
+    """The figures of one candidate on the samples that judge it, worst over outputs (as the probe's verdict):
+    {sqnr_db, sqnr_centered_db, correlation, cosine, top1_agreement, max_abs_lsb, score_db, verdict_reasons},
+    and ``noise``: each sample's squared error, per output divided by that output's variation over the
+    samples (so outputs weigh alike), summed over outputs (``choose``'s paired bootstrap; not written to the
+    report). ``score_db``, what candidates are ranked by: each output's centered SQNR where its variation
+    is resolvable (``metrics.fidelity``), else its raw SQNR; the worst output's."""
     from converters.shared import metrics
+    from converters.tf2 import tflite_run
 
     noise = np.zeros(len(references[0]))
-    for output, reference in zip(outputs, references):
-        difference = output.reshape(reference.shape).astype(np.float64) - reference
-        noise += np.mean(difference.reshape(len(difference), -1) ** 2, axis=1)
     per_output = []
     for output, reference, scale in zip(outputs, references, scales):
-        per_output.append(metrics.compare_quantized(reference, output.reshape(reference.shape), scale or 1.0))
+        reference = np.asarray(reference, np.float64)
+        output = output.reshape(reference.shape).astype(np.float64)
+        flat = (output - reference).reshape(len(reference), -1)
+        variation = float(np.mean((reference - reference.mean(axis=0)) ** 2)) or float(np.mean(reference ** 2)) or 1.0
+        noise += np.mean(flat ** 2, axis=1) / variation
+        measured = metrics.compare_quantized(reference, output, scale or 1.0)
+        measured["top1_decisive"] = tflite_run.decisive_top1(reference, output, scale)[0]
+        measured["reasons"] = tflite_run.verdict_reasons(measured)
+        measured["score_db"] = measured["sqnr_centered_db"] if measured["centered_judged"] else measured["sqnr_db"]
+        per_output.append(measured)
     top1 = [o["top1_agreement"] for o in per_output if o["top1_agreement"] is not None]
-    return {"sqnr_db": round(min(o["sqnr_db"] for o in per_output), 2),
+    centered = [o["sqnr_centered_db"] for o in per_output if o["sqnr_centered_db"] is not None]
+    correlations = [o["correlation"] for o in per_output if o["correlation"] is not None]
+    return {"sqnr_db": _db(min(o["sqnr_db"] for o in per_output)),
+            "sqnr_centered_db": _db(min(centered)) if centered else None,
+            "correlation": round(min(correlations), 4) if correlations else None,
             "cosine": round(min(o["cosine"] for o in per_output), 5),
             "top1_agreement": round(min(top1), 4) if top1 else None,
-            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1), "noise": noise}
+            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1),
+            "score_db": _db(min(o["score_db"] for o in per_output)),
+            "verdict_reasons": [r for o in per_output for r in o["reasons"]], "noise": noise}
+
+
+def _db(value):
+    """dB rounded for the report; +-inf kept as +-999 (JSON has no infinity; an exact output is rare)."""
+    return round(max(-999.0, min(999.0, float(value))), 2)
 
 
 def rounding_floor(references, scales):
@@ -168,8 +206,130 @@ def wanted_statistics(float_graph, requested):
     return wanted
 
 
+def _fold_indices(count, folds):
+    """[[sample indices of fold k]]: sample i goes to fold i mod K (interleaved: a data set sorted by class
+    or by source gives every fold its share)."""
+    return [list(range(k, count, folds)) for k in range(folds)]
+
+
+class _Fit(object):
+    """One fitting of the candidates: a calibrated model, the statistics and the samples it saw."""
+
+    def __init__(self, label, calibrated, stats, samples):
+        self.label = label
+        self.calibrated = calibrated
+        self.stats = stats
+        self.samples = samples
+        self.plan = None
+        self.bases = {}
+        self.cle_float = None
+
+
+def _fits(float_model, samples, folds, calibrate, wanted, names, timings, section):
+    """The fit on all samples and, with folds, one per fold k on every fold but k: [(fit, held-out indices)].
+    Each fold is calibrated once; the rest is merged (module docstring)."""
+    from converters.tf2 import tflite_model
+
+    t0 = time.perf_counter()
+    if not folds:
+        collector = statistics.Collector(names, len(samples), wanted)
+        calibrated = calibrate(samples, collector)
+        stats = collector.stats if collector.complete() else statistics.collect(float_model, samples, wanted)
+        timings["calibrate"] = round(time.perf_counter() - t0, 2)
+        whole = _Fit("all", calibrated, stats, samples)
+        return whole, [(whole, list(range(len(samples))))]
+    groups = _fold_indices(len(samples), folds)
+    calibrated, stats, gathered = [], [], []
+    for group in groups:
+        part = [samples[i] for i in group]
+        collector = statistics.Collector(names, len(part), wanted)
+        calibrated.append(calibrate(part, collector))
+        complete = collector.complete()
+        gathered.append(complete)
+        stats.append(collector.stats if complete else statistics.collect(float_model, part, wanted))
+    timings["calibrate"] = round(time.perf_counter() - t0, 2)
+    section["statistics"] = ("gathered during calibration (the interpreter's pass)" if all(gathered) else
+                             "a pass of their own (the calibration took TFLite's calibrator)")
+    ranges = [tflite_model.tensor_ranges(c) for c in calibrated]
+
+    def merged(keep):
+        first = keep[0]
+        try:
+            content = tflite_model.merge_ranges(calibrated[first], [ranges[k] for k in keep[1:]])
+        except ValueError:  # the folds recorded different tensors (control flow): calibrate those samples
+            content = calibrate([samples[i] for k in keep for i in groups[k]], None)
+        return content, statistics.merge([stats[k] for k in keep])
+
+    content, merged_stats = merged(list(range(folds)))
+    whole = _Fit("all", content, merged_stats, samples)
+    fits = []
+    for k, group in enumerate(groups):
+        keep = [j for j in range(folds) if j != k]
+        content, merged_stats = merged(keep)
+        fits.append((_Fit("fold %d" % k, content, merged_stats, [samples[i] for j in keep for i in groups[j]]),
+                     group))
+    return whole, fits
+
+
+def _build(name, fit, float_model, float_graph, quantize, requested_cle):
+    """The int8 model of candidate ``name`` fitted on ``fit``: (bytes, details). Rewrites of the float or
+    calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
+    own rewrites (bias)."""
+    parts = _parts(name)
+    base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
+    if fit.plan is None and requested_cle:
+        pairs, totals, details = equalize.plan(float_graph, fit.stats)
+        equalize.portable(pairs, float_graph)
+        fit.plan = (pairs, totals, details)
+    if base_key not in fit.bases:
+        content = bytearray(fit.calibrated)
+        graph = Graph(content)
+        factors = equalize.apply(graph, fit.plan[0], fit.plan[1], fit.stats) if "cle" in base_key else {}
+        narrowed = None
+        for method in ranges.METHODS:
+            if method in base_key:
+                narrowed = ranges.narrow(graph, fit.stats, method, factors, keep=graph.inputs)
+        fit.bases[base_key] = {"calibrated": bytes(content), "quantized": quantize(bytes(content)),
+                               "factors": factors, "graph": graph, "narrowed": narrowed}
+    base = fit.bases[base_key]
+    content = base["quantized"]
+    details = {}
+    if "gptq" in parts:
+        content = _layerwise(base, "gptq", content, _reference(parts, fit, float_model), fit.samples, details)
+    if "bias" in parts:
+        corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
+        errors = bias_correction.expected_errors(Graph(corrected), base["graph"], fit.stats, base["factors"])
+        details["bias"] = bias_correction.correct(Graph(corrected), errors)
+        details["bias"]["layers"] = len(errors)
+        details["bias_errors"] = errors
+        content = bytes(corrected)
+    if "ebias" in parts:
+        content = _layerwise(base, name, content, _reference(parts, fit, float_model), fit.samples, details)
+    if base["narrowed"] is not None:
+        details["ranges"] = base["narrowed"]
+    return content, details, base
+
+
+def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle):
+    """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
+    fold: ([array (count, ...)] per output, the last fold's int8 bytes, seconds spent running it)."""
+    outputs = None
+    content = None
+    ran = 0.0
+    for fit, held in fits:
+        content, _, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
+        t0 = time.perf_counter()
+        part, _ = statistics.run(content, [samples[i] for i in held])
+        ran += time.perf_counter() - t0
+        if outputs is None:
+            outputs = [np.zeros((len(samples),) + tuple(p.shape[1:]), p.dtype) for p in part]
+        for o, p in zip(outputs, part):
+            o[held] = p
+    return outputs, content, ran
+
+
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
-    """Build, score and choose (see the module docstring). ``float_model``: the converter's float model
+    """Build, judge and choose (see the module docstring). ``float_model``: the converter's float model
     (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
     ``requested``: the candidate names (``parse``); ``calibrate(samples, collector) -> calibrated bytes``
     and ``quantize(calibrated bytes) -> int8 bytes`` are the hook's own calls; ``calibration_model``: the
@@ -177,147 +337,225 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     statistics gathered during calibration carry.
 
     Returns (chosen int8 bytes, the chosen candidate's calibrated model, plain int8 bytes, section,
-    extras). section: report.json's ``quantization``; extras: {cle_float_model?, bias_float_model?}."""
+    extras). section: report.json's ``quantization``; extras: {cle_float_model? (when cle was chosen),
+    candidates: {name: int8 bytes fitted on all samples}}."""
     log = log or (lambda message: None)
     started = time.perf_counter()
-    validation = validation_count(len(samples))
-    train = samples[:len(samples) - validation] if validation else samples
-    held = samples[len(samples) - validation:] if validation else samples
-    section = {"requested": list(requested), "calibration_samples": len(train),
-               "validation": {"samples": len(held),
-                              "split": ("the last %d of the %d calibration samples (not calibrated on)"
-                                        % (validation, len(samples))) if validation else
-                              ("too few calibration samples to hold some out (fewer than %d): candidates "
-                               "are scored on the samples they were calibrated on" % (3 * MIN_VALIDATION))}}
+    # plain alone has nothing to be chosen against: one calibration on every sample, no judging
+    folds = folds_for(len(samples)) if tuple(requested) != ("plain",) else 0
+    section = {"requested": list(requested), "calibration_samples": len(samples),
+               "validation": {"samples": len(samples), "folds": folds,
+                              "split": ("cross-fitting: the %d calibration samples dealt into %d folds; each "
+                                        "candidate is fitted on %d of them and scored on the other, so every "
+                                        "sample judges it once, on a model not fitted on it"
+                                        % (len(samples), folds, folds - 1)) if folds else
+                              ("too few calibration samples to hold some out (fewer than %d): candidates are "
+                               "scored on the samples they were fitted on" % (2 * MIN_FOLD)) if len(requested) > 1
+                              else "plain only: nothing to choose, scored on the samples it was calibrated on"}}
     timings = {}
-    t0 = time.perf_counter()
     float_graph = Graph(bytearray(float_model))
     wanted = wanted_statistics(float_graph, requested)
-    collector = statistics.Collector(Graph(bytearray(calibration_model or float_model)).tensor_names, len(train),
-                                     wanted)
-    calibrated = calibrate(train, collector)
-    timings["calibrate"] = round(time.perf_counter() - t0, 2)
+    names = Graph(bytearray(calibration_model or float_model)).tensor_names
+    whole, fits = _fits(float_model, samples, folds, calibrate, wanted, names, timings, section)
+    section.setdefault("statistics", "gathered during calibration (the interpreter's pass)")
     t0 = time.perf_counter()
-    if collector.complete():  # gathered by the calibration's own pass over the samples
-        stats = collector.stats
-        section["statistics"] = "gathered during calibration (the interpreter's pass)"
-    else:
-        stats = statistics.collect(float_model, train, wanted)
-        section["statistics"] = "a pass of their own (the calibration took TFLite's calibrator)"
-    timings["statistics"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    references, _ = statistics.run(float_model, held)
+    references = statistics.run(float_model, samples)[0] if len(requested) > 1 else None
     timings["float_reference"] = round(time.perf_counter() - t0, 2)
-    log("quantization: %d candidates (%s), scored on %d held-out calibration samples"
-        % (len(requested), ", ".join(requested), len(held)))
-
-    pairs, totals, cle_details = equalize.plan(float_graph, stats)
-    equalize.portable(pairs, float_graph)
-    extras = {}
-    if any("cle" in _parts(n) for n in requested):
-        cle_float = bytearray(float_model)
-        equalize.apply(Graph(cle_float), pairs, totals)
-        extras["cle_float_model"] = bytes(cle_float)
-        section["cle"] = dict(cle_details)
-        section["cle"]["float_check"] = float_check = _float_distance(
-            statistics.run(bytes(cle_float), held)[0], references)
-        if float_check["verdict"] != "match":  # never an int8 model of another float function
-            dropped = [n for n in requested if "cle" in _parts(n)]
-            requested = tuple(n for n in requested if n not in dropped)
-            section["cle"]["dropped"] = ("the equalized float model does not match the float model on the "
-                                         "validation samples (%s): %s not built" % (
-                                             float_check["reason"], ", ".join(dropped)))
-    bases = {}
-    built = {}
-    plain_content = None
-    for name in requested:
-        parts = _parts(name)
-        base_key = tuple(p for p in parts if p != "bias")
-        t0 = time.perf_counter()
-        if base_key not in bases:
-            content = bytearray(calibrated)
-            graph = Graph(content)
-            factors = equalize.apply(graph, pairs, totals, stats) if "cle" in base_key else {}
-            narrowed = None
-            for method in ranges.METHODS:
-                if method in base_key:
-                    narrowed = ranges.narrow(graph, stats, method, factors, keep=graph.inputs)
-            quantized = quantize(bytes(content))
-            bases[base_key] = {"calibrated": bytes(content), "quantized": quantized, "factors": factors,
-                               "graph": graph, "narrowed": narrowed,
-                               "seconds": time.perf_counter() - t0}
-        base = bases[base_key]
-        content = base["quantized"]
-        entry = {"name": name}
-        if "bias" in parts:
-            corrected = bytearray(unshare(content, bias_correction.bias_tensors(Graph(bytearray(content)))))
-            errors = bias_correction.expected_errors(Graph(corrected), base["graph"], stats, base["factors"])
-            entry["bias"] = bias_correction.correct(Graph(corrected), errors)
-            entry["bias"]["layers"] = len(errors)
-            content = bytes(corrected)
-            base.setdefault("errors", errors)
-        if base["narrowed"] is not None:
-            entry["ranges"] = base["narrowed"]
+    log("quantization: %d candidates (%s), each judged on all %d calibration samples (%s)"
+        % (len(requested), ", ".join(requested), len(samples),
+           "%d folds" % folds if folds else "not held out: too few"))
+    requested_cle = any("cle" in _parts(n) for n in requested)
+    auto = tuple(requested) == AUTO
+    scales = None
+    t0 = time.perf_counter()
+    queue = list(requested)
+    run_seconds = {}
+    if auto:  # nothing left to recover? plain fitted on every sample, on those samples: no fold work if so
+        plain_all, _, _ = _build("plain", whole, float_model, float_graph, quantize, requested_cle)
+        outputs = statistics.run(plain_all, samples)[0]
+        scales = output_scales(plain_all)
+        floor = rounding_floor(references, scales)
+        entry = dict(score(outputs, references, scales), name="plain",
+                     scored_on="the calibration samples it was fitted on (the rounding-floor check)")
+        section["rounding_floor_db"] = None if floor is None else round(floor, 2)
+        section["plain_fitted_sqnr_db"] = entry["sqnr_db"]
+        if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
+            section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor on the calibration "
+                                  "samples (%.2f dB against %.2f dB: the SQNR that rounding the output alone allows): "
+                                  "nothing left to recover, no other candidate built" % (
+                                      FLOOR_MARGIN_DB, entry["sqnr_db"], floor))
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            section["candidates"] = [entry]
+            queue = []
+    while queue:
+        name = queue.pop(0)
         t1 = time.perf_counter()
-        outputs, _ = statistics.run(content, held)
-        entry.update(score(outputs, references, output_scales(content)))
-        entry["seconds"] = round(time.perf_counter() - t0, 2)
-        entry["score_seconds"] = round(time.perf_counter() - t1, 2)
-        built[name] = (content, base)
-        extras.setdefault("candidates", {})[name] = content
-        if name == "plain":
-            plain_content = content
-        log("quantization: %-22s SQNR %6.2f dB on validation (%.1f s)" % (name, entry["sqnr_db"], entry["seconds"]))
+        if len(requested) == 1:  # --quantize plain: the by-hand recipe's file, nothing to judge it against
+            section["candidates"] = [{"name": name, "seconds": 0.0}]
+            break
+        outputs, content, run_seconds[name] = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
+                                                           requested_cle)
+        if scales is None:
+            scales = output_scales(content)
+        entry = {"name": name}
+        entry.update(score(outputs, references, scales))
+        entry["seconds"] = round(time.perf_counter() - t1, 2)
         section.setdefault("candidates", []).append(entry)
-        if name == "plain" and tuple(requested) == AUTO:  # an explicit request builds what it names
-            floor = rounding_floor(references, output_scales(content))
-            section["rounding_floor_db"] = None if floor is None else round(floor, 2)
-            if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
-                section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor (%.2f dB: the "
-                                      "SQNR that rounding the output alone allows): nothing left to recover, "
-                                      "no other candidate built" % (FLOOR_MARGIN_DB, floor))
-                break
+        log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)" % (
+            name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
+        if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
+            queue = _second_stage(section, run_seconds.get("plain", 0.0), time.perf_counter() - started, log)
+    timings["candidates"] = round(time.perf_counter() - t0, 2)
+    del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
-    chosen, why = choose(section["candidates"])
+    if len(requested) == 1:
+        chosen, why = requested[0], "asked for alone (--quantize %s): TFLite's calibration on every sample" % requested[0]
+    else:
+        chosen, why = choose(section["candidates"])
     if section.get("stopped"):
         why = section["stopped"]
     for entry in section["candidates"]:
         entry.pop("noise", None)
-    content, base = built[chosen]
     section["chosen"] = chosen
     section["why"] = why
+
+    # every judged candidate fitted on all samples: the chosen file, plain (TFLite's own), the rest for --eval
+    t0 = time.perf_counter()
+    built = {}
+    for entry in section["candidates"]:
+        content, details, base = _build(entry["name"], whole, float_model, float_graph, quantize, requested_cle)
+        built[entry["name"]] = (content, details, base)
+        for key in ("bias", "ranges", "gptq", "ebias"):
+            if key in details:
+                entry[key] = details[key]
+    timings["fit_all"] = round(time.perf_counter() - t0, 2)
+    content, details, base = built[chosen]
+    plain_content = built["plain"][0]
+    extras = {"candidates": dict((name, value[0]) for name, value in built.items())}
     plain_ops = Graph(bytearray(plain_content)).op_signature()
-    section["same_ops_as_plain"] = all(Graph(bytearray(c)).op_signature() == plain_ops for c, _ in built.values())
-    if "bias" in _parts(chosen) and base.get("errors"):
+    section["same_ops_as_plain"] = all(Graph(bytearray(c)).op_signature() == plain_ops for c, _, _ in built.values())
+    if requested_cle and whole.plan is not None:
+        _judge_cle(section, whole, float_model, samples, references, extras, chosen)
+    errors = details.get("bias_errors")
+    if errors:
         moved = bytearray(extras.get("cle_float_model") if "cle" in _parts(chosen) else float_model)
-        bias_correction.shift_float(Graph(moved), base["errors"])
-        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), held)[0], references)
+        bias_correction.shift_float(Graph(moved), errors)
+        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), samples)[0], references)
     t0 = time.perf_counter()
     if chosen != "plain":  # plain chosen: nothing to compare (the per-layer debugger's plot shows its layers)
         try:
             models = {"plain": plain_content, chosen: content}
             floats = {"plain": float_model,
                       chosen: extras["cle_float_model"] if "cle" in _parts(chosen) else float_model}
-            section["layers"] = layer_errors(floats, models, held[:LAYER_SAMPLES])
-            section["layers_samples"] = min(LAYER_SAMPLES, len(held))
+            section["layers"] = layer_errors(floats, models, samples[:LAYER_SAMPLES])
+            section["layers_samples"] = min(LAYER_SAMPLES, len(samples))
         except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
             section["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
     timings["layers"] = round(time.perf_counter() - t0, 2)
     timings["total"] = round(time.perf_counter() - started, 2)
     section["timings"] = timings
     calibrated_chosen = base["calibrated"]
-    if "bias" in _parts(chosen) and base.get("errors"):
+    if errors:
         # the per-layer debugger (converters.tf2.quant_debug) quantizes the calibrated model itself: give it
         # the corrected biases in float, which its quantization rounds to the chosen file's int32 biases
         shifted = bytearray(calibrated_chosen)
-        bias_correction.shift_float(Graph(shifted), base["errors"])
+        bias_correction.shift_float(Graph(shifted), errors)
         calibrated_chosen = bytes(shifted)
     return content, calibrated_chosen, plain_content, section, extras
 
 
+def _second_stage(section, plain_run_seconds, elapsed, log):
+    """auto's layer-wise candidates (``AUTO_LAYERWISE``), with cle when the first stage's winner equalized,
+    or [] with the reason in ``section["layerwise"]`` when their estimated cost exceeds the budget."""
+    from converters import options
+
+    first, _ = choose([dict(c) for c in section["candidates"]])
+    names = []
+    for name in AUTO_LAYERWISE:
+        parts = set(_parts(name)) | (set(["cle"]) if "cle" in _parts(first) else set())
+        names.append("+".join(sorted(parts, key=options.QUANTIZE_REWRITES.index)))
+    estimate = LAYERWISE_PASSES * plain_run_seconds
+    budget = max(LAYERWISE_MIN_BUDGET_S, elapsed)
+    record = {"candidates": list(names), "first_stage_winner": first, "estimated_seconds": round(estimate, 1),
+              "budget_seconds": round(budget, 1)}
+    section["layerwise"] = record
+    if estimate > budget:
+        record["skipped"] = ("the layer-wise candidates (%s) would take about %.0f s here (%d int8 passes over the "
+                             "calibration samples at plain's %.1f s), more than the search's budget of %.0f s: not "
+                             "built; ask for them with --quantize %s" % (
+                                 ", ".join(names), estimate, LAYERWISE_PASSES, plain_run_seconds, budget,
+                                 ",".join(names)))
+        log("quantization: %s" % record["skipped"])
+        return []
+    return names
+
+
+def _judge_cle(section, whole, float_model, samples, references, extras, chosen):
+    """Equalization judged end to end: how far the equalized float model is from the float one (its own
+    cost, which the candidates' scores already include, since they are measured against the float model),
+    beside the int8 error it removes (the best cle candidate's score against plain's). Recorded in
+    ``section["cle"]``; never a parity cell and never a reason to fail a run."""
+    from converters.shared import metrics
+
+    pairs, totals, details = whole.plan
+    cle_float = bytearray(float_model)
+    equalize.apply(Graph(cle_float), pairs, totals)
+    outputs = statistics.run(bytes(cle_float), samples)[0]
+    section["cle"] = dict(details)
+    check = _float_distance(outputs, references)
+    own = [metrics.fidelity(r, o.reshape(np.shape(r))) for r, o in zip(references, outputs)]
+    check["sqnr_centered_db"] = _db(min(f["sqnr_centered_db"] for f in own))
+    section["cle"]["float_check"] = check
+    by_name = dict((c["name"], c) for c in section["candidates"])
+    with_cle = [c for c in section["candidates"] if "cle" in _parts(c["name"])]
+    if with_cle and "plain" in by_name:
+        best = max(with_cle, key=lambda c: c["score_db"])
+        section["cle"]["int8_gain_db"] = round(best["score_db"] - by_name["plain"]["score_db"], 2)
+        section["cle"]["judged"] = (
+            "the equalized float model is %.1f dB (centered) from the float model; the best equalized "
+            "candidate (%s) scores %+.2f dB against plain, float deviation included" % (
+                check["sqnr_centered_db"], best["name"], section["cle"]["int8_gain_db"]))
+    if "cle" in _parts(chosen):
+        extras["cle_float_model"] = bytes(cle_float)
+
+
+LAYERWISE = ("gptq", "ebias")  # rewrites of the int8 file that run it (and the float model) layer by layer
+
+
+def _layerwise(base, key, content, reference, train, entry, log=None):
+    """Issue 30: the int8 ``content`` after learned rounding (``gptq``) or empirical bias correction
+    (``ebias``, the last rewrite of a candidate), fitted on ``train`` against the float model it was
+    quantized from (``reference``: the equalized one under ``cle``); remembered in ``base`` under ``key`` so that
+    ``gptq`` and ``gptq+ebias`` round once. A model the rewrite does not handle keeps ``content`` (the
+    entry says why)."""
+    from converters.tf2.recovery import empirical, rounding
+
+    part = "gptq" if key == "gptq" else "ebias"
+    if key not in base:
+        module = rounding if part == "gptq" else empirical
+        try:
+            base[key] = module.correct(content, reference, train, log=log)
+        except Exception as exc:  # noqa: BLE001 - the candidate is then what came before this rewrite
+            base[key] = (content, {"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
+    fitted, details = base[key]
+    entry[part] = dict((k, v) for k, v in details.items() if k != "per_layer")
+    return fitted
+
+
+def _reference(parts, fit, float_model):
+    """The float model a candidate of ``fit`` was quantized from: equalized with ``fit``'s plan under cle."""
+    if "cle" not in parts:
+        return float_model
+    if fit.cle_float is None:
+        content = bytearray(float_model)
+        equalize.apply(Graph(content), fit.plan[0], fit.plan[1])
+        fit.cle_float = bytes(content)
+    return fit.cle_float
+
+
 def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
     """The 90 % paired-bootstrap interval of a candidate's noise reduction against plain, in dB
-    (10 log10(plain noise / candidate noise) over resampled validation samples)."""
+    (10 log10(plain noise / candidate noise) over resampled samples)."""
     rng = np.random.RandomState(seed)
     count = len(noise)
     picks = rng.randint(0, count, size=(resamples, count))
@@ -327,35 +565,65 @@ def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
     return float(np.percentile(gains, 5)), float(np.percentile(gains, 95))
 
 
+def samples_for_gain(count, interval, gain_db=1.0):
+    """How many samples the bootstrap rule needs to see a gain of ``gain_db`` as holding, estimated from
+    the interval ``count`` samples gave: its half-width shrinks as 1 / sqrt(samples), and a gain holds
+    when the lower end is above 0, i.e. when the half-width is below the gain."""
+    half = (interval[1] - interval[0]) / 2.0
+    if half <= 0:
+        return 1
+    return int(np.ceil(count * (half / gain_db) ** 2))
+
+
 def choose(candidates):
-    """(name, why) from scored candidates (see the module docstring). A candidate other than plain must
-    beat it by ``MARGIN_DB`` and its gain must hold on the validation samples as a whole, not on a few:
-    the 5th percentile of its paired-bootstrap gain (``gain_interval``) must be above 0 dB."""
+    """(name, why) from scored candidates (see the module docstring). A candidate other than plain must:
+    beat it by ``MARGIN_DB`` on ``score_db``; hold that gain over the samples as a whole, not on a few (the
+    5th percentile of its paired-bootstrap gain, ``gain_interval``, above 0 dB); keep its worst correlation
+    with the float outputs within ``CORRELATION_SLACK`` of plain's (a flattened output must lose); and not
+    fail a check of the int8 verdict that plain passes."""
     plain = next(c for c in candidates if c["name"] == "plain")
     eligible = []
+    refused = {}
     for candidate in candidates:
-        if candidate["name"] == "plain" or candidate["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
+        if candidate["name"] == "plain":
             continue
-        low, high = gain_interval(plain["noise"], candidate["noise"]) if "noise" in candidate else (0.0, 0.0)
-        candidate["gain_db_90"] = [round(low, 2), round(high, 2)]
-        if low > 0:
+        if "noise" in candidate:
+            low, high = gain_interval(plain["noise"], candidate["noise"])
+            candidate["gain_db_90"] = [round(low, 2), round(high, 2)]
+            candidate["samples_for_1db"] = samples_for_gain(len(candidate["noise"]), (low, high))
+        else:
+            low = 0.0
+        if candidate["score_db"] < plain["score_db"] + MARGIN_DB:
+            continue
+        if low <= 0:
+            refused[candidate["name"]] = "the gain does not hold across the samples (90 %% bootstrap interval " \
+                                         "%s dB)" % candidate.get("gain_db_90")
+        elif candidate.get("correlation") is not None and plain.get("correlation") is not None and \
+                candidate["correlation"] < plain["correlation"] - CORRELATION_SLACK:
+            refused[candidate["name"]] = "its correlation with the float outputs (%.3f) is below plain's (%.3f)" % (
+                candidate["correlation"], plain["correlation"])
+        elif candidate.get("verdict_reasons") and not plain.get("verdict_reasons"):
+            refused[candidate["name"]] = "it fails the int8 verdict that plain passes (%s)" % (
+                "; ".join(candidate["verdict_reasons"][:2]))
+        else:
             eligible.append(candidate)
-    best = max(candidates, key=lambda c: c["sqnr_db"])
+    best = max(candidates, key=lambda c: c["score_db"])
     if not eligible:
-        if best["name"] == "plain" or best["sqnr_db"] < plain["sqnr_db"] + MARGIN_DB:
-            return "plain", ("no candidate beat plain by %.1f dB on the validation samples (best: %s, %.2f dB vs "
-                             "%.2f dB)" % (MARGIN_DB, best["name"], best["sqnr_db"], plain["sqnr_db"]))
-        return "plain", ("%s scored %.2f dB against plain's %.2f dB on the validation samples, but the gain does "
-                         "not hold across them (90 %% bootstrap interval %s dB): plain kept" % (
-                             best["name"], best["sqnr_db"], plain["sqnr_db"], best.get("gain_db_90")))
-    best = max(eligible, key=lambda c: c["sqnr_db"])
-    close = [c for c in eligible if c["sqnr_db"] >= best["sqnr_db"] - MARGIN_DB]
-    pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["sqnr_db"]))
-    why = "SQNR %.2f dB on the validation samples against plain's %.2f dB (+%.2f dB, 90 %% bootstrap interval " \
-          "%+.2f to %+.2f dB)" % (pick["sqnr_db"], plain["sqnr_db"], pick["sqnr_db"] - plain["sqnr_db"],
-                                  pick["gain_db_90"][0], pick["gain_db_90"][1])
+        if best["name"] == "plain" or best["score_db"] < plain["score_db"] + MARGIN_DB:
+            return "plain", ("no candidate beat plain by %.1f dB (best: %s, %.2f dB vs %.2f dB, centered SQNR on "
+                             "the calibration samples held out by cross-fitting)" % (
+                                 MARGIN_DB, best["name"], best["score_db"], plain["score_db"]))
+        return "plain", ("%s scored %.2f dB against plain's %.2f dB, but %s: plain kept" % (
+            best["name"], best["score_db"], plain["score_db"], refused.get(best["name"], "it was refused")))
+    best = max(eligible, key=lambda c: c["score_db"])
+    close = [c for c in eligible if c["score_db"] >= best["score_db"] - MARGIN_DB]
+    pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["score_db"]))
+    why = "centered SQNR %.2f dB on the held-out calibration samples against plain's %.2f dB (+%.2f dB, 90 %% " \
+          "bootstrap interval %+.2f to %+.2f dB), correlation %s against %s" % (
+              pick["score_db"], plain["score_db"], pick["score_db"] - plain["score_db"],
+              pick["gain_db_90"][0], pick["gain_db_90"][1], pick.get("correlation"), plain.get("correlation"))
     if pick["name"] != best["name"]:
-        why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["sqnr_db"], MARGIN_DB)
+        why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["score_db"], MARGIN_DB)
     return pick["name"], why
 
 

@@ -103,6 +103,29 @@ class Collector(object):
         return len(self.seen) == self.count and bool(self.stats)
 
 
+def merge(parts):
+    """{tensor name: TensorStats} over the samples of several ``parts`` (each a {name: TensorStats} of
+    disjoint samples, e.g. the search's folds): sums and counts add (the mean is over every sample), ranges
+    widen, value samples join. A tensor missing from a part is left out (it was not observed there)."""
+    if len(parts) == 1:
+        return parts[0]
+    names = set(parts[0]).intersection(*[set(p) for p in parts[1:]])
+    merged = {}
+    for name in names:
+        first = parts[0][name]
+        out = TensorStats(first.channels, first.kinds)
+        for part in parts:
+            other = part[name]
+            out.sum += other.sum
+            out.count += other.count
+            np.minimum(out.min, other.min, out=out.min)
+            np.maximum(out.max, other.max, out=out.max)
+            out.values.extend(other.values)
+            out.value_channels.extend(other.value_channels)
+        merged[name] = out
+    return merged
+
+
 def collect(model_content, samples, wanted, threads=2, seed=0):
     """{tensor name: TensorStats} for the tensors of ``model_content`` (a float TFLite model) that
     ``wanted`` names ({name: kinds}, as ``Collector``), over ``samples`` (a list of samples, each a list of
