@@ -4,6 +4,8 @@
     nox -s verify_upgrade -- MODEL [options]     parity across TF 1.13 / 1.15 / 2.x only
     nox -s convert -- MODEL [options]            a TF 2.x model straight to int8
     nox -s npu -- FILE.tflite [--target NAME]    an existing .tflite on NPU targets (Vela, VX delegate rules)
+    nox -s fleet -- MANIFEST --out DIR [--shard I/N] [--jobs N]   many models from one manifest
+    nox -s fleet_report -- DIR... --out DIR      merge fleet shards into fleet.json / fleet.html
     nox -s tests                                 every test, in every environment
     nox -s faults                                the fault tests at full size (mutations, full disk, kills)
     nox -s envs [-- --rebuild NAME ...]          the environments and their state; recreate one
@@ -128,6 +130,19 @@ def npu(session):
     """Check an existing .tflite for NPUs: -- FILE.tflite [--target NAME ...] [--json] [--strict] [--out-dir DIR]."""
     # FILE is relative to where nox was started (nox itself runs from the noxfile's folder)
     _run(session, "npu", cwd=getattr(session, "invoked_from", None) or os.getcwd())
+
+
+@nox.session(venv_backend="none")
+def fleet(session):
+    """Run every model of a TOML manifest through convert_legacy: -- MANIFEST --out DIR [--shard I/N] [--jobs N] (docs/fleet.md)."""
+    # MANIFEST and DIR are relative to where nox was started (nox itself runs from the noxfile's folder)
+    _run(session, "fleet", cwd=getattr(session, "invoked_from", None) or os.getcwd())
+
+
+@nox.session(venv_backend="none")
+def fleet_report(session):
+    """Merge fleet shard folders into fleet.json and fleet.html: -- DIR... --out DIR (docs/fleet.md)."""
+    _run(session, "fleet-report", cwd=getattr(session, "invoked_from", None) or os.getcwd())
 
 
 @nox.session(venv_backend="none")

@@ -29,6 +29,7 @@ TITLES = {
     "7": "Int8 accuracy recovery (`--quantize`)",
     "8": "Speed: plain, auto and the by-hand recipe side by side, and where the time goes",
     "9": "Int8 fidelity on a real ReLU6 MobileNet with a skewed probe (issue 30)",
+    "10": "A fleet of models (`tfbridge fleet`): `--jobs 1` against `--jobs 2`, and the merge",
 }
 
 TARGETS = {  # issue 13's table: figure -> target
@@ -176,8 +177,8 @@ def render(document):
     lines += render_issue13(sections, invocations)
     renderers = {"1": render_provisioning, "2": render_conversion, "3": render_calibration,
                  "4": render_end_to_end, "5": render_accuracy, "6": render_npu, "7": render_recovery,
-                 "8": render_speed, "9": render_fidelity}
-    for number in sorted(TITLES):
+                 "8": render_speed, "9": render_fidelity, "10": render_fleet}
+    for number in sorted(TITLES, key=int):
         lines.append("## %s. %s" % (number, TITLES[number]))
         lines.append("")
         section = sections.get(number)
@@ -624,4 +625,37 @@ def render_fidelity(data):
                                                  (" (cle: %s)" % row["cle_dropped"]) if row.get("cle_dropped") else ""))
     for note in data.get("notes") or []:
         lines.append("- " + note)
+    return lines
+
+
+def render_fleet(data):
+    """Section 10: the same fleet with --jobs 1 and --jobs 2 on one machine, an unchanged rerun, the merge."""
+    import statistics
+
+    one = [sample["wall_s"] for sample in data["jobs"].get("1", [])]
+    two = [sample["wall_s"] for sample in data["jobs"].get("2", [])]
+    median_one = statistics.median(one) if one else None
+    median_two = statistics.median(two) if two else None
+    merge = [sample["wall_s"] for sample in data.get("merge", [])]
+    verdicts = sorted(set(v for sample in data["jobs"].get("1", []) + data["jobs"].get("2", [])
+                          for v in sample.get("verdicts", [])))
+    lines = ["`tfbridge fleet` of one manifest of %d small legacy CNNs (%s; %dx%d inputs, %s calibration samples), "
+             "into a fresh folder each time, `--jobs 1` and `--jobs 2` alternated (each model then runs "
+             "`convert_legacy --jobs 2` and `--jobs 1`: the machine's 2 cores shared among the models at once). "
+             "Verdicts: %s. Wall time of the whole fleet process (it prepares the environments once, runs the "
+             "models, writes fleet.json and fleet.html)." % (
+                 len(data["models"]), ", ".join(data["models"]), data["size"], data["size"], data["samples"],
+                 ", ".join(verdicts) or "-"), "",
+             "| | wall (median) | runs | per model (median) |", "|---|---:|---|---:|"]
+    for jobs, values in (("1", one), ("2", two)):
+        per_model = [s for sample in data["jobs"].get(jobs, []) for s in sample.get("model_s", []) if s is not None]
+        lines.append("| `--jobs %s` | %s | %s | %s |" % (
+            jobs, _s(statistics.median(values)) if values else "-", ", ".join(_s(v) for v in values),
+            _s(statistics.median(per_model)) if per_model else "-"))
+    lines += ["", "- `--jobs 2` / `--jobs 1`: **%s** of the time." % (
+        fmt(ratio(median_two, median_one), "", 2) if median_one and median_two else "-"),
+        "- unchanged rerun of the whole fleet (every model reused by `convert_legacy`'s own rule): %s." % _s(
+            (data.get("rerun") or {}).get("wall_s")),
+        "- `fleet-report` merging the fleet folder into fleet.json and fleet.html: %s (median of %s)." % (
+            _s(statistics.median(merge), 2) if merge else "-", ", ".join(_s(v, 2) for v in merge))]
     return lines

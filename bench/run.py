@@ -28,6 +28,10 @@ BENCHMARKS.md is re-rendered from it, ``bench/render.py``):
    conversion step (its window, model on disk to int8 file, and its whole process), the whole run, peak
    RSS, ratios, and where the time goes (the run's timeline, ``converters.timeline``).
 
+8. a fleet (``tfbridge fleet``): four small legacy CNNs (the zoo's standalone-Keras and tf.keras CNNs, two
+   seeds each) from one manifest, ``--jobs 1`` against ``--jobs 2`` on one machine (alternated, fresh
+   folders), an unchanged rerun of the whole fleet, and the time of ``fleet-report``'s merge.
+
 ``--quick``: a small model (zoo ``keras-cnn``, 32x32), few samples, one environment provisioned, to test
 the machinery in minutes; it writes into the scratch folder unless ``--out`` is given.
 """
@@ -304,6 +308,54 @@ class Bench(object):
                 "big": {"model": label, "args": ["MODEL.h5"] + args[1:], "convert_legacy": whole, "by_hand": by_hand,
                         "rerun": {"wall_s": rerun["seconds"], "peak_rss_mb": rerun["peak_rss_mb"]},
                         "breakdown": breakdown(last[0], last[1])}}
+
+    # -- 10. a fleet ------------------------------------------------------------------------------
+    def fleet(self):
+        """Section 8: one manifest of four small legacy CNNs, the fleet with --jobs 1 and --jobs 2."""
+        size = self.config.size
+        models = []
+        for name in ("keras-cnn", "tfkeras-cnn"):
+            for seed in (0, 1):
+                path = os.path.join(self.work, "fleet_%s_%d.h5" % (name, seed))
+                if not os.path.exists(path):
+                    self.in_env("tf1.13", "legacy_tf1", ["zoo", name, "--out", path, "--seed", str(seed),
+                                                         "--input-shape", "%dx%dx3" % (size, size)])
+                models.append(path)
+        manifest = os.path.join(self.work, "fleet.toml")
+        defaults = {"origin": "1.13", "calib": self.calib(), "probe": self.probe(),
+                    "probe_samples": self.config.probe, "calib_samples": self.config.samples,
+                    "preprocess": self.config.preprocess}
+        lines = ["[defaults]"] + ["%s = %s" % (key, json.dumps(value)) for key, value in sorted(defaults.items())]
+        lines += ["%s = true" % flag.lstrip("-").replace("-", "_") for flag in self.config.pipeline_extra]
+        for path in models:
+            lines += ["", "[[model]]", "path = %s" % json.dumps(path)]
+        with open(manifest, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        samples = {"1": [], "2": []}
+        out = None
+        for index in range(self.runs):
+            for jobs in (("1", "2") if index % 2 == 0 else ("2", "1")):
+                out = os.path.join(self.work, "fleet_out_%s_%d" % (jobs, index))
+                shutil.rmtree(out, ignore_errors=True)
+                result = self.on_host("converters.fleet", [manifest, "--out", out, "--jobs", jobs], check=False)
+                if result["exit"] not in (0, 1):
+                    raise RuntimeError("fleet --jobs %s failed (exit %d); see %s" % (jobs, result["exit"], result["log"]))
+                fleet = json.load(open(os.path.join(out, "fleet.json")))
+                samples[jobs].append({"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+                                      "verdicts": [m["verdict"] for m in fleet["models"]],
+                                      "model_s": [m["seconds"] for m in fleet["models"]]})
+                self.log("fleet --jobs %s run %d: %.1f s" % (jobs, index + 1, result["seconds"]))
+        rerun = self.on_host("converters.fleet", [manifest, "--out", out, "--jobs", "2"], check=False)
+        self.log("fleet unchanged rerun: %.1f s" % rerun["seconds"])
+        merges = []
+        for index in range(self.runs):
+            merged = os.path.join(self.work, "fleet_merged_%d" % index)
+            shutil.rmtree(merged, ignore_errors=True)
+            result = self.on_host("converters.fleet_report", [out, "--out", merged], check=False)
+            merges.append({"wall_s": result["seconds"], "exit": result["exit"]})
+        self.log("fleet-report merge: %.2f s" % merges[-1]["wall_s"])
+        return {"models": [os.path.basename(path) for path in models], "size": size, "samples": self.config.samples,
+                "jobs": samples, "rerun": {"wall_s": rerun["seconds"], "exit": rerun["exit"]}, "merge": merges}
 
     # -- 5. accuracy -----------------------------------------------------------------------------
     def accuracy(self):
@@ -676,7 +728,7 @@ def write_atomic(path, text):
 def main(argv):
     parser = argparse.ArgumentParser(prog="nox -s bench --")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each alternated measurement (default 3)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="sections to run, e.g. 2,4 (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="sections to run, e.g. 2,4 (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help="small model, few samples: tests the machinery (writes into --work unless --out)")
     parser.add_argument("--out", default=None, help="BENCHMARKS.md to write (default: the repository's)")
@@ -693,7 +745,7 @@ def main(argv):
     only = [number.strip() for number in args.only.split(",") if number.strip()]
     unknown = [number for number in only if number not in render.TITLES]
     if unknown:
-        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(render.TITLES))))
+        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(render.TITLES, key=int))))
     log = lambda message: print("bench: " + message, flush=True)  # noqa: E731
     work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="tfbridge-bench-"))
     os.makedirs(work, exist_ok=True)
@@ -710,10 +762,10 @@ def main(argv):
                   "versions": versions()}
     functions = {"1": lambda: provisioning.measure(args.runs, log, config.environments), "2": bench.conversion,
                  "3": bench.calibration, "4": bench.end_to_end, "5": bench.accuracy, "6": bench.npu,
-                 "7": bench.recovery, "8": bench.speed, "9": bench.fidelity}
+                 "7": bench.recovery, "8": bench.speed, "9": bench.fidelity, "10": bench.fleet}
     document = read_document(json_path)
     measured = {}
-    for number in sorted(only):
+    for number in sorted(only, key=int):
         log("section %s: %s" % (number, render.TITLES[number]))
         measured[number] = functions[number]()
         invocation["minutes"] = (time.time() - started) / 60.0

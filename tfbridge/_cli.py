@@ -19,6 +19,8 @@ USAGE = """usage: tfbridge SUBCOMMAND [options]    (tfbridge SUBCOMMAND --help: 
   tfbridge convert MODEL [options]            a TF 2.x model straight to int8
   tfbridge npu FILE.tflite [--target NAME]    an existing .tflite on NPU targets
   tfbridge envs [--rebuild NAME ...]          the environments and their state
+  tfbridge fleet MANIFEST --out DIR [--shard I/N] [--jobs N]   many models from one TOML manifest
+  tfbridge fleet-report DIR... --out DIR      merge fleet shards into fleet.json and fleet.html
   tfbridge --version
 
 Environments live in $TFBRIDGE_HOME (now: %s); run folders in ./runs/<model-stem> unless --out.

@@ -38,6 +38,8 @@ COMMANDS = {
     "convert": "converters.convert",
     "npu": "converters.npu_check",
     "envs": "envs",
+    "fleet": "converters.fleet",  # many convert_legacy runs from one manifest (docs/fleet.md)
+    "fleet-report": "converters.fleet_report",
 }
 
 

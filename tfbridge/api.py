@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 
 from tfbridge import _layout, errors
-from tfbridge.report import NpuReadiness, Report
+from tfbridge.report import FleetReport, NpuReadiness, Report
 
 
 def _argv(options):
@@ -110,4 +110,25 @@ def npu_check(path, targets=("imx8mp",), strict=False, out_dir=None, quiet=False
     return NpuReadiness.from_json(json.loads(lines[-1]))
 
 
-__all__ = ["convert_legacy", "verify_upgrade", "convert", "npu_check", "Report", "NpuReadiness"]
+def fleet(manifest, out, shard=None, jobs=None, quiet=False):
+    """``tfbridge fleet``: every model of the TOML ``manifest`` (docs/fleet.md) through convert_legacy, one
+    run folder each under ``out``; ``shard="I/N"`` (or ``(I, N)``) runs the models whose index mod N is I,
+    ``jobs`` models at once. Returns a ``FleetReport`` of the whole manifest as ``out`` holds it (models no
+    run of ``out`` finished are ``missing``). A model that fails is a verdict in the report, not an
+    exception; a bad manifest raises ``UsageError`` before anything runs."""
+    if isinstance(shard, (tuple, list)):
+        shard = "%d/%d" % tuple(shard)
+    argv = [os.fspath(manifest), "--out", os.fspath(out)] + _argv({"shard": shard, "jobs": jobs})
+    _run("fleet", argv, quiet=quiet)
+    if shard is None:
+        return FleetReport.from_json(_read(os.path.join(os.fspath(out), "fleet.json")) or {}, os.fspath(out))
+    from tfbridge._private import tree_imports
+
+    with tree_imports():  # the shard's view of the fleet, merged in memory (nothing written)
+        from converters import fleet_report
+
+        return FleetReport.from_json(fleet_report.merge([os.fspath(out)]), os.fspath(out), written=False)
+
+
+__all__ = ["convert_legacy", "verify_upgrade", "convert", "npu_check", "fleet", "Report", "NpuReadiness",
+           "FleetReport"]

@@ -144,3 +144,76 @@ class Report:
                    parity=[ParityCell.from_json(cell) for cell in data.get("parity") or []],
                    int8=Int8Figures.from_json(tflite, run_dir) if tflite else None,
                    npu=NpuReadiness.from_json(data["npu"]) if data.get("npu") else None, raw=data)
+
+
+@dataclasses.dataclass
+class FleetModel:
+    """One model of a fleet (fleet.json ``models[*]``). ``verdict``: pass | fail | error | missing;
+    ``parity``: {environment: status}; ``int8``: the int8 figures (``sqnr_db``, ``cosine``,
+    ``top1_agreement``, and ``sqnr_centered_db`` / ``correlation`` where the run reported them);
+    ``npu``: {target: fraction of ops on the NPU}; ``error``: the paragraph of a model that failed."""
+
+    index: int
+    name: str
+    path: str
+    verdict: str
+    failing: List[str] = dataclasses.field(default_factory=list)
+    exit_code: Optional[int] = None
+    error: Optional[str] = None
+    parity: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
+    first_divergent_layer: Optional[str] = None
+    int8: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    npu: Dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+    run_dir: Optional[str] = None
+    reused: Optional[bool] = None
+    seconds: Optional[float] = None
+
+    @property
+    def passed(self):
+        return self.verdict == "pass"
+
+    def report(self):
+        """This model's own ``Report`` (None when it has no run folder)."""
+        return Report.read(self.run_dir, command="convert_legacy", verdict=self.verdict,
+                           failing=self.failing) if self.run_dir else None
+
+    @classmethod
+    def from_json(cls, data):
+        divergent = data.get("first_divergent_layer") or {}
+        return cls(index=data.get("index"), name=data.get("name"), path=data.get("path"),
+                   verdict=data.get("verdict"), failing=list(data.get("failing") or []),
+                   exit_code=data.get("exit_code"), error=(data.get("error") or {}).get("paragraph"),
+                   parity=dict((env, cell.get("status")) for env, cell in (data.get("parity") or {}).items()),
+                   first_divergent_layer=divergent.get("layer"), int8=dict(data.get("int8") or {}),
+                   npu=dict((target, figures.get("npu_ops_fraction"))
+                            for target, figures in ((data.get("npu") or {}).get("targets") or {}).items()),
+                   run_dir=data.get("run_dir"), reused=data.get("reused"), seconds=data.get("seconds"))
+
+
+@dataclasses.dataclass
+class FleetReport:
+    """``tfbridge.fleet``'s result: every model of the manifest (``models``, manifest order) and the
+    counts per verdict. ``fleet_html`` is None when only a shard ran (merge with ``tfbridge fleet-report``)."""
+
+    out: str
+    models: List[FleetModel]
+    counts: Dict[str, int]
+    fleet_json: Optional[str] = None
+    fleet_html: Optional[str] = None
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self):
+        """True when every model ran and passed."""
+        return all(model.passed for model in self.models)
+
+    def by_name(self, name):
+        return next(model for model in self.models if model.name == name)
+
+    @classmethod
+    def from_json(cls, data, out, written=True):
+        out = os.path.abspath(out)
+        return cls(out=out, models=[FleetModel.from_json(model) for model in data.get("models") or []],
+                   counts=dict(data.get("counts") or {}),
+                   fleet_json=os.path.join(out, "fleet.json") if written else None,
+                   fleet_html=os.path.join(out, "fleet.html") if written else None, raw=data)
