@@ -55,11 +55,9 @@ from envs import registry, venvs
 NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "imx8mp")
 # section 7's ablation: every rewrite alone and combined (auto's four, and the range choice auto leaves out)
 ABLATION = "bias,cle,cle+bias,cle+bias+mse"
-# section 9: every candidate measured on its own (forced), in this order; a name this code's --quantize refuses
-# (converters.options.quantize_candidates) is skipped with a note, so the list can name rewrites still on branches
-FIDELITY_CANDIDATES = ("plain", "bias", "cle", "cle+bias", "ebias", "gptq", "gptq+ebias")
-# the report keys of issue 30's fidelity measures (worst output); computed here when a report lacks them
-FIDELITY_KEYS = ("sqnr_centered_db", "correlation")
+from bench.fidelity_section import FidelitySection  # noqa: E402
+from bench.fleet_section import FleetSection  # noqa: E402
+from bench.speed_section import SpeedSection  # noqa: E402
 
 
 class Config(object):
@@ -82,7 +80,7 @@ class Config(object):
             self.pipeline_extra = []
 
 
-class Bench(object):
+class Bench(SpeedSection, FidelitySection, FleetSection):
     def __init__(self, work, runs, config, log):
         self.work = work
         self.runs = runs
@@ -309,54 +307,6 @@ class Bench(object):
                         "rerun": {"wall_s": rerun["seconds"], "peak_rss_mb": rerun["peak_rss_mb"]},
                         "breakdown": breakdown(last[0], last[1])}}
 
-    # -- 10. a fleet ------------------------------------------------------------------------------
-    def fleet(self):
-        """Section 8: one manifest of four small legacy CNNs, the fleet with --jobs 1 and --jobs 2."""
-        size = self.config.size
-        models = []
-        for name in ("keras-cnn", "tfkeras-cnn"):
-            for seed in (0, 1):
-                path = os.path.join(self.work, "fleet_%s_%d.h5" % (name, seed))
-                if not os.path.exists(path):
-                    self.in_env("tf1.13", "legacy_tf1", ["zoo", name, "--out", path, "--seed", str(seed),
-                                                         "--input-shape", "%dx%dx3" % (size, size)])
-                models.append(path)
-        manifest = os.path.join(self.work, "fleet.toml")
-        defaults = {"origin": "1.13", "calib": self.calib(), "probe": self.probe(),
-                    "probe_samples": self.config.probe, "calib_samples": self.config.samples,
-                    "preprocess": self.config.preprocess}
-        lines = ["[defaults]"] + ["%s = %s" % (key, json.dumps(value)) for key, value in sorted(defaults.items())]
-        lines += ["%s = true" % flag.lstrip("-").replace("-", "_") for flag in self.config.pipeline_extra]
-        for path in models:
-            lines += ["", "[[model]]", "path = %s" % json.dumps(path)]
-        with open(manifest, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        samples = {"1": [], "2": []}
-        out = None
-        for index in range(self.runs):
-            for jobs in (("1", "2") if index % 2 == 0 else ("2", "1")):
-                out = os.path.join(self.work, "fleet_out_%s_%d" % (jobs, index))
-                shutil.rmtree(out, ignore_errors=True)
-                result = self.on_host("converters.fleet", [manifest, "--out", out, "--jobs", jobs], check=False)
-                if result["exit"] not in (0, 1):
-                    raise RuntimeError("fleet --jobs %s failed (exit %d); see %s" % (jobs, result["exit"], result["log"]))
-                fleet = json.load(open(os.path.join(out, "fleet.json")))
-                samples[jobs].append({"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
-                                      "verdicts": [m["verdict"] for m in fleet["models"]],
-                                      "model_s": [m["seconds"] for m in fleet["models"]]})
-                self.log("fleet --jobs %s run %d: %.1f s" % (jobs, index + 1, result["seconds"]))
-        rerun = self.on_host("converters.fleet", [manifest, "--out", out, "--jobs", "2"], check=False)
-        self.log("fleet unchanged rerun: %.1f s" % rerun["seconds"])
-        merges = []
-        for index in range(self.runs):
-            merged = os.path.join(self.work, "fleet_merged_%d" % index)
-            shutil.rmtree(merged, ignore_errors=True)
-            result = self.on_host("converters.fleet_report", [out, "--out", merged], check=False)
-            merges.append({"wall_s": result["seconds"], "exit": result["exit"]})
-        self.log("fleet-report merge: %.2f s" % merges[-1]["wall_s"])
-        return {"models": [os.path.basename(path) for path in models], "size": size, "samples": self.config.samples,
-                "jobs": samples, "rerun": {"wall_s": rerun["seconds"], "exit": rerun["exit"]}, "merge": merges}
-
     # -- 5. accuracy -----------------------------------------------------------------------------
     def accuracy(self):
         models = []
@@ -461,133 +411,6 @@ class Bench(object):
             cost.append({"model": model_label, "samples": samples})
         return {"models": rows, "cost": cost}
 
-    # -- 8. speed ---------------------------------------------------------------------------------
-    def speed(self):
-        """Issue 31: plain, auto and the by-hand recipe alternated (A B C, C B A, ...) on ResNet50-vggface
-        (100 real calibration images, the probe 100 others) and on the demo (30 calibration images)."""
-        name, label = self.config.models[0]
-        model = self.zoo_model(name)
-        run = self.legacy_run(name)  # the by-hand side's model.h5 (the same file re-saved)
-        big = [model, "--origin", "1.13", "--calib", self.calib(), "--probe", self.probe(), "--probe-samples",
-               str(self.config.probe), "--preprocess", self.config.preprocess, "--calib-samples",
-               str(self.config.samples)] + self.config.pipeline_extra
-        demo_cwd, demo_run, demo_calib = self.demo_run()
-        models = [(label, big, self.work, run, self.calib(), self.config.preprocess, self.config.samples),
-                  ("demo (face / non-face)", [], demo_cwd, demo_run, demo_calib, "unit", 30)]
-        rows = []
-        for model_label, args, cwd, hand_run, calib, preprocess, samples in models:
-            taken = {"plain": [], "auto": [], "hand": []}
-            tag = "speed_%d" % len(rows)
-            for index in range(self.runs):
-                order = ("auto", "plain", "hand")
-                for side in (order if index % 2 == 0 else tuple(reversed(order))):
-                    if side == "hand":
-                        sample = self.by_hand(hand_run, "keras", "%s_%d" % (tag, index), calib=calib,
-                                              preprocess=preprocess, samples=samples)
-                        taken["hand"].append({"window_s": sample["window_s"], "wall_s": sample["wall_s"],
-                                              "peak_rss_mb": sample["peak_rss_mb"]})
-                        self.log("speed %s by hand run %d: window %.1f s, wall %.1f s" % (
-                            model_label, index + 1, sample["window_s"], sample["wall_s"]))
-                        continue
-                    out = os.path.join(self.work, "%s_%s_%d" % (tag, side, index))
-                    shutil.rmtree(out, ignore_errors=True)
-                    result = self.on_host("converters.pipeline", args + ["--quantize", side, "--out", out], cwd=cwd)
-                    taken[side].append(speed_sample(out, result))
-                    self.log("speed %s --quantize %s run %d: whole %.1f s, conversion step %s s" % (
-                        model_label, side, index + 1, result["seconds"], taken[side][-1].get("step_s")))
-            rows.append({"model": model_label, "samples": taken})
-        return {"models": rows, "load_note": "the machine may have been shared with other work while this ran"}
-
-    # -- 9. int8 fidelity on a real ReLU6 MobileNet, skewed probe ----------------------------------------
-    def fidelity(self):
-        from converters import options
-
-        data = os.path.join(self.work, "mobilenet")
-        if not os.path.exists(os.path.join(data, "mobilenet.json")):
-            self.in_env("tf1.13", "legacy_tf1", ["mobilenet", data])
-        with open(os.path.join(data, "mobilenet.json")) as handle:
-            info = json.load(handle)
-        inputs = ["--calib", os.path.join(data, "calib.npy"), "--probe", os.path.join(data, "probe.npy"),
-                  "--preprocess", info["preprocess"], "--eval", os.path.join(data, "eval.npz")]
-        rows, notes = [], []
-        for weights, extra in (("per-channel", []), ("per-tensor", ["--per-tensor"])):
-            run = os.path.join(self.work, "fidelity_%s_auto" % weights)
-            shutil.rmtree(run, ignore_errors=True)
-            # the whole convert_legacy with the default search: the auto row, and the run folder (re-saved
-            # model, probe, origin references and origin eval) every forced conversion below starts from
-            result = self.on_host("converters.pipeline", [os.path.join(data, info["model"]), "--origin", "1.13",
-                                                          "--no-keras3", "--quantize", "auto", "--out", run]
-                                  + inputs + extra, cwd=self.work, check=False)
-            if not os.path.exists(os.path.join(run, "report.json")):
-                raise RuntimeError("convert_legacy on the MobileNet failed (exit %d); see %s" % (
-                    result["exit"], result["log"]))
-            with open(os.path.join(run, "report.json")) as handle:
-                report = json.load(handle)
-            row = self._fidelity_row(weights, "auto", run, report["tflite"], report.get("eval") or {},
-                                     report.get("quantization") or {}, report.get("timings") or {})
-            row["exit"] = result["exit"]
-            rows.append(row)
-            rows.append(dict(self._constant_row(weights, run, row.pop("constant")), candidate="constant output"))
-            for name in FIDELITY_CANDIDATES:
-                try:
-                    name = options.quantize_candidates(name)[-1]  # its canonical spelling (rewrites' order)
-                except ValueError as exc:
-                    if weights == "per-channel":
-                        notes.append("%s: not measured, this code's `--quantize` refuses it (%s)." % (name, exc))
-                    continue
-                stage = os.path.join(self.work, "fidelity_%s_%s" % (weights, name.replace("+", "_")))
-                shutil.rmtree(stage, ignore_errors=True)
-                step = self.in_env("tf2", "bench.forced_tf2", [name, run, "--out", stage, "--quantize", name]
-                                   + inputs + extra, check=False)
-                if step["exit"] != 0 or not os.path.exists(os.path.join(stage, "tflite.json")):
-                    rows.append({"weights": weights, "candidate": name, "note": "conversion failed (exit %d)" %
-                                 step["exit"]})
-                    continue
-                with open(os.path.join(stage, "tflite.json")) as handle:
-                    tflite = json.load(handle)
-                evaluation = {}
-                if os.path.exists(os.path.join(stage, "eval.json")):
-                    with open(os.path.join(stage, "eval.json")) as handle:
-                        evaluation = json.load(handle)
-                row = self._fidelity_row(weights, name, stage, tflite, evaluation, tflite.get("quantization") or {},
-                                         tflite.get("timings") or {}, run=run)
-                row.pop("constant", None)
-                rows.append(row)
-                self.log("fidelity %s %s: raw %s dB, centered %s dB, r %s" % (
-                    weights, name, row.get("sqnr_db"), row.get("sqnr_centered_db"), row.get("correlation")))
-        return {"model": info, "rows": rows, "notes": notes, "candidates": list(FIDELITY_CANDIDATES)}
-
-    def _fidelity_row(self, weights, name, folder, tflite, evaluation, quantization, timings, run=None):
-        """One row of section 9 from a run's report (``tflite``, ``eval``, ``quantization``, ``timings``); the
-        centered SQNR and correlation from the report when it has them, else measured here on the probe."""
-        measured = self.in_env("tf2", "bench.steps_tf2", ["fidelity", os.path.join(folder, "model_int8.tflite"),
-                                                          run or folder])["json"]
-        row = {"weights": weights, "candidate": name, "chosen": quantization.get("chosen"),
-               "why": quantization.get("why"), "cle_dropped": (quantization.get("cle") or {}).get("dropped"),
-               "sqnr_db": tflite.get("sqnr_db"), "cosine": tflite.get("cosine"),
-               "top1_agreement": tflite.get("top1_agreement"), "status": tflite.get("status"),
-               "float_top1": evaluation.get("float_top1"), "int8_top1": evaluation.get("int8_top1"),
-               "eval_samples": evaluation.get("samples"), "probe_samples": tflite.get("probe_samples"),
-               "convert_s": timings.get("model_to_int8"), "search_s": (quantization.get("timings") or {}).get("total"),
-               # what the search ranks candidates by, on the calibration samples that judge them (score_db:
-               # centered SQNR where resolvable; older reports: raw SQNR on a validation split)
-               "validation": dict((c["name"], c.get("score_db", c.get("sqnr_db")))
-                                  for c in quantization.get("candidates") or []),
-               "constant": measured.get("constant"), "measured_here": measured}
-        for key in FIDELITY_KEYS:
-            if tflite.get(key) is not None:
-                row[key], row[key + "_from"] = tflite[key], "report"
-            else:
-                row[key], row[key + "_from"] = measured.get(key), "bench"
-        return row
-
-    @staticmethod
-    def _constant_row(weights, run, constant):
-        """What an int8 file whose output is constant (the references' mean over the probe) would score."""
-        constant = dict(constant or {})
-        constant.pop("outputs", None)
-        return dict(constant, weights=weights, run=run, sqnr_centered_db_from="bench", correlation_from="bench")
-
     # -- 6. NPU estimates ------------------------------------------------------------------------
     def npu(self):
         _, demo_run, demo_calib = self.demo_run()
@@ -654,24 +477,6 @@ def breakdown(run, output):
             with open(path) as handle:
                 result[key] = json.load(handle).get(field) or {}
     return result
-
-
-def speed_sample(out, result):
-    """One ``convert_legacy`` run of section 8: wall and peak RSS from the outside; from report.json the
-    conversion step's window (model on disk to int8 file) and whole process, and the run's timeline."""
-    with open(os.path.join(out, "report.json")) as handle:
-        report = json.load(handle)
-    timings = report.get("timings") or {}
-    line = timings.get("timeline") or []
-    step = [item for item in line if item["step"] == "tflite_convert" and item["phase"] == "step"]
-    quantization = report.get("quantization") or {}
-    with open(os.path.join(out, "model_int8.tflite"), "rb") as handle:
-        sha = hashlib.sha256(handle.read()).hexdigest()
-    return {"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
-            "window_s": timings.get("model_to_int8"), "step_s": round(step[0]["end"] - step[0]["start"], 2) if step else None,
-            "sqnr_db": (report.get("tflite") or {}).get("sqnr_db"), "chosen": quantization.get("chosen"),
-            "search_s": (quantization.get("timings") or {}).get("total"), "sha256": sha,
-            "timeline": line, "critical_path": timings.get("critical_path")}
 
 
 def accuracy_row(model, data, weights, run):

@@ -111,8 +111,10 @@ def test_in_place_inputs_are_what_makes_it_exact(tf_bits, model, samples, sequen
     """Without the in-place correction the interpreter records other ranges on the first sample: the route
     sees it, says so and falls back to the calibrator, and the file is still TensorFlow's."""
     _, _, calibrate = tf_bits
-    original = calibrate.in_place_inputs
-    monkeypatch.setattr(calibrate, "in_place_inputs", lambda *a: ([], original(*a)[1]))
+    from converters.tf2 import calibration_observer
+
+    original = calibration_observer.in_place_inputs
+    monkeypatch.setattr(calibration_observer, "in_place_inputs", lambda *a: ([], original(*a)[1]))
     content, hook = _hooked(tf_bits, model, samples)
     assert hook.info["route"] == "calibrator", hook.info
     assert "differently from the calibrator" in hook.info["route_reason"], hook.info

@@ -1,0 +1,68 @@
+"""Benchmark section 8 (plain, auto and the by-hand recipe alternated; the timeline).
+
+A mixin of ``bench.run.Bench``, whose processes, inputs and conversions it uses.
+
+For whom: ``nox -s bench`` (``bench/run.py``), host side: standard library only; rendered by ``bench.render.render_speed``.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+
+class SpeedSection(object):
+    # -- 8. speed ---------------------------------------------------------------------------------
+    def speed(self):
+        """Issue 31: plain, auto and the by-hand recipe alternated (A B C, C B A, ...) on ResNet50-vggface
+        (100 real calibration images, the probe 100 others) and on the demo (30 calibration images)."""
+        name, label = self.config.models[0]
+        model = self.zoo_model(name)
+        run = self.legacy_run(name)  # the by-hand side's model.h5 (the same file re-saved)
+        big = [model, "--origin", "1.13", "--calib", self.calib(), "--probe", self.probe(), "--probe-samples",
+               str(self.config.probe), "--preprocess", self.config.preprocess, "--calib-samples",
+               str(self.config.samples)] + self.config.pipeline_extra
+        demo_cwd, demo_run, demo_calib = self.demo_run()
+        models = [(label, big, self.work, run, self.calib(), self.config.preprocess, self.config.samples),
+                  ("demo (face / non-face)", [], demo_cwd, demo_run, demo_calib, "unit", 30)]
+        rows = []
+        for model_label, args, cwd, hand_run, calib, preprocess, samples in models:
+            taken = {"plain": [], "auto": [], "hand": []}
+            tag = "speed_%d" % len(rows)
+            for index in range(self.runs):
+                order = ("auto", "plain", "hand")
+                for side in (order if index % 2 == 0 else tuple(reversed(order))):
+                    if side == "hand":
+                        sample = self.by_hand(hand_run, "keras", "%s_%d" % (tag, index), calib=calib,
+                                              preprocess=preprocess, samples=samples)
+                        taken["hand"].append({"window_s": sample["window_s"], "wall_s": sample["wall_s"],
+                                              "peak_rss_mb": sample["peak_rss_mb"]})
+                        self.log("speed %s by hand run %d: window %.1f s, wall %.1f s" % (
+                            model_label, index + 1, sample["window_s"], sample["wall_s"]))
+                        continue
+                    out = os.path.join(self.work, "%s_%s_%d" % (tag, side, index))
+                    shutil.rmtree(out, ignore_errors=True)
+                    result = self.on_host("converters.pipeline", args + ["--quantize", side, "--out", out], cwd=cwd)
+                    taken[side].append(speed_sample(out, result))
+                    self.log("speed %s --quantize %s run %d: whole %.1f s, conversion step %s s" % (
+                        model_label, side, index + 1, result["seconds"], taken[side][-1].get("step_s")))
+            rows.append({"model": model_label, "samples": taken})
+        return {"models": rows, "load_note": "the machine may have been shared with other work while this ran"}
+
+
+def speed_sample(out, result):
+    """One ``convert_legacy`` run of section 8: wall and peak RSS from the outside; from report.json the
+    conversion step's window (model on disk to int8 file) and whole process, and the run's timeline."""
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    timings = report.get("timings") or {}
+    line = timings.get("timeline") or []
+    step = [item for item in line if item["step"] == "tflite_convert" and item["phase"] == "step"]
+    quantization = report.get("quantization") or {}
+    with open(os.path.join(out, "model_int8.tflite"), "rb") as handle:
+        sha = hashlib.sha256(handle.read()).hexdigest()
+    return {"wall_s": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+            "window_s": timings.get("model_to_int8"), "step_s": round(step[0]["end"] - step[0]["start"], 2) if step else None,
+            "sqnr_db": (report.get("tflite") or {}).get("sqnr_db"), "chosen": quantization.get("chosen"),
+            "search_s": (quantization.get("timings") or {}).get("total"), "sha256": sha,
+            "timeline": line, "critical_path": timings.get("critical_path")}
