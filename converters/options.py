@@ -275,7 +275,8 @@ OPTIONS = (
            commands=CONVERTING, steps=(TFLITE,), default="auto", metavar="auto|plain|REWRITE[+REWRITE...][,...]",
            doc="how the int8 model is made (see docs/recovery.md). `auto` (default): candidates "
                "(`plain`, `bias`, `cle`, `cle+bias`, then the layer-wise `ebias` and `gptq+ebias`, with `cle` when it "
-               "won, if their estimated cost fits the search's budget) are judged on every calibration sample by "
+               "won, when the model's MACs times the samples are within auto's limit) are judged on every "
+               "calibration sample by "
                "cross-fitting (each fitted on the other folds); the best, fitted on all of them, is written as "
                "`model_int8.tflite` and the plain one as `model_int8_plain.tflite`. `plain`: TFLite's own min/max "
                "calibration only, on every calibration sample (the by-hand recipe's file). Rewrites joined by `+` "

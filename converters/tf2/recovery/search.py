@@ -41,13 +41,13 @@ from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 # costs a quantization, so it is built only when asked for (--quantize cle+bias+mse, ...)
 AUTO = ("plain", "bias", "cle", "cle+bias")
 # auto's second stage (issue 30): the layer-wise rewrites, on top of the first stage's winner's equalization
-# (cle or not). They run the int8 and float models layer by layer on every fold, so they are built only when
-# their estimated cost (``LAYERWISE_PASSES`` int8 passes over the samples, from plain's own measured pass) fits
-# in ``max(LAYERWISE_MIN_BUDGET_S, the search's time so far)``: a MobileNet-class model gets them, a
-# ResNet50-class one is told how to ask for them (--quantize ebias,gptq+ebias)
+# (cle or not). They run the int8 and float models layer by layer on every fold, so their cost grows with the
+# model's multiply-accumulates times the calibration samples: they are built when that product is at most
+# ``LAYERWISE_MAX_GMAC_SAMPLES`` (a deterministic rule: the same model and data always build the same candidates,
+# whatever the machine's load). MobileNetV1 at 224x224 (0.57 GMAC) with 100 samples is 57: built; ResNet50
+# (3.9 GMAC) with 100 samples is 390: the report says how to ask for them (--quantize ebias,gptq+ebias)
 AUTO_LAYERWISE = ("ebias", "gptq+ebias")
-LAYERWISE_PASSES = 24  # ~3 passes (2 int8, 1 float) per fit and candidate, K + 1 fits, 2 candidates; measured
-LAYERWISE_MIN_BUDGET_S = 30.0
+LAYERWISE_MAX_GMAC_SAMPLES = 80.0
 MARGIN_DB = 0.2
 BOOTSTRAP = 500
 FLOOR_MARGIN_DB = 1.0
@@ -404,7 +404,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)" % (
             name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
         if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
-            queue = _second_stage(section, run_seconds.get("plain", 0.0), time.perf_counter() - started, log)
+            queue = _second_stage(section, float_graph, len(samples), log)
     timings["candidates"] = round(time.perf_counter() - t0, 2)
     del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
@@ -464,9 +464,27 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     return content, calibrated_chosen, plain_content, section, extras
 
 
-def _second_stage(section, plain_run_seconds, elapsed, log):
+def model_macs(graph):
+    """Multiply-accumulates of one sample through the linear ops of ``graph`` (conv, depthwise, dense)."""
+    total = 0
+    for op in graph.ops:
+        if op.name not in LINEAR_OPS or len(op.inputs) < 2 or op.inputs[1] < 0:
+            continue
+        weights = graph.shapes[op.inputs[1]]
+        outputs = int(np.prod(graph.shapes[op.outputs[0]] or [0]))
+        if op.name == "CONV_2D" and len(weights) == 4:
+            total += outputs * weights[1] * weights[2] * weights[3]
+        elif op.name == "DEPTHWISE_CONV_2D" and len(weights) == 4:
+            total += outputs * weights[1] * weights[2]
+        elif op.name == "FULLY_CONNECTED" and len(weights) == 2:
+            total += outputs * weights[1]
+    return total
+
+
+def _second_stage(section, float_graph, samples, log):
     """auto's layer-wise candidates (``AUTO_LAYERWISE``), with cle when the first stage's winner equalized,
-    or [] with the reason in ``section["layerwise"]`` when their estimated cost exceeds the budget."""
+    or [] with the reason in ``section["layerwise"]`` when the model's MACs times the samples exceed
+    ``LAYERWISE_MAX_GMAC_SAMPLES``."""
     from converters import options
 
     first, _ = choose([dict(c) for c in section["candidates"]])
@@ -474,17 +492,16 @@ def _second_stage(section, plain_run_seconds, elapsed, log):
     for name in AUTO_LAYERWISE:
         parts = set(_parts(name)) | (set(["cle"]) if "cle" in _parts(first) else set())
         names.append("+".join(sorted(parts, key=options.QUANTIZE_REWRITES.index)))
-    estimate = LAYERWISE_PASSES * plain_run_seconds
-    budget = max(LAYERWISE_MIN_BUDGET_S, elapsed)
-    record = {"candidates": list(names), "first_stage_winner": first, "estimated_seconds": round(estimate, 1),
-              "budget_seconds": round(budget, 1)}
+    gmacs = model_macs(float_graph) / 1e9
+    size = gmacs * samples
+    record = {"candidates": list(names), "first_stage_winner": first, "gmac_per_sample": round(gmacs, 3),
+              "gmac_samples": round(size, 1), "limit_gmac_samples": LAYERWISE_MAX_GMAC_SAMPLES}
     section["layerwise"] = record
-    if estimate > budget:
-        record["skipped"] = ("the layer-wise candidates (%s) would take about %.0f s here (%d int8 passes over the "
-                             "calibration samples at plain's %.1f s), more than the search's budget of %.0f s: not "
-                             "built; ask for them with --quantize %s" % (
-                                 ", ".join(names), estimate, LAYERWISE_PASSES, plain_run_seconds, budget,
-                                 ",".join(names)))
+    if size > LAYERWISE_MAX_GMAC_SAMPLES:
+        record["skipped"] = ("the layer-wise candidates (%s) run the model layer by layer on every fold: %.2f GMAC "
+                             "per sample x %d calibration samples = %.0f, above auto's limit of %.0f: not built; ask "
+                             "for them with --quantize %s" % (", ".join(names), gmacs, samples, size,
+                                                              LAYERWISE_MAX_GMAC_SAMPLES, ",".join(names)))
         log("quantization: %s" % record["skipped"])
         return []
     return names
