@@ -261,6 +261,17 @@ def test_the_search_scores_and_chooses_by_the_margin():
     failing = [entry("plain", 5.0, base), entry("bias", 8.0, base / 2, reasons=["centered SQNR 1.0 dB < 3 dB"])]
     name, why = search.choose(failing)
     assert name == "plain" and "verdict" in why, why
+    # a candidate that gains overall but loses on the samples of one predicted class is refused: a probe (or a
+    # deployment) dominated by that class would get a worse file
+    classes = np.array([0] * 20 + [1] * 20)
+    mixed = base.copy()
+    mixed[:20] *= 1.5  # worse than plain on class 0 ...
+    mixed[20:] /= 20.0  # ... far better on class 1
+    split = [entry("plain", 10.0, base), entry("bias", 14.0, mixed)]
+    name, why = search.choose(split, classes)
+    assert name == "plain" and "predicted class 0" in why, why
+    assert split[1]["class_gains_db"][0] < -search.GROUP_SLACK_DB < 0 < split[1]["class_gains_db"][1]
+    assert search.choose([entry("plain", 10.0, base), entry("bias", 14.0, base / 3)], classes)[0] == "bias"
     # the samples a 1 dB gain needs: the interval's half-width shrinks as 1 / sqrt(n)
     assert search.samples_for_gain(40, (0.0, 2.0)) == 40 and search.samples_for_gain(40, (0.0, 4.0)) == 160
 

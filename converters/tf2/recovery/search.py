@@ -55,6 +55,8 @@ FOLDS = 3
 MIN_FOLD = 8  # samples per fold: fewer and a fold's min/max and scores say little
 LAYER_SAMPLES = 3
 CORRELATION_SLACK = 0.02  # a candidate's worst correlation may not fall below plain's by more
+GROUP_SLACK_DB = 0.5  # ... nor its gain on any predicted class fall below -0.5 dB (rounding noise between files)
+MIN_GROUP = 8  # samples a predicted class needs before its gain is judged
 
 
 def parse(spec):
@@ -366,6 +368,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
            "%d folds" % folds if folds else "not held out: too few"))
     requested_cle = any("cle" in _parts(n) for n in requested)
     auto = tuple(requested) == AUTO
+    groups = predicted_classes(references)
     scales = None
     t0 = time.perf_counter()
     queue = list(requested)
@@ -404,14 +407,14 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)" % (
             name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
         if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
-            queue = _second_stage(section, float_graph, len(samples), log)
+            queue = _second_stage(section, float_graph, len(samples), log, groups)
     timings["candidates"] = round(time.perf_counter() - t0, 2)
     del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
     if len(requested) == 1:
         chosen, why = requested[0], "asked for alone (--quantize %s): TFLite's calibration on every sample" % requested[0]
     else:
-        chosen, why = choose(section["candidates"])
+        chosen, why = choose(section["candidates"], groups)
     if section.get("stopped"):
         why = section["stopped"]
     for entry in section["candidates"]:
@@ -481,13 +484,13 @@ def model_macs(graph):
     return total
 
 
-def _second_stage(section, float_graph, samples, log):
+def _second_stage(section, float_graph, samples, log, groups=None):
     """auto's layer-wise candidates (``AUTO_LAYERWISE``), with cle when the first stage's winner equalized,
     or [] with the reason in ``section["layerwise"]`` when the model's MACs times the samples exceed
     ``LAYERWISE_MAX_GMAC_SAMPLES``."""
     from converters import options
 
-    first, _ = choose([dict(c) for c in section["candidates"]])
+    first, _ = choose([dict(c) for c in section["candidates"]], groups)
     names = []
     for name in AUTO_LAYERWISE:
         parts = set(_parts(name)) | (set(["cle"]) if "cle" in _parts(first) else set())
@@ -592,27 +595,61 @@ def samples_for_gain(count, interval, gain_db=1.0):
     return int(np.ceil(count * (half / gain_db) ** 2))
 
 
-def choose(candidates):
+def predicted_classes(references):
+    """The class the float model predicts for each sample, from its first classification-like output
+    ((samples, classes), classes >= 2), or None (no such output: no per-class rule)."""
+    for reference in references or []:
+        reference = np.asarray(reference)
+        if reference.ndim == 2 and reference.shape[1] >= 2:
+            return np.argmax(reference, axis=1)
+    return None
+
+
+def group_gains(plain_noise, noise, groups):
+    """{group: gain in dB against plain} over the samples of each group (``groups``: one label per sample,
+    the class the float model predicts) that has at least ``MIN_GROUP`` samples."""
+    gains = {}
+    for label in sorted(set(int(g) for g in groups)):
+        members = np.asarray(groups) == label
+        if members.sum() < MIN_GROUP:
+            continue
+        ours = max(float(noise[members].sum()), 1e-30)
+        theirs = max(float(plain_noise[members].sum()), 1e-30)
+        gains[label] = round(10.0 * np.log10(theirs / ours), 2)
+    return gains
+
+
+def choose(candidates, groups=None):
     """(name, why) from scored candidates (see the module docstring). A candidate other than plain must:
     beat it by ``MARGIN_DB`` on ``score_db``; hold that gain over the samples as a whole, not on a few (the
-    5th percentile of its paired-bootstrap gain, ``gain_interval``, above 0 dB); keep its worst correlation
-    with the float outputs within ``CORRELATION_SLACK`` of plain's (a flattened output must lose); and not
-    fail a check of the int8 verdict that plain passes."""
+    5th percentile of its paired-bootstrap gain, ``gain_interval``, above 0 dB); not lose more than
+    ``GROUP_SLACK_DB`` against plain on any class the float model predicts (``groups``, classification-like
+    outputs: a probe or a deployment dominated by one class must not get a file that is worse on that class,
+    whatever it gains on the others); keep its worst correlation with the float outputs within
+    ``CORRELATION_SLACK`` of plain's (a flattened output must lose); and not fail a check of the int8 verdict
+    that plain passes."""
     plain = next(c for c in candidates if c["name"] == "plain")
     eligible = []
     refused = {}
     for candidate in candidates:
         if candidate["name"] == "plain":
             continue
+        losing = {}
         if "noise" in candidate:
             low, high = gain_interval(plain["noise"], candidate["noise"])
             candidate["gain_db_90"] = [round(low, 2), round(high, 2)]
             candidate["samples_for_1db"] = samples_for_gain(len(candidate["noise"]), (low, high))
+            if groups is not None:
+                candidate["class_gains_db"] = gains = group_gains(plain["noise"], candidate["noise"], groups)
+                losing = dict((k, v) for k, v in gains.items() if v < -GROUP_SLACK_DB)
         else:
             low = 0.0
         if candidate["score_db"] < plain["score_db"] + MARGIN_DB:
             continue
-        if low <= 0:
+        if losing:
+            refused[candidate["name"]] = "it is worse than plain on the samples of predicted class %s (%s dB)" % (
+                ", ".join(str(k) for k in losing), ", ".join("%+.2f" % v for v in losing.values()))
+        elif low <= 0:
             refused[candidate["name"]] = "the gain does not hold across the samples (90 %% bootstrap interval " \
                                          "%s dB)" % candidate.get("gain_db_90")
         elif candidate.get("correlation") is not None and plain.get("correlation") is not None and \
