@@ -40,7 +40,7 @@ FLEET_DIR = fleet_manifest.FLEET_DIR
 SCHEMA_VERSION = 1
 VERDICTS = ("pass", "fail", "error", "missing")
 # the parity cells in the order convert_legacy's matrix shows them; others (--tf releases) after, as found
-ENV_ORDER = ("tf1.13", "tf1.15", "tf2", "tf2-graph", "tf2-keras3", "tf2-keras3-migrated", "tflite-float-cle")
+ENV_ORDER = ("tf1.13", "tf1.15", "tf2", "tf2-graph", "tf2-keras3", "tf2-keras3-migrated")
 INT8_KEYS = ("status", "sqnr_db", "sqnr_centered_db", "cosine", "correlation", "top1_agreement", "max_abs_lsb",
              "size_bytes", "input_dtype", "output_dtype")
 OPTIONAL_INT8_KEYS = ("sqnr_centered_db", "correlation")  # present in newer report.json files only

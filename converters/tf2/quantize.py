@@ -261,7 +261,7 @@ CLE_FLOAT_TFLITE = "model_float_cle.tflite"
 
 def _write_candidates(hook, output_path, artifacts):
     """Issue 22: beside the chosen model, the plain converter's (``model_int8_plain.tflite``) and the
-    float model after cross-layer equalization (``model_float_cle.tflite``, for its parity cell); every
+    float model after cross-layer equalization (``model_float_cle.tflite``, when the chosen candidate equalized: its probe check in the quantization section); every
     candidate's int8 file into ``artifacts["candidates_dir"]`` when given (for ``--eval``). Returns the
     ``quantization`` section with the files named."""
     from tensorflow.lite.python import lite

@@ -6,7 +6,7 @@ jinja2; the HTML has its CSS inline and its plots as base64 PNG, so it can be ma
 Reads whatever the run folder holds and reports what is missing rather than failing: manifest.json
 (model, origin, timings of the re-save), parity_*.json (one parity matrix cell each, written by
 ``converters.shared.parity``), tflite.json / npu.json / layers.json / eval.json (the conversion step).
-report.json keys (README.md, "What a run writes"): model, origin, data, parity, tflite, npu, layers, eval
+report.json keys (docs/run-folder.md): model, origin, data, parity, tflite, npu, layers, eval
 (with ``--eval``), timings {step: seconds}.
 
 ``data``: ``{"calibration": {"source", "count", ...}, "probe": {"source", "count"}, "overlap"}``, the sets
@@ -67,7 +67,7 @@ def migration_lines(migration):
 
 
 def collect(run_dir):
-    """Gather the run folder's results into the report.json dict (README's keys plus details)."""
+    """Gather the run folder's results into the report.json dict (docs/run-folder.md's keys plus details)."""
     manifest = _read(os.path.join(run_dir, runfolder.MANIFEST))
     if manifest is None:
         raise InputFileError("%s has no manifest.json: nothing to report." % run_dir, step="report",

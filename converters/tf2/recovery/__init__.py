@@ -5,6 +5,6 @@ environment only. One module per rewrite, each stating the invariant it keeps (a
 ``optimizer/`` package): ``equalize`` (cross-layer equalization), ``bias`` (bias correction), ``ranges``
 (activation ranges chosen), ``rounding`` (GPTQ rounding of int8 weights), ``empirical`` (bias correction
 layer by layer on the int8 model); ``statistics`` observes the float model, ``graph`` reads and edits a TFLite
-flatbuffer in place, ``search`` builds, scores and chooses. README.md, "Int8 accuracy recovery", is the
+flatbuffer in place, ``search`` builds, scores and chooses. docs/recovery.md is the
 user's view.
 """

@@ -19,7 +19,7 @@ a channel that reaches 6 on the calibration data keeps s_c = 1, and a channel th
 is scaled only as far as its values stay below the clip (its values times its total scale stay < 6).
 So the function is unchanged on every input whose ReLU6 channels that never clipped in calibration stay
 below 6 / total scale; the transformed float model is checked against the origin like any environment
-(a parity cell of its own), so a change would show. Calibrated ranges of the rescaled tensors are
+(``quantization.cle``: its float check, and its probe check when chosen), so a change would show. Calibrated ranges of the rescaled tensors are
 derived from their per-channel statistics (``converters.tf2.recovery.statistics``), not recalibrated.
 """
 
@@ -224,7 +224,7 @@ def graph_name(pair, which):
 
 def portable(pairs, graph):
     """The pairs with tensor names added, so that ``apply`` can edit another model of the same graph
-    (the calibrated model, the float model for the parity cell) by name."""
+    (the calibrated model, the float model for its checks) by name."""
     names = graph.tensor_names
     for pair in pairs:
         pair["weight_names"] = (names[pair["weights"][0]], names[pair["weights"][1]])
