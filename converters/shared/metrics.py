@@ -205,6 +205,15 @@ def summarize(per_output, tolerances=DEFAULT):
     }
 
 
+def decibels(signal, noise):
+    """10 log10(signal / noise): ``inf`` for no noise, ``-inf`` for noise and no signal."""
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * math.log10(signal / noise)
+
+
 def compare_quantized(reference, dequantized, scale):
     """Error of an int8 model's dequantized output against the float reference, in quantization steps.
 
@@ -226,12 +235,7 @@ def compare_quantized(reference, dequantized, scale):
     lsb = np.abs(noise) / scale
     signal_power = float(np.mean(ref ** 2)) if ref.size else 0.0
     noise_power = float(np.mean(noise ** 2)) if ref.size else 0.0
-    if noise_power == 0.0:
-        sqnr = float("inf")
-    elif signal_power == 0.0:
-        sqnr = float("-inf")
-    else:
-        sqnr = 10.0 * math.log10(signal_power / noise_power)
+    sqnr = decibels(signal_power, noise_power)
     result = {
         "max_abs": float(np.max(np.abs(noise))) if ref.size else 0.0,
         "max_abs_lsb": float(np.max(lsb)) if ref.size else 0.0,
@@ -263,12 +267,7 @@ def fidelity(reference, dequantized, scale=None):
     centered_deq = deq - deq.mean(axis=0)
     variation = float(np.sum(centered_ref ** 2))
     noise = float(np.sum((deq - ref) ** 2))
-    if noise == 0.0:
-        sqnr = float("inf")
-    elif variation == 0.0:
-        sqnr = float("-inf")
-    else:
-        sqnr = 10.0 * math.log10(variation / noise)
+    sqnr = decibels(variation, noise)
     norms = math.sqrt(variation) * math.sqrt(float(np.sum(centered_deq ** 2)))
     correlation = float(np.sum(centered_ref * centered_deq) / norms) if norms > 0 else 0.0
     rms = math.sqrt(variation / centered_ref.size)

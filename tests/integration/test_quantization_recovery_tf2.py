@@ -294,7 +294,17 @@ def test_a_constant_output_scores_below_plain_in_the_search(tf_bits):
     assert search.choose([plain, flat])[0] == "plain"
 
 
-def test_the_search_writes_tflites_plain_file_byte_for_byte(tf_bits):
+def _int8_converter(tf, model, samples):
+    """TensorFlow's full-int8 converter of ``model`` with int8 I/O, calibrated on ``samples`` (the recipe)."""
+    made = tf.lite.TFLiteConverter.from_keras_model(model)
+    made.optimizations = [tf.lite.Optimize.DEFAULT]
+    made.representative_dataset = lambda: ([x] for x in samples)
+    made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    made.inference_input_type = made.inference_output_type = tf.int8
+    return made
+
+
+def test_the_search_over_folds_quantizes_tflites_own_plain_model(tf_bits):
     """Cross-fitting calibrates each fold once and merges their min/max: plain fitted on all samples must
     still be TensorFlow's own file, and each fold's fit must see no sample of the fold it is judged on."""
     from converters.tf2 import calibrate
@@ -305,12 +315,7 @@ def test_the_search_writes_tflites_plain_file_byte_for_byte(tf_bits):
     samples = [sample[0] for sample in _inputs(30, 0)]
 
     def converter():
-        made = tf.lite.TFLiteConverter.from_keras_model(model)
-        made.optimizations = [tf.lite.Optimize.DEFAULT]
-        made.representative_dataset = lambda: ([x] for x in samples)
-        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        made.inference_input_type = made.inference_output_type = tf.int8
-        return made
+        return _int8_converter(tf, model, samples)
 
     expected = converter().convert()  # no hook: TensorFlow's calibration over every sample
     searched = converter()
@@ -324,6 +329,19 @@ def test_the_search_writes_tflites_plain_file_byte_for_byte(tf_bits):
     plain_again = converter()
     calibrate.install(plain_again, recovery=search.parse("plain"))
     assert plain_again.convert() == expected
+    # ... and the search over folds (each calibrated alone, min/max merged) quantized plain to that model:
+    # every scale, zero point and constant the same (the bytes differ only in TensorFlow's metadata)
+    from converters.tf2.recovery.graph import Graph
+
+    ours, theirs = Graph(bytearray(hook.plain_model)), Graph(bytearray(expected))
+    assert ours.op_signature() == theirs.op_signature()
+    for t in range(len(theirs.tensor_names)):
+        a, b = ours.quantization(t), theirs.quantization(t)
+        assert (a is None) == (b is None), t
+        if a is not None:
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), theirs.tensor_names[t]
+        if theirs.is_constant(t):
+            assert np.array_equal(ours.values(t), theirs.values(t)), theirs.tensor_names[t]
     folds = search._fold_indices(30, 3)
     assert sorted(i for fold in folds for i in fold) == list(range(30))
     assert all(set(a).isdisjoint(b) for a in folds for b in folds if a is not b)
@@ -340,12 +358,7 @@ def test_a_search_that_fails_on_a_model_keeps_the_plain_conversion(tf_bits, monk
     samples = [sample[0] for sample in _inputs(30, 0)]
 
     def converter():
-        made = tf.lite.TFLiteConverter.from_keras_model(model)
-        made.optimizations = [tf.lite.Optimize.DEFAULT]
-        made.representative_dataset = lambda: ([x] for x in samples)
-        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        made.inference_input_type = made.inference_output_type = tf.int8
-        return made
+        return _int8_converter(tf, model, samples)
 
     plain = converter()
     calibrate.install(plain, recovery=search.parse("plain"))
