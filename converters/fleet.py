@@ -33,11 +33,9 @@ own: ``fleet.json`` says which); 2 a bad manifest or option; 3 an environment th
 130 interrupted.
 """
 
-import argparse
 import concurrent.futures
 import contextlib
 import datetime
-import json
 import os
 import re
 import signal
@@ -273,7 +271,7 @@ class Fleet(object):
         return outcome
 
     def _outcome(self, entry, run_dir, code, scratch, before, started, started_at, log_path):
-        result = _read(os.path.join(scratch, "result.json")) or {}
+        result = runfolder.read_json_if_valid(os.path.join(scratch, "result.json")) or {}
         outcome = {
             "tfbridge": "fleet-outcome", "schema_version": 1, "name": entry.name, "index": entry.index,
             "key": entry.key, "exit_code": code, "failing": list(result.get("failing") or []), "error": None,
@@ -303,14 +301,6 @@ def _paragraph(error):
     return (text.rstrip() + (" " + error["hint"] if error.get("hint") else "")).strip()
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def describe(outcome):
     """One line: how a model ended."""
     seconds = "%.1f s" % outcome["seconds"]
@@ -323,16 +313,8 @@ def describe(outcome):
                                            outcome["error"]["paragraph"])
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, a bad value reported as one paragraph (``UsageError``), as converters.options does."""
-
-    def error(self, message):
-        raise UsageError("%s: %s." % (self.prog, message), step="options",
-                         hint="Run with --help for the options (docs/fleet.md explains them).")
-
-
 def parser(prog=None):
-    result = _Parser(prog=prog or os.environ.get("TFBRIDGE_PROG") or "tfbridge fleet",
+    result = fleet_manifest.CommandParser(prog=prog or os.environ.get("TFBRIDGE_PROG") or "tfbridge fleet",
                      description="Run every model of a TOML manifest through convert_legacy (docs/fleet.md).")
     result.add_argument("manifest", metavar="MANIFEST", help="the fleet's TOML file: [[model]] tables, [defaults]")
     result.add_argument("--out", required=True, metavar="DIR", help="the fleet folder: DIR/<name> per model")

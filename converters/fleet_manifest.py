@@ -29,6 +29,7 @@ them to another shard (models inserted in the middle do shift the ones after the
 Host side, standard library only (``tomllib``: Python >= 3.11, else the ``tomli`` package).
 """
 
+import argparse
 import difflib
 import hashlib
 import json
@@ -101,6 +102,15 @@ class Manifest(object):
         return {"tfbridge": "fleet-manifest", "schema_version": 1, "path": self.path, "sha256": self.sha256,
                 "key": self.key, "models": [entry.to_json() for entry in self.entries]}
 
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for ``tfbridge fleet`` and ``fleet-report``: a bad value is one paragraph (``UsageError``),
+    as converters.options reports it."""
+
+    def error(self, message):
+        raise UsageError("%s: %s." % (self.prog, message), step="options",
+                         hint="Run with --help for the options (docs/fleet.md explains them).")
 
 def shard_of(index, count):
     """The shard (0-based) of the model at ``index`` among ``count`` shards: round robin by position."""

@@ -27,9 +27,7 @@ Both files are written atomically; ``--out`` is a new or empty folder, a fleet f
 earlier fleet report (``fleet.json`` / ``fleet.html`` are replaced, nothing else is touched).
 """
 
-import argparse
 import datetime
-import json
 import os
 import sys
 
@@ -46,17 +44,9 @@ INT8_KEYS = ("status", "sqnr_db", "sqnr_centered_db", "cosine", "correlation", "
 OPTIONAL_INT8_KEYS = ("sqnr_centered_db", "correlation")  # present in newer report.json files only
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def read_manifest(folder):
     """The checked manifest a fleet wrote into ``folder``, or a ``UsageError`` saying it is no fleet folder."""
-    data = _read(os.path.join(folder, FLEET_DIR, "manifest.json"))
+    data = runfolder.read_json_if_valid(os.path.join(folder, FLEET_DIR, "manifest.json"))
     if not isinstance(data, dict) or data.get("tfbridge") != "fleet-manifest":
         raise UsageError("%s is not a fleet folder (no readable %s/manifest.json)." % (folder, FLEET_DIR),
                          step="fleet-report", hint="Give the --out folders of `tfbridge fleet` runs (one per shard, "
@@ -126,7 +116,7 @@ def model_record(entry, folders):
               "folder": None}
     found, other = [], []
     for folder in folders:
-        outcome = _read(os.path.join(folder, FLEET_DIR, "outcomes", entry["name"] + ".json"))
+        outcome = runfolder.read_json_if_valid(os.path.join(folder, FLEET_DIR, "outcomes", entry["name"] + ".json"))
         if isinstance(outcome, dict) and outcome.get("tfbridge") == "fleet-outcome":
             (found if outcome.get("key") == entry["key"] else other).append((folder, outcome))
     chosen = _latest(found)
@@ -141,7 +131,7 @@ def model_record(entry, folders):
                   reused=outcome.get("reused"), finished=outcome.get("finished"), shard=outcome.get("shard"),
                   host=outcome.get("host"), folder=folder,
                   log=os.path.join(folder, FLEET_DIR, "logs", entry["name"] + ".log"))
-    report = _read(os.path.join(run_dir, "report.json"))
+    report = runfolder.read_json_if_valid(os.path.join(run_dir, "report.json"))
     if record["verdict"] in ("pass", "fail") and not isinstance(report, dict):
         record.update(verdict="missing", note="its outcome says %s, but its run folder %s has no report.json "
                                               "(removed?)" % (outcome.get("verdict"), run_dir))
@@ -197,7 +187,7 @@ def check_report_out(out):
     given, out = out, os.path.abspath(out)
     if not os.path.lexists(out):
         return out
-    earlier = _read(os.path.join(out, "fleet.json"))
+    earlier = runfolder.read_json_if_valid(os.path.join(out, "fleet.json"))
     if os.path.isdir(out) and (not os.listdir(out) or os.path.isdir(os.path.join(out, FLEET_DIR))
                                or (isinstance(earlier, dict) and earlier.get("tfbridge") == "fleet")):
         return out
@@ -220,14 +210,8 @@ def write(folders, out, log=None):
     return fleet
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError("%s: %s." % (self.prog, message), step="options",
-                         hint="Run with --help for the options (docs/fleet.md explains them).")
-
-
 def parser(prog=None):
-    result = _Parser(prog=prog or os.environ.get("TFBRIDGE_PROG") or "tfbridge fleet-report",
+    result = fleet_manifest.CommandParser(prog=prog or os.environ.get("TFBRIDGE_PROG") or "tfbridge fleet-report",
                      description="Merge the shard folders of one fleet into fleet.json and fleet.html.")
     result.add_argument("folders", nargs="+", metavar="DIR", help="fleet folders (the --out of each shard)")
     result.add_argument("--out", required=True, metavar="DIR", help="where fleet.json and fleet.html go")

@@ -128,6 +128,15 @@ def read_json(path):
         return json.load(handle)
 
 
+def read_json_if_valid(path):
+    """``read_json``, or None when the file is missing, unreadable or not JSON (a result a run may not have
+    written: the caller treats it as absent)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
 def write_arrays(path, arrays):
     """Write a dict of numpy arrays as ``.npz`` atomically (keys may contain ':' and '/')."""
     import numpy as np
