@@ -314,20 +314,17 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
 
 def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle):
     """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
-    fold: ([array (count, ...)] per output, the last fold's int8 bytes, seconds spent running it)."""
+    fold: ([array (count, ...)] per output, the last fold's int8 bytes)."""
     outputs = None
     content = None
-    ran = 0.0
     for fit, held in fits:
         content, _, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
-        t0 = time.perf_counter()
         part, _ = statistics.run(content, [samples[i] for i in held])
-        ran += time.perf_counter() - t0
         if outputs is None:
             outputs = [np.zeros((len(samples),) + tuple(p.shape[1:]), p.dtype) for p in part]
         for o, p in zip(outputs, part):
             o[held] = p
-    return outputs, content, ran
+    return outputs, content
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
@@ -372,7 +369,6 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     scales = None
     t0 = time.perf_counter()
     queue = list(requested)
-    run_seconds = {}
     if auto:  # nothing left to recover? plain fitted on every sample, on those samples: no fold work if so
         plain_all, _, _ = _build("plain", whole, float_model, float_graph, quantize, requested_cle)
         outputs = statistics.run(plain_all, samples)[0]
@@ -396,8 +392,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         if len(requested) == 1:  # --quantize plain: the by-hand recipe's file, nothing to judge it against
             section["candidates"] = [{"name": name, "seconds": 0.0}]
             break
-        outputs, content, run_seconds[name] = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
-                                                           requested_cle)
+        outputs, content = _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle)
         if scales is None:
             scales = output_scales(content)
         entry = {"name": name}
