@@ -285,7 +285,8 @@ def _write_worker_ranges(path, ranges):
 ROUTES = ("auto", "calibrator")
 
 
-def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, route="auto", collector=None):
+def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, route="auto", collector=None,
+                      fold_of=None, observed=None):
     """Calibrate ``model_content`` (a float TFLite model with intermediate tensors) on the samples of
     ``dataset_gen``; returns (calibrated model bytes, info).
 
@@ -296,7 +297,9 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
     calibrate_seconds, merge_seconds, worker_seconds: [...], fallback?, fast?}. ``custom_ops``: the
     converter registers custom ops (only this process can), so neither the fast route nor shards.
     ``collector``: a ``converters.tf2.recovery.statistics.Collector`` the fast route feeds as it runs
-    (left incomplete by the calibrator's route).
+    (left incomplete by the calibrator's route). ``fold_of`` and ``observed``: the recovery search's folds,
+    calibrated in the same pass when the fast route is taken (``observe_fast``; ``observed`` is left
+    empty by the calibrator's route).
     """
     if route not in ROUTES:
         raise ValueError("unknown calibration route %r (one of %s)" % (route, ", ".join(ROUTES)))
@@ -337,8 +340,11 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
 
             try:
                 calibrated, why = observe_fast(model_content, first_calibrated, arrays, spool.count,
-                                               max(FAST_MIN_THREADS, jobs), available_memory(), collector)
+                                               max(FAST_MIN_THREADS, jobs), available_memory(), collector,
+                                               fold_of, observed)
             except Exception as exc:  # noqa: BLE001 - e.g. an op the interpreter cannot prepare: the calibrator
+                if os.environ.get("TFBRIDGE_DEBUG"):
+                    raise
                 calibrated, why = None, "the interpreter failed: %s: %s" % (type(exc).__name__, str(exc)[:200])
             release_free_memory()
             if calibrated is not None:
@@ -426,8 +432,9 @@ class ShardedCalibration(object):
     """Replaces a converter's ``_quantize`` (see the module docstring); keeps the float model and the
     calibration's figures (``info``, ``float_model``, ``quantize_seconds``)."""
 
-    def __init__(self, converter, jobs=None, route="auto", keep_samples=0, recovery=None):
+    def __init__(self, converter, jobs=None, route="auto", keep_samples=0, recovery=None, every_candidate=False):
         self.converter = converter
+        self.every_candidate = every_candidate  # fit every judged candidate on all samples (--eval), not two
         self.recovery = recovery  # candidate names (converters.tf2.recovery.search.parse) or None: plain
         self.quantization = None  # report.json's ``quantization`` when the candidates were searched
         self.plain_model = None  # the plain candidate's int8 model (model_int8_plain.tflite)
@@ -553,6 +560,16 @@ class ShardedCalibration(object):
             infos.append(info)
             return calibrated
 
+        def calibrate_folds(train, fold_of, collector):
+            """Every sample and each fold calibrated in one pass, with the float outputs: (calibrated,
+            [fold calibrated], [outputs]); the last two None when the fast route was not taken (the
+            search then calibrates each fold with ``calibrate``)."""
+            observed = {}
+            calibrated, info = calibrate_samples(model, lambda: iter(train), self.jobs, route=self.route,
+                                                 collector=collector, fold_of=fold_of, observed=observed)
+            infos.append(info)
+            return calibrated, observed.get("folds"), observed.get("outputs")
+
         def quantize(calibrated):
             return self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
                                              debug_options)
@@ -560,6 +577,7 @@ class ShardedCalibration(object):
         try:
             chosen, calibrated, plain, section, extras = search.search(
                 bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
+                calibrate_folds=calibrate_folds, every_candidate=self.every_candidate,
                 log=lambda message: sys.stderr.write(message + "\n"))
         except Exception as exc:  # noqa: BLE001 - a model the rewrites do not expect: never worse than plain
             if os.environ.get("TFBRIDGE_DEBUG"):
@@ -595,17 +613,18 @@ class ShardedCalibration(object):
 ROUTE_VARIABLE = "TFBRIDGE_CALIBRATION_ROUTE"  # bench/run.py: the calibrator's route, to test its shards
 
 
-def install(converter, jobs=None, route=None, keep_samples=0, recovery=None):
+def install(converter, jobs=None, route=None, keep_samples=0, recovery=None, every_candidate=False):
     """Make ``converter.convert()`` calibrate on every core; returns the ``ShardedCalibration`` (or None
     when this TensorFlow has no such stage: the converter then stays as it is). ``route``: see
     ``calibrate_samples``; None: the environment variable ``TFBRIDGE_CALIBRATION_ROUTE`` when set (the
     benchmark forces the calibrator's route with it, to compare its shards with one process), else "auto";
     ``keep_samples``: how many of the first calibration samples the hook keeps (``hook.samples``, for the
-    per-layer debugger)."""
+    per-layer debugger); ``every_candidate``: the search fits every judged candidate on all samples (for
+    ``--eval``), not only the chosen one and plain."""
     if not callable(getattr(converter, "_quantize", None)):
         return None
     route = route or os.environ.get(ROUTE_VARIABLE) or "auto"
-    hook = ShardedCalibration(converter, jobs, route, keep_samples, recovery)
+    hook = ShardedCalibration(converter, jobs, route, keep_samples, recovery, every_candidate)
     converter._quantize = hook
     return hook
 

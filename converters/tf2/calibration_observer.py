@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from converters.tf2 import tflite_model
-from converters.tf2.tflite_model import merge_ranges, tensor_ranges
+from converters.tf2.tflite_model import merge_ranges, set_ranges, tensor_ranges
 
 MEMORY_SHARE = 0.5  # at most this share of the available memory for calibration's workers and tensors
 
@@ -99,9 +99,15 @@ class InterpreterObserver(object):
     Why at least 2 threads: with 1 thread the interpreter's float kernels take another code path than the
     calibrator's and round differently (ResNet50: 51 of 72 tensors' ranges differ in the last bits; measured,
     TF 2.21); with 2 or 4 threads they record the calibrator's values bit for bit.
+
+    Folds (issue 31): with ``fold_of`` (the fold of each sample index), the min/max are also kept per fold,
+    so that one pass gives what a calibration of each fold alone would record (``ranges(fold)``), and
+    with ``keep_outputs`` the model's float outputs of every sample are kept (the search's references).
+    A ``collector`` may be a ``statistics.FoldCollectors``: each sample's tensors go to its fold's.
     """
 
-    def __init__(self, model_content, plan, shapes, threads, pairs, collector=None):
+    def __init__(self, model_content, plan, shapes, threads, pairs, collector=None, fold_of=None,
+                 keep_outputs=False):
         self.tensors = plan["tensors"]
         self.pairs = pairs
         self.collector = collector  # issue 22: per-channel statistics (converters.tf2.recovery.statistics)
@@ -110,8 +116,20 @@ class InterpreterObserver(object):
         self.interpreter = tflite_model.interpreter(model_content, shapes, threads=threads, preserve=True)
         self.inputs = [d["index"] for d in self.interpreter.get_input_details()]
         self.dtypes = [d["dtype"] for d in self.interpreter.get_input_details()]
-        self.mins = dict((t, np.float32(np.inf)) for t in self.tensors)
-        self.maxs = dict((t, np.float32(-np.inf)) for t in self.tensors)
+        self.fold_of = fold_of
+        # self.bounds[None]: every sample; self.bounds[k]: fold k's; each {tensor: [min, max]}
+        self.bounds = dict((key, dict((t, [np.float32(np.inf), np.float32(-np.inf)]) for t in self.tensors))
+                           for key in [None] + sorted(set(fold_of or [])))
+        self.output_indices = [d["index"] for d in self.interpreter.get_output_details()] if keep_outputs else []
+        self.outputs = [[] for _ in self.output_indices]
+
+    @property
+    def mins(self):
+        return dict((t, b[0]) for t, b in self.bounds[None].items())
+
+    @property
+    def maxs(self):
+        return dict((t, b[1]) for t, b in self.bounds[None].items())
 
     def feed(self, arrays, start, stop):
         interpreter = self.interpreter
@@ -119,27 +137,36 @@ class InterpreterObserver(object):
             for index, dtype, array in zip(self.inputs, self.dtypes, arrays):
                 interpreter.set_tensor(index, np.asarray(array[k], dtype=dtype))
             interpreter.invoke()
+            kept = [self.bounds[None]] + ([self.bounds[self.fold_of[k]]] if self.fold_of is not None else [])
+            collector = self.collector.for_sample(k) if self.collector is not None else None
             for t in self.tensors:
                 view = interpreter.tensor(t)()
                 if view.size:
                     low, high = view.min(), view.max()
-                    if low < self.mins[t] or low != low:
-                        self.mins[t] = low
-                    if high > self.maxs[t] or high != high:
-                        self.maxs[t] = high
-                    if self.collector is not None:
-                        self.collector.add(t, view)
+                    for bounds in kept:
+                        pair = bounds[t]
+                        if low < pair[0] or low != low:
+                            pair[0] = low
+                        if high > pair[1] or high != high:
+                            pair[1] = high
+                    if collector is not None:
+                        collector.add(t, view)
                 del view
-            if self.collector is not None:
-                self.collector.sample_done(k)
+            for index, outputs in zip(self.output_indices, self.outputs):
+                outputs.append(interpreter.get_tensor(index))
+            if collector is not None:
+                collector.sample_done(k)
 
-    def ranges(self):
-        """{(0, tensor): (mins, maxs)} as ``tensor_ranges`` gives them (what the calibrator would record)."""
-        mins, maxs = dict(self.mins), dict(self.maxs)
+    def ranges(self, fold=None):
+        """{(0, tensor): (mins, maxs)} as ``tensor_ranges`` gives them (what the calibrator would record), over
+        every sample, or over fold ``fold``'s."""
+        bounds = self.bounds[fold]
+        mins = dict((t, b[0]) for t, b in bounds.items())
+        maxs = dict((t, b[1]) for t, b in bounds.items())
         for i, o in self.pairs:  # the calibrator's second look at an input, after an in-place kernel
-            if o in self.mins:
-                mins[i] = min(mins[i], self.mins[o])
-                maxs[i] = max(maxs[i], self.maxs[o])
+            if o in bounds:
+                mins[i] = min(mins[i], bounds[o][0])
+                maxs[i] = max(maxs[i], bounds[o][1])
         return dict(((0, t), (np.array([mins[t]], np.float32), np.array([maxs[t]], np.float32)))
                     for t in self.tensors if mins[t] <= maxs[t] or mins[t] != mins[t] or maxs[t] != maxs[t])
 
@@ -155,7 +182,8 @@ def differences(expected, observed):
     return found
 
 
-def observe_fast(model_content, first, arrays, count, threads, memory=None, collector=None):
+def observe_fast(model_content, first, arrays, count, threads, memory=None, collector=None, fold_of=None,
+                 observed=None):
     """The fast route over samples ``0:count``: (calibrated model bytes, details) or (None, why not).
 
     ``first()``: TensorFlow's calibrated model after sample 0 (its ``Calibrate()``: the calibrated model's
@@ -164,6 +192,12 @@ def observe_fast(model_content, first, arrays, count, threads, memory=None, coll
     value for value and tensor for tensor; any difference, a NaN (the calibrator stops on it with its
     own error), or an unobservable op leaves the calibration to the calibrator (the caller's fallback).
     Otherwise the statistics of every sample are merged into ``first_calibrated`` (``merge_ranges``).
+
+    Folds (the recovery search's cross-fitting, issue 31): with ``fold_of`` (each sample's fold) and a dict
+    ``observed``, the same pass also fills ``observed["folds"]``, each fold's calibrated model (fold k's
+    statistics written into ``first_calibrated``'s layout: ``set_ranges``; what calibrating fold k alone
+    records, since every sample's statistics are recorded alike), and ``observed["outputs"]``, the float
+    model's outputs on every sample ([array (count, ...)] per output, the interpreter's builtin kernels).
     """
     plan, why = observation_plan(model_content)
     if plan is None:
@@ -176,7 +210,8 @@ def observe_fast(model_content, first, arrays, count, threads, memory=None, coll
     if memory and activation_bytes > MEMORY_SHARE * memory:
         return None, "keeping every tensor of a sample takes %d MB" % (activation_bytes >> 20)
     first_calibrated = first()  # before the observer: Calibrate()'s transient copies are freed by then
-    observer = InterpreterObserver(model_content, plan, shapes, threads, pairs, collector)
+    observer = InterpreterObserver(model_content, plan, shapes, threads, pairs, collector, fold_of,
+                                   keep_outputs=observed is not None)
     observer.feed(arrays, 0, 1)
     expected = tensor_ranges(first_calibrated)
     different = differences(expected, observer.ranges())
@@ -187,13 +222,16 @@ def observe_fast(model_content, first, arrays, count, threads, memory=None, coll
                                                        calibrator_range)
     started = time.perf_counter()
     observer.feed(arrays, 1, count)
-    observed = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     ranges = observer.ranges()
     if any(np.isnan(v[0]).any() or np.isnan(v[1]).any() for v in ranges.values()):
         return None, "a tensor has NaN values (the calibrator reports which sample)"
     details = {"threads": threads, "tensors": len(plan["tensors"]), "in_place_inputs": len(pairs),
                "checked": "sample 0: the %d tensors' min/max equal the calibrator's" % len(expected),
-               "activation_mb": activation_bytes >> 20, "observe_seconds": round(observed, 2),
-               "seconds_per_sample": round(observed / max(1, count - 1), 4)}
+               "activation_mb": activation_bytes >> 20, "observe_seconds": round(seconds, 2),
+               "seconds_per_sample": round(seconds / max(1, count - 1), 4)}
+    if fold_of is not None and observed is not None:
+        observed["folds"] = [set_ranges(first_calibrated, observer.ranges(k)) for k in sorted(set(fold_of))]
+        observed["outputs"] = [np.concatenate(o) for o in observer.outputs]
     del observer
     return merge_ranges(first_calibrated, [ranges]), details

@@ -109,14 +109,17 @@ def ops_named_in(message):
     return found
 
 
-def _convert_once(source, representative_dataset, options, keep_samples=0):
+def _convert_once(source, representative_dataset, options, keep_samples=0, every_candidate=False):
     """One conversion; returns (content, calibration hook or None). Calibration runs on every core
     (``converters.tf2.calibrate``): the int8 file is byte-identical to TensorFlow's one-core calibration.
-    ``keep_samples``: how many of the first calibration samples the hook keeps (for the layer debugger)."""
+    ``keep_samples``: how many of the first calibration samples the hook keeps (for the layer debugger);
+    ``every_candidate``: every judged candidate is fitted on all samples (``--eval`` evaluates each), not
+    only the chosen one and plain."""
     from converters.tf2 import calibrate
 
     converter = configure(source.build(), representative_dataset, options)
-    hook = calibrate.install(converter, options.jobs, keep_samples=keep_samples, recovery=options.candidates)
+    hook = calibrate.install(converter, options.jobs, keep_samples=keep_samples, recovery=options.candidates,
+                             every_candidate=every_candidate)
     return converter.convert(), hook
 
 
@@ -154,7 +157,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
         started = time.perf_counter()
         try:
             content, hook = _convert_once(candidate, representative_dataset, options,
-                                          keep_samples=(artifacts or {}).get("keep_samples", 0))
+                                          keep_samples=(artifacts or {}).get("keep_samples", 0),
+                                          every_candidate=bool((artifacts or {}).get("candidates_dir")))
         except Exception as exc:  # noqa: BLE001 - converter errors come as many types
             seconds = time.perf_counter() - started
             message = str(exc)

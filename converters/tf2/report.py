@@ -235,9 +235,12 @@ def quantization_lines(report):
                   "eval top-1 % | seconds |", "|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             lines.append("| %s%s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                row["name"], " (chosen)" if row["chosen"] else "", fmt(row.get("sqnr_centered_db"), 2),
+                row["name"], " (chosen)" if row["chosen"] else " (stopped after the first fold)"
+                if row.get("stopped_early") else "", fmt(row.get("sqnr_centered_db"), 2),
                 fmt(row.get("correlation"), 3), fmt(row.get("sqnr_db"), 2), fmt(row.get("cosine"), 5), fmt(row.get("top1_agreement"), 3), fmt(row.get("max_abs_lsb"), 1),
                 fmt(row.get("eval_top1"), 2), fmt(row.get("seconds"), 2)))
+        lines += ["%s: %s (scored on its %d samples)." % (row["name"], row["stopped_early"], row["scored_samples"])
+                  for row in rows if row.get("stopped_early")]
     plain = section.get("plain_probe")
     if plain:
         lines += ["", "On the probe (held out): plain `%s` centered SQNR %s dB, correlation %s, SQNR %s dB, top-1 "
@@ -249,9 +252,10 @@ def quantization_lines(report):
     cle = section.get("cle")
     if cle:
         lines.append("Cross-layer equalization: %s pairs (%s with ReLU6, %s ReLU6 channels kept at scale 1); "
-                     "the equalized float model against the float model on the calibration samples: centered SQNR "
+                     "the equalized float model against the float model on %s calibration samples: centered SQNR "
                      "%s dB, max |diff| %s; %s." % (
                          cle.get("pairs"), cle.get("relu6_pairs"), cle.get("relu6_channels_kept"),
+                         (cle.get("float_check") or {}).get("samples", "the"),
                          fmt((cle.get("float_check") or {}).get("sqnr_centered_db"), 1),
                          fmt((cle.get("float_check") or {}).get("max_abs")),
                          cle.get("judged") or "no equalized candidate scored"))

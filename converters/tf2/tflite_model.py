@@ -126,3 +126,20 @@ def merge_ranges(calibrated, others):
             np.minimum(mins, other_mins, out=mins)
             np.maximum(maxs, other_maxs, out=maxs)
     return bytes(merged)
+
+
+def set_ranges(calibrated, ranges):
+    """``calibrated`` (bytes of a calibrated model) with each tensor's range replaced by ``ranges``'
+    ({(subgraph, tensor): (mins, maxs)}, the same tensors). Returns new bytes; only min/max values change.
+    Raises ValueError when ``ranges`` names other tensors or other lengths."""
+    written = bytearray(calibrated)
+    current = tensor_ranges(written)
+    if set(current) != set(ranges):
+        raise ValueError("the statistics name different tensors from the calibrated model's")
+    for key, (mins, maxs) in current.items():
+        new_mins, new_maxs = ranges[key]
+        if len(new_mins) != len(mins) or len(new_maxs) != len(maxs):
+            raise ValueError("tensor %s has %d ranges in the model, %d given" % (key, len(mins), len(new_mins)))
+        mins[:] = new_mins
+        maxs[:] = new_maxs
+    return bytes(written)

@@ -88,7 +88,7 @@ def _hooked(tf_bits, model, samples, jobs=2, route="auto", keep=0):
 def test_fast_route_gives_tensorflows_int8_file(tf_bits, model, samples, sequential, jobs):
     content, hook = _hooked(tf_bits, model, samples, jobs=jobs)
     info = hook.info
-    assert info["route"] == "interpreter", info
+    assert info["route"] == "interpreter", info.get("route_reason")
     assert info["fast"]["threads"] == max(2, jobs)  # the calibrator's multi-threaded kernels, even for one job
     assert info["fast"]["in_place_inputs"] >= 2, info  # the ADD and the MUL
     assert info["samples"] == SAMPLES
@@ -157,3 +157,51 @@ def test_hook_keeps_the_first_samples_for_the_layer_debugger(tf_bits, model, sam
     assert len(hook.samples) == 3
     for kept, sample in zip(hook.samples, samples[:3]):
         np.testing.assert_array_equal(kept[0], sample)
+
+
+def test_one_pass_gives_each_folds_own_calibration_statistics_and_outputs(tf_bits, model, samples):
+    """Issue 31: the search's folds calibrated in the fast route's one pass (``fold_of``) are, byte for byte,
+    the calibrated models of each fold calibrated alone; each fold's per-channel statistics (value samples
+    included) are those of a pass over that fold alone; the float outputs kept are the model's on every
+    sample (the interpreter's builtin kernels, as the statistics pass)."""
+    tf, _, calibrate = tf_bits
+    from tensorflow.lite.python.optimize import calibrator
+
+    from converters.tf2.recovery import statistics
+    from converters.tf2.recovery.graph import Graph
+
+    float_model = _converter(tf, model, samples)
+    float_model.optimizations = []
+    float_model.representative_dataset = None
+    float_model.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    float_model.inference_input_type = float_model.inference_output_type = tf.float32
+    content = calibrator.add_intermediate_tensors(float_model.convert())
+    folds = 3
+    fold_of = [i % folds for i in range(SAMPLES)]
+    names = Graph(bytearray(content)).tensor_names
+    wanted = dict((name, {"mean", "range", "values"}) for name in names)
+    collectors = statistics.FoldCollectors(names, wanted, fold_of)
+    observed = {}
+    whole, info = calibrate.calibrate_samples(content, lambda: iter([s] for s in samples), jobs=2,
+                                              collector=collectors, fold_of=fold_of, observed=observed)
+    assert info["route"] == "interpreter", info.get("route_reason")
+    assert len(observed["folds"]) == folds
+    for k in range(folds):
+        part = [samples[i] for i in range(SAMPLES) if fold_of[i] == k]
+        own = statistics.Collector(names, len(part), wanted)
+        alone, alone_info = calibrate.calibrate_samples(content, lambda: iter([s] for s in part), jobs=2,
+                                                        collector=own)
+        assert alone_info["route"] == "interpreter"
+        assert observed["folds"][k] == alone, "fold %d's one-pass calibration differs from its own" % k
+        assert calibrate.differences(calibrate.tensor_ranges(alone), calibrate.tensor_ranges(whole)) != [], \
+            "a fold's ranges equal every sample's: the check would not see a fold mix-up"
+        separate = own.stats
+        ours = collectors.parts[k].stats
+        assert collectors.parts[k].complete() and own.complete() and len(ours) >= 5 and set(ours) == set(separate)
+        for name, stats in ours.items():
+            np.testing.assert_array_equal(stats.mean, separate[name].mean)
+            np.testing.assert_array_equal(stats.max, separate[name].max)
+            np.testing.assert_array_equal(stats.samples(), separate[name].samples())
+    outputs, _ = statistics.run(content, [[s] for s in samples], tensors=[0])
+    np.testing.assert_allclose(observed["outputs"][0], outputs[0], rtol=1e-5, atol=1e-6)
+    assert observed["outputs"][0].shape == (SAMPLES, 5)

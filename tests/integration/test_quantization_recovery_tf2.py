@@ -276,6 +276,44 @@ def test_the_search_scores_and_chooses_by_the_margin():
     assert search.samples_for_gain(40, (0.0, 2.0)) == 40 and search.samples_for_gain(40, (0.0, 4.0)) == 160
 
 
+def test_the_sequential_rule_stops_only_a_candidate_that_cannot_be_preferred(tf_bits):
+    """After the first fold, a candidate whose 90 % upper gain over plain (or over a candidate with a strict
+    part of its rewrites) there is below the margin is judged no further; a fold too small to say, outputs
+    equal to the parent's, or a real gain never stop it; ``choose`` leaves stopped candidates out."""
+    from converters.tf2.recovery import search
+
+    rng = np.random.RandomState(5)
+    count = 120
+    references = [rng.normal(0, 1, (count, 4))]
+    held = list(range(0, count, 3))  # fold 0: 40 samples
+
+    def outputs_with(noise):
+        return [references[0] + rng.normal(0, noise, references[0].shape)]
+
+    def near(outputs):  # the same errors as ``outputs`` and a little more (as files one rewrite apart)
+        return [o + rng.normal(0, 0.01, o.shape) for o in outputs]
+
+    plain_out = outputs_with(0.1)
+    judged = {"plain": search.sample_errors(plain_out, references)}
+    no_gain = search._hopeless("cle", judged, references)(held, near(plain_out))
+    assert no_gain and "stopped after the first fold" in no_gain and "over plain" in no_gain
+    assert search._hopeless("cle", judged, references)(held, outputs_with(0.05)) is None  # 6 dB better: goes on
+    assert search._hopeless("cle", judged, references)(held, plain_out) is None  # equal outputs: no evidence
+    assert search._hopeless("cle", judged, references)(held[:search.MIN_STOP_SAMPLES - 1], near(plain_out)) is None
+    # against a parent with a strict part of its rewrites: cle+bias no better than bias stops, though it
+    # beats plain
+    bias_out = outputs_with(0.05)
+    judged["bias"] = search.sample_errors(bias_out, references)
+    reason = search._hopeless("cle+bias", judged, references)(held, near(bias_out))
+    assert reason and "over bias" in reason
+    assert search._hopeless("cle", {"bias": judged["bias"]}, references)(held, near(bias_out)) is None  # not a part
+    base = np.ones(40)
+    candidates = [{"name": "plain", "score_db": 10.0, "noise": base, "correlation": 0.9, "verdict_reasons": []},
+                  {"name": "cle", "score_db": 30.0, "stopped_early": "stopped", "correlation": 0.9,
+                   "verdict_reasons": []}]
+    assert search.choose(candidates)[0] == "plain"
+
+
 def test_a_constant_output_scores_below_plain_in_the_search(tf_bits):
     """The search's score cannot be fooled by a constant: on outputs that vary across the samples, the
     float model's mean output (the best constant) scores 0 dB centered and correlation 0."""

@@ -57,6 +57,8 @@ LAYER_SAMPLES = 3
 CORRELATION_SLACK = 0.02  # a candidate's worst correlation may not fall below plain's by more
 GROUP_SLACK_DB = 0.5  # ... nor its gain on any predicted class fall below -0.5 dB (rounding noise between files)
 MIN_GROUP = 8  # samples a predicted class needs before its gain is judged
+DIAGNOSTIC_SAMPLES = 16  # calibration samples the float-side checks run on (cle's float deviation, bias's move)
+MIN_STOP_SAMPLES = 30  # the first fold's samples the sequential rule needs to stop a candidate (``_hopeless``)
 
 
 def parse(spec):
@@ -227,9 +229,11 @@ class _Fit(object):
         self.cle_float = None
 
 
-def _fits(float_model, samples, folds, calibrate, wanted, names, timings, section):
-    """The fit on all samples and, with folds, one per fold k on every fold but k: [(fit, held-out indices)].
-    Each fold is calibrated once; the rest is merged (module docstring)."""
+def _fits(float_model, samples, folds, calibrate, wanted, names, timings, section, calibrate_folds=None):
+    """The fit on all samples and, with folds, one per fold k on every fold but k: (whole fit, [(fit,
+    held-out indices)], the float outputs on every sample or None). Every fold is calibrated once: in one
+    pass over all samples with ``calibrate_folds`` when the calibration's fast route can (it also gives
+    the float outputs), else fold by fold; the rest is merged (module docstring)."""
     from converters.tf2 import tflite_model
 
     t0 = time.perf_counter()
@@ -239,16 +243,30 @@ def _fits(float_model, samples, folds, calibrate, wanted, names, timings, sectio
         stats = collector.stats if collector.complete() else statistics.collect(float_model, samples, wanted)
         timings["calibrate"] = round(time.perf_counter() - t0, 2)
         whole = _Fit("all", calibrated, stats, samples)
-        return whole, [(whole, list(range(len(samples))))]
+        return whole, [(whole, list(range(len(samples))))], None
     groups = _fold_indices(len(samples), folds)
-    calibrated, stats, gathered = [], [], []
-    for group in groups:
-        part = [samples[i] for i in group]
-        collector = statistics.Collector(names, len(part), wanted)
-        calibrated.append(calibrate(part, collector))
-        complete = collector.complete()
-        gathered.append(complete)
-        stats.append(collector.stats if complete else statistics.collect(float_model, part, wanted))
+    fold_of = [i % folds for i in range(len(samples))]
+    calibrated, outputs, everything = None, None, None
+    collectors = statistics.FoldCollectors(names, wanted, fold_of)
+    if calibrate_folds is not None:
+        everything, calibrated, outputs = calibrate_folds(samples, fold_of, collectors)
+    if calibrated is not None:
+        section["calibration_passes"] = "one: every fold's min/max and statistics and the float outputs"
+        gathered = [part.complete() for part in collectors.parts]
+        stats = [part.stats if done else statistics.collect(float_model, [samples[i] for i in group], wanted)
+                 for part, done, group in zip(collectors.parts, gathered, groups)]
+    else:
+        section["calibration_passes"] = ("%d: one per fold (the calibrator's route)" % folds if everything is None
+                                         else "%d: every sample, then one per fold (the calibrator's route)"
+                                         % (folds + 1))
+        stats, gathered, calibrated = [], [], []
+        for group in groups:
+            part = [samples[i] for i in group]
+            collector = statistics.Collector(names, len(part), wanted)
+            calibrated.append(calibrate(part, collector))
+            complete = collector.complete()
+            gathered.append(complete)
+            stats.append(collector.stats if complete else statistics.collect(float_model, part, wanted))
     timings["calibrate"] = round(time.perf_counter() - t0, 2)
     section["statistics"] = ("gathered during calibration (the interpreter's pass)" if all(gathered) else
                              "a pass of their own (the calibration took TFLite's calibrator)")
@@ -263,14 +281,14 @@ def _fits(float_model, samples, folds, calibrate, wanted, names, timings, sectio
         return content, statistics.merge([stats[k] for k in keep])
 
     content, merged_stats = merged(list(range(folds)))
-    whole = _Fit("all", content, merged_stats, samples)
+    whole = _Fit("all", content if everything is None else everything, merged_stats, samples)
     fits = []
     for k, group in enumerate(groups):
         keep = [j for j in range(folds) if j != k]
         content, merged_stats = merged(keep)
         fits.append((_Fit("fold %d" % k, content, merged_stats, [samples[i] for j in keep for i in groups[j]]),
                      group))
-    return whole, fits
+    return whole, fits, outputs
 
 
 def _build(name, fit, float_model, float_graph, quantize, requested_cle):
@@ -312,32 +330,93 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
     return content, details, base
 
 
-def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle):
+def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle, stop=None):
     """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
-    fold: ([array (count, ...)] per output, the last fold's int8 bytes)."""
+    fold: ([array (count, ...)] per output, the last fold's int8 bytes, its details, the stop's reason or
+    None). ``stop(held, outputs)``, asked after the first fold when there are several: a reason to judge
+    this candidate no further (the sequential rule: ``_hopeless``), or None."""
     outputs = None
-    content = None
-    for fit, held in fits:
-        content, _, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
+    content = details = None
+    for k, (fit, held) in enumerate(fits):
+        content, details, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
         part, _ = statistics.run(content, [samples[i] for i in held])
         if outputs is None:
             outputs = [np.zeros((len(samples),) + tuple(p.shape[1:]), p.dtype) for p in part]
         for o, p in zip(outputs, part):
             o[held] = p
-    return outputs, content
+        if k == 0 and len(fits) > 1 and stop is not None:
+            reason = stop(held, outputs)
+            if reason:
+                return outputs, content, details, reason
+    return outputs, content, details, None
 
 
-def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None):
+def sample_errors(outputs, references):
+    """(samples, outputs) array: each sample's mean squared error on each output (``score``'s noise before
+    it is weighed by the outputs' variation)."""
+    columns = []
+    for output, reference in zip(outputs, references):
+        reference = np.asarray(reference, np.float64)
+        flat = (output.reshape(reference.shape).astype(np.float64) - reference).reshape(len(reference), -1)
+        columns.append(np.mean(flat ** 2, axis=1))
+    return np.stack(columns, axis=1)
+
+
+def _noise_on(errors, references, held):
+    """``score``'s noise of the samples ``held``, from ``sample_errors``, each output weighed by its
+    variation over those samples."""
+    noise = np.zeros(len(held))
+    for k, reference in enumerate(references):
+        part = np.asarray(reference, np.float64)[held]
+        variation = float(np.mean((part - part.mean(axis=0)) ** 2)) or float(np.mean(part ** 2)) or 1.0
+        noise += errors[held, k] / variation
+    return noise
+
+
+def _hopeless(name, judged, references):
+    """The sequential rule: ``stop(held, outputs)`` for ``_out_of_fold``. After the first fold, candidate
+    ``name`` is judged no further when, against plain or against a judged candidate whose rewrites are a
+    strict part of its own (``judged``: {name: sample_errors}), the upper end of its 90 % paired-bootstrap
+    gain on that fold is below ``MARGIN_DB``: it cannot be preferred to that candidate (``choose`` prefers
+    the candidate with fewer rewrites within ``MARGIN_DB``), so its other folds would be built for nothing.
+    Only a fold of at least ``MIN_STOP_SAMPLES`` samples, on which the two differ, can stop it: fewer, or
+    outputs equal on every one of them (saturated), say too little about the other folds."""
+    own = set(_parts(name))
+
+    def stop(held, outputs):
+        if len(held) < MIN_STOP_SAMPLES:
+            return None
+        mine = _noise_on(sample_errors(outputs, references), references, held)
+        for parent, parent_errors in judged.items():
+            if not set(_parts(parent)) < own:
+                continue
+            theirs = _noise_on(parent_errors, references, held)
+            if np.array_equal(theirs, mine):  # the same outputs on this fold (e.g. saturated): no evidence
+                continue
+            low, high = gain_interval(theirs, mine)
+            if high < MARGIN_DB:
+                return ("stopped after the first fold: its gain over %s there is %+.2f to %+.2f dB (90 %% bootstrap "
+                        "interval on %d samples), below the %.1f dB it needs to be preferred to it" % (
+                            parent, low, high, len(held), MARGIN_DB))
+        return None
+    return stop
+
+
+def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None,
+           calibrate_folds=None, every_candidate=True):
     """Build, judge and choose (see the module docstring). ``float_model``: the converter's float model
     (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
     ``requested``: the candidate names (``parse``); ``calibrate(samples, collector) -> calibrated bytes``
     and ``quantize(calibrated bytes) -> int8 bytes`` are the hook's own calls; ``calibration_model``: the
     model ``calibrate`` runs (the float model with TFLite's intermediate tensors), whose tensor names the
-    statistics gathered during calibration carry.
+    statistics gathered during calibration carry; ``calibrate_folds(samples, fold_of, collectors) ->
+    (calibrated, [fold calibrated] or None, [float outputs] or None)``: the hook's one pass for the folds
+    (``_fits``), when it has one; ``every_candidate``: fit every judged candidate on all samples (``--eval``
+    evaluates each), not only the chosen one and plain.
 
     Returns (chosen int8 bytes, the chosen candidate's calibrated model, plain int8 bytes, section,
     extras). section: report.json's ``quantization``; extras: {cle_float_model? (when cle was chosen),
-    candidates: {name: int8 bytes fitted on all samples}}."""
+    candidates: {name: int8 bytes fitted on all samples} (the chosen one and plain, or every one)}."""
     log = log or (lambda message: None)
     started = time.perf_counter()
     # plain alone has nothing to be chosen against: one calibration on every sample, no judging
@@ -355,10 +434,12 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     float_graph = Graph(bytearray(float_model))
     wanted = wanted_statistics(float_graph, requested)
     names = Graph(bytearray(calibration_model or float_model)).tensor_names
-    whole, fits = _fits(float_model, samples, folds, calibrate, wanted, names, timings, section)
+    whole, fits, references = _fits(float_model, samples, folds, calibrate, wanted, names, timings, section,
+                                    calibrate_folds)
     section.setdefault("statistics", "gathered during calibration (the interpreter's pass)")
     t0 = time.perf_counter()
-    references = statistics.run(float_model, samples)[0] if len(requested) > 1 else None
+    if references is None and len(requested) > 1:
+        references = statistics.run(float_model, samples)[0]
     timings["float_reference"] = round(time.perf_counter() - t0, 2)
     log("quantization: %d candidates (%s), each judged on all %d calibration samples (%s)"
         % (len(requested), ", ".join(requested), len(samples),
@@ -369,39 +450,36 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     scales = None
     t0 = time.perf_counter()
     queue = list(requested)
-    if auto:  # nothing left to recover? plain fitted on every sample, on those samples: no fold work if so
-        plain_all, _, _ = _build("plain", whole, float_model, float_graph, quantize, requested_cle)
-        outputs = statistics.run(plain_all, samples)[0]
-        scales = output_scales(plain_all)
-        floor = rounding_floor(references, scales)
-        entry = dict(score(outputs, references, scales), name="plain",
-                     scored_on="the calibration samples it was fitted on (the rounding-floor check)")
-        section["rounding_floor_db"] = None if floor is None else round(floor, 2)
-        section["plain_fitted_sqnr_db"] = entry["sqnr_db"]
-        if floor is not None and entry["sqnr_db"] >= floor - FLOOR_MARGIN_DB:
-            section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor on the calibration "
-                                  "samples (%.2f dB against %.2f dB: the SQNR that rounding the output alone allows): "
-                                  "nothing left to recover, no other candidate built" % (
-                                      FLOOR_MARGIN_DB, entry["sqnr_db"], floor))
-            entry["seconds"] = round(time.perf_counter() - t0, 2)
-            section["candidates"] = [entry]
-            queue = []
+    judged = {}  # {name: sample_errors} of the candidates judged on every fold (the sequential rule's parents)
+    fold_details, stopped_details = {}, {}  # their rewrites' details as the last fold they were built on gave them
     while queue:
         name = queue.pop(0)
         t1 = time.perf_counter()
         if len(requested) == 1:  # --quantize plain: the by-hand recipe's file, nothing to judge it against
             section["candidates"] = [{"name": name, "seconds": 0.0}]
             break
-        outputs, content = _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle)
+        outputs, content, details, stopped = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
+                                                          requested_cle, _hopeless(name, judged, references))
         if scales is None:
             scales = output_scales(content)
         entry = {"name": name}
-        entry.update(score(outputs, references, scales))
+        if stopped:
+            held = fits[0][1]
+            entry.update(score([o[held] for o in outputs], [np.asarray(r)[held] for r in references], scales))
+            entry.update(stopped_early=stopped, scored_samples=len(held))
+            stopped_details[name] = details
+        else:
+            entry.update(score(outputs, references, scales))
+            judged[name] = sample_errors(outputs, references)
+            fold_details[name] = details
         entry["seconds"] = round(time.perf_counter() - t1, 2)
         section.setdefault("candidates", []).append(entry)
-        log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)" % (
-            name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"]))
-        if auto and not queue and name in AUTO:  # the first stage is judged: the layer-wise second stage
+        log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)%s" % (
+            name, entry["sqnr_db"], entry["score_db"], entry["correlation"], entry["seconds"],
+            " - stopped after the first fold" if stopped else ""))
+        if auto and name == "plain":  # nothing left to recover? then no other candidate is built
+            queue = _below_floor(section, entry, references, scales, queue)
+        if auto and not queue and name in AUTO and not section.get("stopped"):  # the first stage is judged: the layer-wise second stage
             queue = _second_stage(section, float_graph, len(samples), log, groups)
     timings["candidates"] = round(time.perf_counter() - t0, 2)
     del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
@@ -417,12 +495,17 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     section["chosen"] = chosen
     section["why"] = why
 
-    # every judged candidate fitted on all samples: the chosen file, plain (TFLite's own), the rest for --eval
+    # fitted on all samples: the chosen file and plain (TFLite's own), and with every_candidate (--eval) the rest
     t0 = time.perf_counter()
     built = {}
     for entry in section["candidates"]:
-        content, details, base = _build(entry["name"], whole, float_model, float_graph, quantize, requested_cle)
-        built[entry["name"]] = (content, details, base)
+        name = entry["name"]
+        if every_candidate or name in (chosen, "plain"):
+            content, details, base = _build(name, whole, float_model, float_graph, quantize, requested_cle)
+            built[name] = (content, details, base)
+        else:  # its rewrites as its last fold's fit made them
+            details = fold_details.get(name) or stopped_details.get(name) or {}
+            entry["details_from"] = "a fold's fit (only the chosen candidate and plain are fitted on all samples)"
         for key in ("bias", "ranges", "gptq", "ebias"):
             if key in details:
                 entry[key] = details[key]
@@ -432,13 +515,20 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     extras = {"candidates": dict((name, value[0]) for name, value in built.items())}
     plain_ops = Graph(bytearray(plain_content)).op_signature()
     section["same_ops_as_plain"] = all(Graph(bytearray(c)).op_signature() == plain_ops for c, _, _ in built.values())
-    if requested_cle and whole.plan is not None:
-        _judge_cle(section, whole, float_model, samples, references, extras, chosen)
+    # the float-side checks (a report's figures, not the choice's): on the first DIAGNOSTIC_SAMPLES samples,
+    # against the float model run there by the same interpreter
+    diagnostic = samples[:DIAGNOSTIC_SAMPLES]
     errors = details.get("bias_errors")
+    diagnostic_references = statistics.run(float_model, diagnostic)[0] if (
+        errors or (requested_cle and whole.plan is not None)) else None
+    if requested_cle and whole.plan is not None:
+        _judge_cle(section, whole, float_model, diagnostic, diagnostic_references, extras, chosen)
     if errors:
         moved = bytearray(extras.get("cle_float_model") if "cle" in _parts(chosen) else float_model)
         bias_correction.shift_float(Graph(moved), errors)
-        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), samples)[0], references)
+        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), diagnostic)[0],
+                                                      diagnostic_references)
+        section["bias_float_moved"]["samples"] = len(diagnostic)
     t0 = time.perf_counter()
     if chosen != "plain":  # plain chosen: nothing to compare (the per-layer debugger's plot shows its layers)
         try:
@@ -479,6 +569,21 @@ def model_macs(graph):
     return total
 
 
+def _below_floor(section, plain, references, scales, queue):
+    """auto's rounding-floor check, on plain's held-out scores: ``queue`` as it was, or [] (with the
+    reason in ``section["stopped"]``) when plain is within ``FLOOR_MARGIN_DB`` of the SQNR that rounding the
+    output to its int8 step alone allows (``rounding_floor``): no rewrite can gain there."""
+    floor = rounding_floor(references, scales)
+    section["rounding_floor_db"] = None if floor is None else round(floor, 2)
+    if floor is None or plain["sqnr_db"] < floor - FLOOR_MARGIN_DB:
+        return queue
+    section["stopped"] = ("plain is within %.1f dB of the int8 output's rounding floor on the held-out calibration "
+                          "samples (%.2f dB against %.2f dB: the SQNR that rounding the output alone allows): "
+                          "nothing left to recover, no other candidate built" % (
+                              FLOOR_MARGIN_DB, plain["sqnr_db"], floor))
+    return []
+
+
 def _second_stage(section, float_graph, samples, log, groups=None):
     """auto's layer-wise candidates (``AUTO_LAYERWISE``), with cle when the first stage's winner equalized,
     or [] with the reason in ``section["layerwise"]`` when the model's MACs times the samples exceed
@@ -506,7 +611,8 @@ def _second_stage(section, float_graph, samples, log, groups=None):
 
 
 def _judge_cle(section, whole, float_model, samples, references, extras, chosen):
-    """Equalization judged end to end: how far the equalized float model is from the float one (its own
+    """Equalization judged end to end: how far the equalized float model is from the float one on ``samples``
+    (the float model's outputs there: ``references``; its own
     cost, which the candidates' scores already include, since they are measured against the float model),
     beside the int8 error it removes (the best cle candidate's score against plain's). Recorded in
     ``section["cle"]``; never a parity cell and never a reason to fail a run."""
@@ -520,9 +626,10 @@ def _judge_cle(section, whole, float_model, samples, references, extras, chosen)
     check = _float_distance(outputs, references)
     own = [metrics.fidelity(r, o.reshape(np.shape(r))) for r, o in zip(references, outputs)]
     check["sqnr_centered_db"] = _db(min(f["sqnr_centered_db"] for f in own))
+    check["samples"] = len(samples)
     section["cle"]["float_check"] = check
     by_name = dict((c["name"], c) for c in section["candidates"])
-    with_cle = [c for c in section["candidates"] if "cle" in _parts(c["name"])]
+    with_cle = [c for c in section["candidates"] if "cle" in _parts(c["name"]) and not c.get("stopped_early")]
     if with_cle and "plain" in by_name:
         best = max(with_cle, key=lambda c: c["score_db"])
         section["cle"]["int8_gain_db"] = round(best["score_db"] - by_name["plain"]["score_db"], 2)
@@ -530,6 +637,10 @@ def _judge_cle(section, whole, float_model, samples, references, extras, chosen)
             "the equalized float model is %.1f dB (centered) from the float model; the best equalized "
             "candidate (%s) scores %+.2f dB against plain, float deviation included" % (
                 check["sqnr_centered_db"], best["name"], section["cle"]["int8_gain_db"]))
+    elif any("cle" in _parts(c["name"]) for c in section["candidates"]):
+        section["cle"]["judged"] = (
+            "the equalized float model is %.1f dB (centered) from the float model; every equalized candidate was "
+            "stopped after the first fold (no gain it could be preferred for)" % check["sqnr_centered_db"])
     if "cle" in _parts(chosen):
         extras["cle_float_model"] = bytes(cle_float)
 
@@ -623,6 +734,7 @@ def choose(candidates, groups=None):
     whatever it gains on the others); keep its worst correlation with the float outputs within
     ``CORRELATION_SLACK`` of plain's (a flattened output must lose); and not fail a check of the int8 verdict
     that plain passes."""
+    candidates = [c for c in candidates if not c.get("stopped_early")]  # the sequential rule's: out of the running
     plain = next(c for c in candidates if c["name"] == "plain")
     eligible = []
     refused = {}

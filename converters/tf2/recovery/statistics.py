@@ -93,6 +93,10 @@ class Collector(object):
             self.stats[name] = TensorStats(int(view.shape[-1]) if view.ndim else 1, kinds)
         self.stats[name].add(view, self.keep, self.rng)
 
+    def for_sample(self, index):
+        """The collector sample ``index``'s tensors go to: this one."""
+        return self
+
     def sample_done(self, index):
         self.seen.add(index)
 
@@ -101,6 +105,57 @@ class Collector(object):
 
     def complete(self):
         return len(self.seen) == self.count and bool(self.stats)
+
+
+class FoldCollectors(object):
+    """One ``Collector`` per fold of the search's cross-fitting, fed by one pass over every sample: sample
+    i's tensors go to fold ``fold_of[i]``'s collector (``parts[k]``), which numbers its samples as a pass
+    over that fold alone would (so its statistics, value samples included, are the same)."""
+
+    def __init__(self, names, wanted, fold_of, seed=0):
+        self.fold_of = list(fold_of)
+        folds = sorted(set(self.fold_of))
+        self.parts = [Collector(names, self.fold_of.count(k), wanted, seed) for k in folds]
+        self.position = {}
+        for k in folds:
+            for rank, index in enumerate(i for i, f in enumerate(self.fold_of) if f == k):
+                self.position[index] = rank
+
+    @property
+    def excluded(self):
+        return self.parts[0].excluded
+
+    @excluded.setter
+    def excluded(self, tensors):
+        for part in self.parts:
+            part.excluded = set(tensors)
+
+    def for_sample(self, index):
+        return _Numbered(self.parts[self.fold_of[index]], self.position[index])
+
+    def sample_done(self, index):  # the observer calls the object ``for_sample`` gave
+        raise AssertionError("FoldCollectors.for_sample gives the collector to call")
+
+    def reset(self):
+        for part in self.parts:
+            part.reset()
+
+    def complete(self):
+        return all(part.complete() for part in self.parts)
+
+
+class _Numbered(object):
+    """A fold's collector seen through one sample: ``sample_done`` with the sample's number in its fold."""
+
+    def __init__(self, collector, position):
+        self.collector = collector
+        self.position = position
+
+    def add(self, t, view):
+        self.collector.add(t, view)
+
+    def sample_done(self, index):
+        self.collector.sample_done(self.position)
 
 
 def merge(parts):
