@@ -291,16 +291,23 @@ def _fits(float_model, samples, folds, calibrate, wanted, names, timings, sectio
     return whole, fits, outputs
 
 
-def _build(name, fit, float_model, float_graph, quantize, requested_cle):
+def _plan(fit, float_graph):
+    """``fit``'s equalization plan (pairs, totals, details), made once from its statistics."""
+    if fit.plan is None:
+        pairs, totals, details = equalize.plan(float_graph, fit.stats)
+        equalize.portable(pairs, float_graph)
+        fit.plan = (pairs, totals, details)
+    return fit.plan
+
+
+def _build(name, fit, float_model, float_graph, quantize):
     """The int8 model of candidate ``name`` fitted on ``fit``: (bytes, details). Rewrites of the float or
     calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
     own rewrites (bias)."""
     parts = _parts(name)
     base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
-    if fit.plan is None and requested_cle:
-        pairs, totals, details = equalize.plan(float_graph, fit.stats)
-        equalize.portable(pairs, float_graph)
-        fit.plan = (pairs, totals, details)
+    if "cle" in parts:
+        _plan(fit, float_graph)
     if base_key not in fit.bases:
         content = bytearray(fit.calibrated)
         graph = Graph(content)
@@ -330,7 +337,7 @@ def _build(name, fit, float_model, float_graph, quantize, requested_cle):
     return content, details, base
 
 
-def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, requested_cle, stop=None):
+def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, stop=None):
     """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
     fold: ([array (count, ...)] per output, the last fold's int8 bytes, its details, the stop's reason or
     None). ``stop(held, outputs)``, asked after the first fold when there are several: a reason to judge
@@ -338,7 +345,7 @@ def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, reques
     outputs = None
     content = details = None
     for k, (fit, held) in enumerate(fits):
-        content, details, _ = _build(name, fit, float_model, float_graph, quantize, requested_cle)
+        content, details, _ = _build(name, fit, float_model, float_graph, quantize)
         part, _ = statistics.run(content, [samples[i] for i in held])
         if outputs is None:
             outputs = [np.zeros((len(samples),) + tuple(p.shape[1:]), p.dtype) for p in part]
@@ -459,7 +466,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             section["candidates"] = [{"name": name, "seconds": 0.0}]
             break
         outputs, content, details, stopped = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
-                                                          requested_cle, _hopeless(name, judged, references))
+                                                          _hopeless(name, judged, references))
         if scales is None:
             scales = output_scales(content)
         entry = {"name": name}
@@ -501,7 +508,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     for entry in section["candidates"]:
         name = entry["name"]
         if every_candidate or name in (chosen, "plain"):
-            content, details, base = _build(name, whole, float_model, float_graph, quantize, requested_cle)
+            content, details, base = _build(name, whole, float_model, float_graph, quantize)
             built[name] = (content, details, base)
         else:  # its rewrites as its last fold's fit made them
             details = fold_details.get(name) or stopped_details.get(name) or {}
@@ -520,8 +527,9 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     diagnostic = samples[:DIAGNOSTIC_SAMPLES]
     errors = details.get("bias_errors")
     diagnostic_references = statistics.run(float_model, diagnostic)[0] if (
-        errors or (requested_cle and whole.plan is not None)) else None
-    if requested_cle and whole.plan is not None:
+        errors or requested_cle) else None
+    if requested_cle:
+        _plan(whole, float_graph)
         _judge_cle(section, whole, float_model, diagnostic, diagnostic_references, extras, chosen)
     if errors:
         moved = bytearray(extras.get("cle_float_model") if "cle" in _parts(chosen) else float_model)
