@@ -6,7 +6,9 @@ For whom: the calibration hook (``converters.tf2.calibrate.ShardedCalibration``)
 what a user sees; this module's functions say how.
 
 How: the calibration samples are dealt into ``folds_for(count)`` folds (sample i to fold i mod K). Each
-fold is calibrated on its own (TFLite's min/max) and observed per channel (``statistics``), once; since
+fold is calibrated on its own (TFLite's min/max) and observed per channel (``statistics``), once: all in
+the calibration's one pass over the samples when its fast route runs (``calibrate_folds``, which also
+gives the float outputs the candidates are scored against), else fold by fold; since
 TFLite's calibrator records plain min/max, the calibration of "every fold but k" and of "all" is the
 merge of the folds' (``tflite_model.merge_ranges``: byte for byte what one calibration over those
 samples gives), and so are the statistics (``statistics.merge``). Each candidate is built K times, from
@@ -24,7 +26,8 @@ cannot fake; ``converters.shared.metrics.fidelity``), worst output. A candidate 
 only when it beats ``plain`` by ``MARGIN_DB``, the lower end of its paired-bootstrap 90 % interval over the
 samples is above 0 dB, its correlation with the float outputs is not below plain's, and it does not fail
 a check of the int8 verdict that plain passes; among candidates within ``MARGIN_DB`` of the best the one
-with fewer rewrites wins. The winner (and plain, and every candidate for ``--eval``) is then fitted on all
+with fewer rewrites wins. A candidate that cannot be preferred stops after its first fold (``_hopeless``,
+the sequential rule). The winner and plain (and every candidate for ``--eval``) are then fitted on all
 samples. The probe and ``--eval`` never take part: they judge the winner afterwards.
 """
 
