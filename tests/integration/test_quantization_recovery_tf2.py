@@ -190,7 +190,7 @@ def test_bias_correction_removes_the_mean_error_of_int8_weights(tf_bits, convert
 
 
 def test_the_search_asks_only_for_the_statistics_its_candidates_read(converted):
-    from converters.tf2.recovery import search
+    from converters.tf2.recovery import choice, search
 
     _, graph, _ = converted
     assert search.wanted_statistics(graph, ("plain",)) == {}
@@ -221,7 +221,7 @@ def test_range_choice_takes_the_least_int8_error_and_percentiles_cut_the_tail():
 
 
 def test_the_search_scores_and_chooses_by_the_margin():
-    from converters.tf2.recovery import search
+    from converters.tf2.recovery import choice, search
 
     assert search.parse("auto") == search.AUTO
     assert search.parse("plain") == ("plain",)
@@ -240,10 +240,10 @@ def test_the_search_scores_and_chooses_by_the_margin():
                 "verdict_reasons": list(reasons)}
 
     close = [entry("plain", 30.0, base), entry("bias", 30.1, base * 0.98)]
-    assert search.choose(close)[0] == "plain"  # within the margin: the plain converter's file
+    assert choice.choose(close)[0] == "plain"  # within the margin: the plain converter's file
     better = [entry("plain", 10.0, base), entry("cle", 20.0, base / 10), entry("cle+bias", 20.1, base / 10.2),
               entry("cle+bias+mse", 19.0, base / 8)]
-    name, why = search.choose(better)
+    name, why = choice.choose(better)
     assert name == "cle" and "+10.00 dB" in why  # the simplest within the margin of the best
     assert better[1]["samples_for_1db"] >= 1
     # a gain that comes from one sample out of 40 does not hold across the samples: plain stays
@@ -251,15 +251,15 @@ def test_the_search_scores_and_chooses_by_the_margin():
     lucky[0] = 1000.0  # plain's noise is one outlier; the candidate is a little worse everywhere else
     one_sample = [entry("plain", 10.0, lucky), entry("bias", 12.0, base * 1.3)]
     one_sample[1]["noise"][0] = 1.0
-    name, why = search.choose(one_sample)
+    name, why = choice.choose(one_sample)
     assert name == "plain" and "does not hold" in why, why
     # a candidate that scores better by flattening its outputs (its correlation falls) loses to plain
     flat = [entry("plain", 5.0, base, correlation=0.8), entry("bias", 8.0, base / 2, correlation=0.3)]
-    name, why = search.choose(flat)
+    name, why = choice.choose(flat)
     assert name == "plain" and "correlation" in why, why
     # ... and so does one that fails a check of the int8 verdict that plain passes
     failing = [entry("plain", 5.0, base), entry("bias", 8.0, base / 2, reasons=["centered SQNR 1.0 dB < 3 dB"])]
-    name, why = search.choose(failing)
+    name, why = choice.choose(failing)
     assert name == "plain" and "verdict" in why, why
     # a candidate that gains overall but loses on the samples of one predicted class is refused: a probe (or a
     # deployment) dominated by that class would get a worse file
@@ -268,19 +268,19 @@ def test_the_search_scores_and_chooses_by_the_margin():
     mixed[:20] *= 1.5  # worse than plain on class 0 ...
     mixed[20:] /= 20.0  # ... far better on class 1
     split = [entry("plain", 10.0, base), entry("bias", 14.0, mixed)]
-    name, why = search.choose(split, classes)
+    name, why = choice.choose(split, classes)
     assert name == "plain" and "predicted class 0" in why, why
-    assert split[1]["class_gains_db"][0] < -search.GROUP_SLACK_DB < 0 < split[1]["class_gains_db"][1]
-    assert search.choose([entry("plain", 10.0, base), entry("bias", 14.0, base / 3)], classes)[0] == "bias"
+    assert split[1]["class_gains_db"][0] < -choice.GROUP_SLACK_DB < 0 < split[1]["class_gains_db"][1]
+    assert choice.choose([entry("plain", 10.0, base), entry("bias", 14.0, base / 3)], classes)[0] == "bias"
     # the samples a 1 dB gain needs: the interval's half-width shrinks as 1 / sqrt(n)
-    assert search.samples_for_gain(40, (0.0, 2.0)) == 40 and search.samples_for_gain(40, (0.0, 4.0)) == 160
+    assert choice.samples_for_gain(40, (0.0, 2.0)) == 40 and choice.samples_for_gain(40, (0.0, 4.0)) == 160
 
 
 def test_the_sequential_rule_stops_only_a_candidate_that_cannot_be_preferred(tf_bits):
     """After the first fold, a candidate whose 90 % upper gain over plain (or over a candidate with a strict
     part of its rewrites) there is below the margin is judged no further; a fold too small to say, outputs
     equal to the parent's, or a real gain never stop it; ``choose`` leaves stopped candidates out."""
-    from converters.tf2.recovery import search
+    from converters.tf2.recovery import choice, search
 
     rng = np.random.RandomState(5)
     count = 120
@@ -294,42 +294,42 @@ def test_the_sequential_rule_stops_only_a_candidate_that_cannot_be_preferred(tf_
         return [o + rng.normal(0, 0.01, o.shape) for o in outputs]
 
     plain_out = outputs_with(0.1)
-    judged = {"plain": search.sample_errors(plain_out, references)}
-    no_gain = search._hopeless("cle", judged, references)(held, near(plain_out))
+    judged = {"plain": choice.sample_errors(plain_out, references)}
+    no_gain = choice.hopeless("cle", judged, references)(held, near(plain_out))
     assert no_gain and "stopped after the first fold" in no_gain and "over plain" in no_gain
-    assert search._hopeless("cle", judged, references)(held, outputs_with(0.05)) is None  # 6 dB better: goes on
-    assert search._hopeless("cle", judged, references)(held, plain_out) is None  # equal outputs: no evidence
-    assert search._hopeless("cle", judged, references)(held[:search.MIN_STOP_SAMPLES - 1], near(plain_out)) is None
+    assert choice.hopeless("cle", judged, references)(held, outputs_with(0.05)) is None  # 6 dB better: goes on
+    assert choice.hopeless("cle", judged, references)(held, plain_out) is None  # equal outputs: no evidence
+    assert choice.hopeless("cle", judged, references)(held[:choice.MIN_STOP_SAMPLES - 1], near(plain_out)) is None
     # against a parent with a strict part of its rewrites: cle+bias no better than bias stops, though it
     # beats plain
     bias_out = outputs_with(0.05)
-    judged["bias"] = search.sample_errors(bias_out, references)
-    reason = search._hopeless("cle+bias", judged, references)(held, near(bias_out))
+    judged["bias"] = choice.sample_errors(bias_out, references)
+    reason = choice.hopeless("cle+bias", judged, references)(held, near(bias_out))
     assert reason and "over bias" in reason
-    assert search._hopeless("cle", {"bias": judged["bias"]}, references)(held, near(bias_out)) is None  # not a part
+    assert choice.hopeless("cle", {"bias": judged["bias"]}, references)(held, near(bias_out)) is None  # not a part
     base = np.ones(40)
     candidates = [{"name": "plain", "score_db": 10.0, "noise": base, "correlation": 0.9, "verdict_reasons": []},
                   {"name": "cle", "score_db": 30.0, "stopped_early": "stopped", "correlation": 0.9,
                    "verdict_reasons": []}]
-    assert search.choose(candidates)[0] == "plain"
+    assert choice.choose(candidates)[0] == "plain"
 
 
 def test_a_constant_output_scores_below_plain_in_the_search(tf_bits):
     """The search's score cannot be fooled by a constant: on outputs that vary across the samples, the
     float model's mean output (the best constant) scores 0 dB centered and correlation 0."""
-    from converters.tf2.recovery import search
+    from converters.tf2.recovery import choice, search
 
     rng = np.random.RandomState(4)
     reference = np.concatenate([np.tile([[0.97, 0.03]], (38, 1)), np.tile([[0.1, 0.9]], (2, 1))])
     reference = reference + rng.normal(0, 0.01, reference.shape)
     good = reference + rng.normal(0, 0.01, reference.shape)
     constant = np.tile(reference.mean(axis=0), (40, 1))
-    plain = dict(search.score([good], [reference], [1 / 256.0]), name="plain")
-    flat = dict(search.score([constant], [reference], [1 / 256.0]), name="bias")
+    plain = dict(choice.score([good], [reference], [1 / 256.0]), name="plain")
+    flat = dict(choice.score([constant], [reference], [1 / 256.0]), name="bias")
     assert flat["sqnr_db"] > 10  # raw SQNR: the constant looks fine on this skewed set
     assert flat["score_db"] <= 0.01 and flat["correlation"] == 0.0 and flat["verdict_reasons"]
     assert plain["score_db"] > 10 and not plain["verdict_reasons"]
-    assert search.choose([plain, flat])[0] == "plain"
+    assert choice.choose([plain, flat])[0] == "plain"
 
 
 def _int8_converter(tf, model, samples):
@@ -346,7 +346,7 @@ def test_the_search_over_folds_quantizes_tflites_own_plain_model(tf_bits):
     """Cross-fitting calibrates each fold once and merges their min/max: plain fitted on all samples must
     still be TensorFlow's own file, and each fold's fit must see no sample of the fold it is judged on."""
     from converters.tf2 import calibrate
-    from converters.tf2.recovery import search
+    from converters.tf2.recovery import choice, search
 
     tf, tf_keras = tf_bits
     model = _model(tf_keras)

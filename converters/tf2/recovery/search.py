@@ -21,13 +21,9 @@ candidate is a combination of rewrites, none of which changes an op, a tensor, a
 - ``gptq`` (``rounding``): each int8 weight rounded down or up to minimise its layer's output error;
 - ``ebias`` (``empirical``): the int8 model's own mean error removed from each layer's bias, layer by layer.
 
-The score is each output's SQNR against its variation over the samples (centered: what a constant output
-cannot fake; ``converters.shared.metrics.fidelity``), worst output. A candidate other than ``plain`` wins
-only when it beats ``plain`` by ``MARGIN_DB``, the lower end of its paired-bootstrap 90 % interval over the
-samples is above 0 dB, its correlation with the float outputs is not below plain's, and it does not fail
-a check of the int8 verdict that plain passes; among candidates within ``MARGIN_DB`` of the best the one
-with fewer rewrites wins. A candidate that cannot be preferred stops after its first fold (``_hopeless``,
-the sequential rule). The winner and plain (and every candidate for ``--eval``) are then fitted on all
+How the candidates are scored and one is chosen (the worst output's centered SQNR, the bootstrap rule, the
+sequential rule that stops a candidate after its first fold when it cannot be preferred) is
+``converters.tf2.recovery.choice``'s. The winner and plain (and every candidate for ``--eval``) are then fitted on all
 samples. The probe and ``--eval`` never take part: they judge the winner afterwards.
 """
 
@@ -36,7 +32,7 @@ import time
 import numpy as np
 
 from converters.tf2.recovery import bias as bias_correction
-from converters.tf2.recovery import equalize, ranges, statistics
+from converters.tf2.recovery import choice, equalize, ranges, statistics
 from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 
 # auto: the candidates that paid for themselves in BENCHMARKS.md section 7; a range choice (mse, percentile)
@@ -51,17 +47,11 @@ AUTO = ("plain", "bias", "cle", "cle+bias")
 # (3.9 GMAC) with 100 samples is 390: the report says how to ask for them (--quantize ebias,gptq+ebias)
 AUTO_LAYERWISE = ("ebias", "gptq+ebias")
 LAYERWISE_MAX_GMAC_SAMPLES = 80.0
-MARGIN_DB = 0.2
-BOOTSTRAP = 500
 FLOOR_MARGIN_DB = 1.0
 FOLDS = 3
 MIN_FOLD = 8  # samples per fold: fewer and a fold's min/max and scores say little
 LAYER_SAMPLES = 3
-CORRELATION_SLACK = 0.02  # a candidate's worst correlation may not fall below plain's by more
-GROUP_SLACK_DB = 0.5  # ... nor its gain on any predicted class fall below -0.5 dB (rounding noise between files)
-MIN_GROUP = 8  # samples a predicted class needs before its gain is judged
 DIAGNOSTIC_SAMPLES = 16  # calibration samples the float-side checks run on (cle's float deviation, bias's move)
-MIN_STOP_SAMPLES = 30  # the first fold's samples the sequential rule needs to stop a candidate (``_hopeless``)
 
 
 def parse(spec):
@@ -81,65 +71,6 @@ def folds_for(samples):
     if samples >= FOLDS * MIN_FOLD:
         return FOLDS
     return 2 if samples >= 2 * MIN_FOLD else 0
-
-
-def _parts(name):
-    return [] if name == "plain" else name.split("+")
-
-
-def score(outputs, references, scales):
-    """The figures of one candidate on the samples that judge it, worst over outputs (as the probe's verdict):
-    {sqnr_db, sqnr_centered_db, correlation, cosine, top1_agreement, max_abs_lsb, score_db, verdict_reasons},
-    and ``noise``: each sample's squared error, per output divided by that output's variation over the
-    samples (so outputs weigh alike), summed over outputs (``choose``'s paired bootstrap; not written to the
-    report). ``score_db``, what candidates are ranked by: each output's centered SQNR where its variation
-    is resolvable (``metrics.fidelity``), else its raw SQNR; the worst output's."""
-    from converters.shared import metrics
-    from converters.tf2 import tflite_run
-
-    noise = np.zeros(len(references[0]))
-    per_output = []
-    for output, reference, scale in zip(outputs, references, scales):
-        reference = np.asarray(reference, np.float64)
-        output = output.reshape(reference.shape).astype(np.float64)
-        flat = (output - reference).reshape(len(reference), -1)
-        variation = float(np.mean((reference - reference.mean(axis=0)) ** 2)) or float(np.mean(reference ** 2)) or 1.0
-        noise += np.mean(flat ** 2, axis=1) / variation
-        measured = metrics.compare_quantized(reference, output, scale or 1.0)
-        measured["top1_decisive"] = tflite_run.decisive_top1(reference, output, scale)[0]
-        measured["reasons"] = tflite_run.verdict_reasons(measured)
-        measured["score_db"] = measured["sqnr_centered_db"] if measured["centered_judged"] else measured["sqnr_db"]
-        per_output.append(measured)
-    top1 = [o["top1_agreement"] for o in per_output if o["top1_agreement"] is not None]
-    centered = [o["sqnr_centered_db"] for o in per_output if o["sqnr_centered_db"] is not None]
-    correlations = [o["correlation"] for o in per_output if o["correlation"] is not None]
-    return {"sqnr_db": _db(min(o["sqnr_db"] for o in per_output)),
-            "sqnr_centered_db": _db(min(centered)) if centered else None,
-            "correlation": round(min(correlations), 4) if correlations else None,
-            "cosine": round(min(o["cosine"] for o in per_output), 5),
-            "top1_agreement": round(min(top1), 4) if top1 else None,
-            "max_abs_lsb": round(max(o["max_abs_lsb"] for o in per_output), 1),
-            "score_db": _db(min(o["score_db"] for o in per_output)),
-            "verdict_reasons": [r for o in per_output for r in o["reasons"]], "noise": noise}
-
-
-def _db(value):
-    """dB rounded for the report; +-inf kept as +-999 (JSON has no infinity; an exact output is rare)."""
-    return round(max(-999.0, min(999.0, float(value))), 2)
-
-
-def rounding_floor(references, scales):
-    """The SQNR (dB) that rounding each output to its int8 step alone allows, worst output: signal power
-    over scale^2 / 12 (the power of a uniform rounding error). None when an output has no step."""
-    floors = []
-    for reference, scale in zip(references, scales):
-        if not scale:
-            return None
-        power = float(np.mean(np.asarray(reference, np.float64) ** 2))
-        if power <= 0:
-            return None
-        floors.append(10.0 * np.log10(power / (scale ** 2 / 12.0)))
-    return min(floors) if floors else None
 
 
 def output_scales(model_content):
@@ -192,7 +123,7 @@ def wanted_statistics(float_graph, requested):
     """{tensor name: kinds} the requested candidates read (``statistics.TensorStats``): the input means of
     every linear op (bias correction), per-channel ranges of the tensors equalization rescales and of its
     ReLU6 outputs, and value samples of every activation when a range choice is requested."""
-    parts = set(p for name in requested for p in _parts(name))
+    parts = set(p for name in requested for p in choice.parts(name))
     names = float_graph.tensor_names
     wanted = {}
 
@@ -307,7 +238,7 @@ def _build(name, fit, float_model, float_graph, quantize):
     """The int8 model of candidate ``name`` fitted on ``fit``: (bytes, details). Rewrites of the float or
     calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
     own rewrites (bias)."""
-    parts = _parts(name)
+    parts = choice.parts(name)
     base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
     if "cle" in parts:
         _plan(fit, float_graph)
@@ -344,7 +275,7 @@ def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, stop=N
     """Candidate ``name``'s outputs on every sample, each from the candidate fitted without that sample's
     fold: ([array (count, ...)] per output, the last fold's int8 bytes, its details, the stop's reason or
     None). ``stop(held, outputs)``, asked after the first fold when there are several: a reason to judge
-    this candidate no further (the sequential rule: ``_hopeless``), or None."""
+    this candidate no further (the sequential rule: ``choice.hopeless``), or None."""
     outputs = None
     content = details = None
     for k, (fit, held) in enumerate(fits):
@@ -359,57 +290,6 @@ def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, stop=N
             if reason:
                 return outputs, content, details, reason
     return outputs, content, details, None
-
-
-def sample_errors(outputs, references):
-    """(samples, outputs) array: each sample's mean squared error on each output (``score``'s noise before
-    it is weighed by the outputs' variation)."""
-    columns = []
-    for output, reference in zip(outputs, references):
-        reference = np.asarray(reference, np.float64)
-        flat = (output.reshape(reference.shape).astype(np.float64) - reference).reshape(len(reference), -1)
-        columns.append(np.mean(flat ** 2, axis=1))
-    return np.stack(columns, axis=1)
-
-
-def _noise_on(errors, references, held):
-    """``score``'s noise of the samples ``held``, from ``sample_errors``, each output weighed by its
-    variation over those samples."""
-    noise = np.zeros(len(held))
-    for k, reference in enumerate(references):
-        part = np.asarray(reference, np.float64)[held]
-        variation = float(np.mean((part - part.mean(axis=0)) ** 2)) or float(np.mean(part ** 2)) or 1.0
-        noise += errors[held, k] / variation
-    return noise
-
-
-def _hopeless(name, judged, references):
-    """The sequential rule: ``stop(held, outputs)`` for ``_out_of_fold``. After the first fold, candidate
-    ``name`` is judged no further when, against plain or against a judged candidate whose rewrites are a
-    strict part of its own (``judged``: {name: sample_errors}), the upper end of its 90 % paired-bootstrap
-    gain on that fold is below ``MARGIN_DB``: it cannot be preferred to that candidate (``choose`` prefers
-    the candidate with fewer rewrites within ``MARGIN_DB``), so its other folds would be built for nothing.
-    Only a fold of at least ``MIN_STOP_SAMPLES`` samples, on which the two differ, can stop it: fewer, or
-    outputs equal on every one of them (saturated), say too little about the other folds."""
-    own = set(_parts(name))
-
-    def stop(held, outputs):
-        if len(held) < MIN_STOP_SAMPLES:
-            return None
-        mine = _noise_on(sample_errors(outputs, references), references, held)
-        for parent, parent_errors in judged.items():
-            if not set(_parts(parent)) < own:
-                continue
-            theirs = _noise_on(parent_errors, references, held)
-            if np.array_equal(theirs, mine):  # the same outputs on this fold (e.g. saturated): no evidence
-                continue
-            low, high = gain_interval(theirs, mine)
-            if high < MARGIN_DB:
-                return ("stopped after the first fold: its gain over %s there is %+.2f to %+.2f dB (90 %% bootstrap "
-                        "interval on %d samples), below the %.1f dB it needs to be preferred to it" % (
-                            parent, low, high, len(held), MARGIN_DB))
-        return None
-    return stop
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None,
@@ -454,9 +334,9 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     log("quantization: %d candidates (%s), each judged on all %d calibration samples (%s)"
         % (len(requested), ", ".join(requested), len(samples),
            "%d folds" % folds if folds else "not held out: too few"))
-    requested_cle = any("cle" in _parts(n) for n in requested)
+    requested_cle = any("cle" in choice.parts(n) for n in requested)
     auto = tuple(requested) == AUTO
-    groups = predicted_classes(references)
+    groups = choice.predicted_classes(references)
     scales = None
     t0 = time.perf_counter()
     queue = list(requested)
@@ -469,18 +349,18 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             section["candidates"] = [{"name": name, "seconds": 0.0}]
             break
         outputs, content, details, stopped = _out_of_fold(name, fits, samples, float_model, float_graph, quantize,
-                                                          _hopeless(name, judged, references))
+                                                          choice.hopeless(name, judged, references))
         if scales is None:
             scales = output_scales(content)
         entry = {"name": name}
         if stopped:
             held = fits[0][1]
-            entry.update(score([o[held] for o in outputs], [np.asarray(r)[held] for r in references], scales))
+            entry.update(choice.score([o[held] for o in outputs], [np.asarray(r)[held] for r in references], scales))
             entry.update(stopped_early=stopped, scored_samples=len(held))
             stopped_details[name] = details
         else:
-            entry.update(score(outputs, references, scales))
-            judged[name] = sample_errors(outputs, references)
+            entry.update(choice.score(outputs, references, scales))
+            judged[name] = choice.sample_errors(outputs, references)
             fold_details[name] = details
         entry["seconds"] = round(time.perf_counter() - t1, 2)
         section.setdefault("candidates", []).append(entry)
@@ -497,7 +377,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     if len(requested) == 1:
         chosen, why = requested[0], "asked for alone (--quantize %s): TFLite's calibration on every sample" % requested[0]
     else:
-        chosen, why = choose(section["candidates"], groups)
+        chosen, why = choice.choose(section["candidates"], groups)
     if section.get("stopped"):
         why = section["stopped"]
     for entry in section["candidates"]:
@@ -535,7 +415,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         _plan(whole, float_graph)
         _judge_cle(section, whole, float_model, diagnostic, diagnostic_references, extras, chosen)
     if errors:
-        moved = bytearray(extras.get("cle_float_model") if "cle" in _parts(chosen) else float_model)
+        moved = bytearray(extras.get("cle_float_model") if "cle" in choice.parts(chosen) else float_model)
         bias_correction.shift_float(Graph(moved), errors)
         section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), diagnostic)[0],
                                                       diagnostic_references)
@@ -545,7 +425,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         try:
             models = {"plain": plain_content, chosen: content}
             floats = {"plain": float_model,
-                      chosen: extras["cle_float_model"] if "cle" in _parts(chosen) else float_model}
+                      chosen: extras["cle_float_model"] if "cle" in choice.parts(chosen) else float_model}
             section["layers"] = layer_errors(floats, models, samples[:LAYER_SAMPLES])
             section["layers_samples"] = min(LAYER_SAMPLES, len(samples))
         except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
@@ -584,7 +464,7 @@ def _below_floor(section, plain, references, scales, queue):
     """auto's rounding-floor check, on plain's held-out scores: ``queue`` as it was, or [] (with the
     reason in ``section["stopped"]``) when plain is within ``FLOOR_MARGIN_DB`` of the SQNR that rounding the
     output to its int8 step alone allows (``rounding_floor``): no rewrite can gain there."""
-    floor = rounding_floor(references, scales)
+    floor = choice.rounding_floor(references, scales)
     section["rounding_floor_db"] = None if floor is None else round(floor, 2)
     if floor is None or plain["sqnr_db"] < floor - FLOOR_MARGIN_DB:
         return queue
@@ -601,10 +481,10 @@ def _second_stage(section, float_graph, samples, log, groups=None):
     ``LAYERWISE_MAX_GMAC_SAMPLES``."""
     from converters import options
 
-    first, _ = choose([dict(c) for c in section["candidates"]], groups)
+    first, _ = choice.choose([dict(c) for c in section["candidates"]], groups)
     names = []
     for name in AUTO_LAYERWISE:
-        parts = set(_parts(name)) | (set(["cle"]) if "cle" in _parts(first) else set())
+        parts = set(choice.parts(name)) | (set(["cle"]) if "cle" in choice.parts(first) else set())
         names.append("+".join(sorted(parts, key=options.QUANTIZE_REWRITES.index)))
     gmacs = model_macs(float_graph) / 1e9
     size = gmacs * samples
@@ -636,11 +516,11 @@ def _judge_cle(section, whole, float_model, samples, references, extras, chosen)
     section["cle"] = dict(details)
     check = _float_distance(outputs, references)
     own = [metrics.fidelity(r, o.reshape(np.shape(r))) for r, o in zip(references, outputs)]
-    check["sqnr_centered_db"] = _db(min(f["sqnr_centered_db"] for f in own))
+    check["sqnr_centered_db"] = choice.db(min(f["sqnr_centered_db"] for f in own))
     check["samples"] = len(samples)
     section["cle"]["float_check"] = check
     by_name = dict((c["name"], c) for c in section["candidates"])
-    with_cle = [c for c in section["candidates"] if "cle" in _parts(c["name"]) and not c.get("stopped_early")]
+    with_cle = [c for c in section["candidates"] if "cle" in choice.parts(c["name"]) and not c.get("stopped_early")]
     if with_cle and "plain" in by_name:
         best = max(with_cle, key=lambda c: c["score_db"])
         section["cle"]["int8_gain_db"] = round(best["score_db"] - by_name["plain"]["score_db"], 2)
@@ -648,11 +528,11 @@ def _judge_cle(section, whole, float_model, samples, references, extras, chosen)
             "the equalized float model is %.1f dB (centered) from the float model; the best equalized "
             "candidate (%s) scores %+.2f dB against plain, float deviation included" % (
                 check["sqnr_centered_db"], best["name"], section["cle"]["int8_gain_db"]))
-    elif any("cle" in _parts(c["name"]) for c in section["candidates"]):
+    elif any("cle" in choice.parts(c["name"]) for c in section["candidates"]):
         section["cle"]["judged"] = (
             "the equalized float model is %.1f dB (centered) from the float model; every equalized candidate was "
             "stopped after the first fold (no gain it could be preferred for)" % check["sqnr_centered_db"])
-    if "cle" in _parts(chosen):
+    if "cle" in choice.parts(chosen):
         extras["cle_float_model"] = bytes(cle_float)
 
 
@@ -688,115 +568,6 @@ def _reference(parts, fit, float_model):
         equalize.apply(Graph(content), fit.plan[0], fit.plan[1])
         fit.cle_float = bytes(content)
     return fit.cle_float
-
-
-def gain_interval(plain_noise, noise, resamples=BOOTSTRAP, seed=0):
-    """The 90 % paired-bootstrap interval of a candidate's noise reduction against plain, in dB
-    (10 log10(plain noise / candidate noise) over resampled samples)."""
-    rng = np.random.RandomState(seed)
-    count = len(noise)
-    picks = rng.randint(0, count, size=(resamples, count))
-    ours = np.maximum(noise[picks].sum(axis=1), 1e-30)
-    theirs = np.maximum(plain_noise[picks].sum(axis=1), 1e-30)
-    gains = 10.0 * np.log10(theirs / ours)
-    return float(np.percentile(gains, 5)), float(np.percentile(gains, 95))
-
-
-def samples_for_gain(count, interval, gain_db=1.0):
-    """How many samples the bootstrap rule needs to see a gain of ``gain_db`` as holding, estimated from
-    the interval ``count`` samples gave: its half-width shrinks as 1 / sqrt(samples), and a gain holds
-    when the lower end is above 0, i.e. when the half-width is below the gain."""
-    half = (interval[1] - interval[0]) / 2.0
-    if half <= 0:
-        return 1
-    return int(np.ceil(count * (half / gain_db) ** 2))
-
-
-def predicted_classes(references):
-    """The class the float model predicts for each sample, from its first classification-like output
-    ((samples, classes), classes >= 2), or None (no such output: no per-class rule)."""
-    for reference in references or []:
-        reference = np.asarray(reference)
-        if reference.ndim == 2 and reference.shape[1] >= 2:
-            return np.argmax(reference, axis=1)
-    return None
-
-
-def group_gains(plain_noise, noise, groups):
-    """{group: gain in dB against plain} over the samples of each group (``groups``: one label per sample,
-    the class the float model predicts) that has at least ``MIN_GROUP`` samples."""
-    gains = {}
-    for label in sorted(set(int(g) for g in groups)):
-        members = np.asarray(groups) == label
-        if members.sum() < MIN_GROUP:
-            continue
-        ours = max(float(noise[members].sum()), 1e-30)
-        theirs = max(float(plain_noise[members].sum()), 1e-30)
-        gains[label] = round(10.0 * np.log10(theirs / ours), 2)
-    return gains
-
-
-def choose(candidates, groups=None):
-    """(name, why) from scored candidates (see the module docstring). A candidate other than plain must:
-    beat it by ``MARGIN_DB`` on ``score_db``; hold that gain over the samples as a whole, not on a few (the
-    5th percentile of its paired-bootstrap gain, ``gain_interval``, above 0 dB); not lose more than
-    ``GROUP_SLACK_DB`` against plain on any class the float model predicts (``groups``, classification-like
-    outputs: a probe or a deployment dominated by one class must not get a file that is worse on that class,
-    whatever it gains on the others); keep its worst correlation with the float outputs within
-    ``CORRELATION_SLACK`` of plain's (a flattened output must lose); and not fail a check of the int8 verdict
-    that plain passes."""
-    candidates = [c for c in candidates if not c.get("stopped_early")]  # the sequential rule's: out of the running
-    plain = next(c for c in candidates if c["name"] == "plain")
-    eligible = []
-    refused = {}
-    for candidate in candidates:
-        if candidate["name"] == "plain":
-            continue
-        losing = {}
-        if "noise" in candidate:
-            low, high = gain_interval(plain["noise"], candidate["noise"])
-            candidate["gain_db_90"] = [round(low, 2), round(high, 2)]
-            candidate["samples_for_1db"] = samples_for_gain(len(candidate["noise"]), (low, high))
-            if groups is not None:
-                candidate["class_gains_db"] = gains = group_gains(plain["noise"], candidate["noise"], groups)
-                losing = dict((k, v) for k, v in gains.items() if v < -GROUP_SLACK_DB)
-        else:
-            low = 0.0
-        if candidate["score_db"] < plain["score_db"] + MARGIN_DB:
-            continue
-        if losing:
-            refused[candidate["name"]] = "it is worse than plain on the samples of predicted class %s (%s dB)" % (
-                ", ".join(str(k) for k in losing), ", ".join("%+.2f" % v for v in losing.values()))
-        elif low <= 0:
-            refused[candidate["name"]] = "the gain does not hold across the samples (90 %% bootstrap interval " \
-                                         "%s dB)" % candidate.get("gain_db_90")
-        elif candidate.get("correlation") is not None and plain.get("correlation") is not None and \
-                candidate["correlation"] < plain["correlation"] - CORRELATION_SLACK:
-            refused[candidate["name"]] = "its correlation with the float outputs (%.3f) is below plain's (%.3f)" % (
-                candidate["correlation"], plain["correlation"])
-        elif candidate.get("verdict_reasons") and not plain.get("verdict_reasons"):
-            refused[candidate["name"]] = "it fails the int8 verdict that plain passes (%s)" % (
-                "; ".join(candidate["verdict_reasons"][:2]))
-        else:
-            eligible.append(candidate)
-    best = max(candidates, key=lambda c: c["score_db"])
-    if not eligible:
-        if best["name"] == "plain" or best["score_db"] < plain["score_db"] + MARGIN_DB:
-            return "plain", ("no candidate beat plain by %.1f dB (best: %s, %.2f dB vs %.2f dB, centered SQNR on "
-                             "the calibration samples held out by cross-fitting)" % (
-                                 MARGIN_DB, best["name"], best["score_db"], plain["score_db"]))
-        return "plain", ("%s scored %.2f dB against plain's %.2f dB, but %s: plain kept" % (
-            best["name"], best["score_db"], plain["score_db"], refused.get(best["name"], "it was refused")))
-    best = max(eligible, key=lambda c: c["score_db"])
-    close = [c for c in eligible if c["score_db"] >= best["score_db"] - MARGIN_DB]
-    pick = min(close, key=lambda c: (len(_parts(c["name"])), -c["score_db"]))
-    why = "centered SQNR %.2f dB on the held-out calibration samples against plain's %.2f dB (+%.2f dB, 90 %% " \
-          "bootstrap interval %+.2f to %+.2f dB), correlation %s against %s" % (
-              pick["score_db"], plain["score_db"], pick["score_db"] - plain["score_db"],
-              pick["gain_db_90"][0], pick["gain_db_90"][1], pick.get("correlation"), plain.get("correlation"))
-    if pick["name"] != best["name"]:
-        why += "; %s scored %.2f dB, within %.1f dB, with more rewrites" % (best["name"], best["score_db"], MARGIN_DB)
-    return pick["name"], why
 
 
 def _float_distance(outputs, references):
