@@ -205,3 +205,21 @@ def test_one_pass_gives_each_folds_own_calibration_statistics_and_outputs(tf_bit
     outputs, _ = statistics.run(content, [[s] for s in samples], tensors=[0])
     np.testing.assert_allclose(observed["outputs"][0], outputs[0], rtol=1e-5, atol=1e-6)
     assert observed["outputs"][0].shape == (SAMPLES, 5)
+
+
+def test_search_on_a_model_the_fast_route_cannot_see_calibrates_fold_by_fold(tf_bits):
+    """auto on an LSTM: the one pass falls back to TensorFlow's calibrator, so the search calibrates every
+    sample once and each fold on its own (and says so), and still chooses a file."""
+    tf, tf_keras, calibrate = tf_bits
+    layers = tf_keras.layers
+    inputs = layers.Input((5, 3), batch_size=1)
+    lstm = tf_keras.Model(inputs, layers.Dense(2)(layers.LSTM(4)(inputs)))
+    data = np.random.RandomState(0).uniform(-1, 1, (30, 1, 5, 3)).astype(np.float32)
+    converter = _converter(tf, lstm, data)
+    hook = calibrate.install(converter, jobs=2, recovery=("plain", "bias", "cle", "cle+bias"))
+    content = converter.convert()
+    section = hook.quantization
+    assert hook.info["route"] == "calibrator", hook.info
+    assert section["calibration_passes"].startswith("4: every sample, then one per fold"), section
+    assert section["validation"]["folds"] == 3 and section["chosen"] in [c["name"] for c in section["candidates"]]
+    assert len(content) > 1000
