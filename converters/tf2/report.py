@@ -239,8 +239,9 @@ def quantization_lines(report):
                 if row.get("stopped_early") else "", fmt(row.get("sqnr_centered_db"), 2),
                 fmt(row.get("correlation"), 3), fmt(row.get("sqnr_db"), 2), fmt(row.get("cosine"), 5), fmt(row.get("top1_agreement"), 3), fmt(row.get("max_abs_lsb"), 1),
                 fmt(row.get("eval_top1"), 2), fmt(row.get("seconds"), 2)))
-        lines += ["%s: %s (scored on its %d samples)." % (row["name"], row["stopped_early"], row["scored_samples"])
-                  for row in rows if row.get("stopped_early")]
+        stopped = ["%s: %s (its row: those %d samples)." % (row["name"], row["stopped_early"], row["scored_samples"])
+                   for row in rows if row.get("stopped_early")]
+        lines += [""] + stopped if stopped else []
     plain = section.get("plain_probe")
     if plain:
         lines += ["", "On the probe (held out): plain `%s` centered SQNR %s dB, correlation %s, SQNR %s dB, top-1 "
