@@ -413,3 +413,18 @@ def test_a_search_that_fails_on_a_model_keeps_the_plain_conversion(tf_bits, monk
     assert hook.quantization["chosen"] == "plain"
     assert "IndexError" in hook.quantization["why"] and "plain" in hook.quantization["why"]
     assert content == expected  # TFLite's own plain conversion, on every calibration sample
+
+
+def test_report_marks_a_stopped_candidate_and_says_why_below_the_table(tf_bits):
+    from converters.tf2 import report
+
+    section = {"chosen": "bias", "why": "it gained", "validation": {"split": "cross-fitting"},
+               "candidates": [{"name": "plain", "sqnr_centered_db": 22.9}, {"name": "bias", "sqnr_centered_db": 23.2},
+                              {"name": "cle", "sqnr_centered_db": 23.1, "scored_samples": 34,
+                               "stopped_early": "stopped after the first fold: its gain over plain there is -0.07 to "
+                                                "+0.02 dB"}]}
+    lines = report.quantization_lines({"quantization": section, "tflite": {}})
+    rows = [line for line in lines if line.startswith("| cle")]
+    assert rows and "(stopped after the first fold)" in rows[0]
+    reason = [k for k, line in enumerate(lines) if line.startswith("cle: stopped after the first fold")]
+    assert reason and lines[reason[0] - 1] == "" and "34 samples" in lines[reason[0]]
