@@ -333,6 +333,9 @@ def quantization_summary(report):
     cle = (section.get("cle") or {}).get("probe_check")
     if cle:
         line += "; equalized float model vs origin: %s (max |diff| %.3g)" % (cle.get("status"), cle.get("max_abs") or 0.0)
+    seconds = (section.get("timings") or {}).get("total")
+    if seconds is not None and len(section.get("candidates") or []) > 1:
+        line += "; the search took %.0f s (--quantize plain skips it)" % seconds
     return line
 
 
