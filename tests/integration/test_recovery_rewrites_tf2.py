@@ -131,6 +131,9 @@ def test_ebias_fast_schedule_is_the_naive_one_and_changes_only_biases(models, mo
     fast, details = empirical.correct(plain, models["float"], models["calibration"])
     naive, naive_details = empirical.correct(plain, models["float"], models["calibration"], full=True)
     assert fast == naive  # the same values in every kernel: the same corrections, byte for byte
+    one_by_one, _ = empirical.correct(plain, models["float"], models["calibration"], batch=False)
+    assert fast == one_by_one  # sub-models run on a batch of samples: each row as one sample alone
+    assert details["int8_runs_batched"] >= details["int8_runs"] - 1  # (a sub-model ending in a fixed RESHAPE: one by one)
     assert details["layers"] == naive_details["layers"] == 5  # every conv and depthwise (the dense has no bias)
     assert details["int8_ops_run"] < naive_details["int8_ops_run"]
     # invariant: the same ops, tensors, types, scales; only the int32 biases of linear ops changed
