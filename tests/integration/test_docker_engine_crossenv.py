@@ -48,8 +48,8 @@ def images():
             engine = docker.engine()
         except docker.DockerUnavailable as error:
             _unavailable("no container engine: %s" % error)
-        if os.geteuid() != 0 or not shutil.which("debootstrap"):
-            _unavailable("the local base images need root and debootstrap")
+        if os.geteuid() != 0 or not docker_base.bootstrap_tool():
+            _unavailable("the local base images need root and mmdebstrap or debootstrap")
         started = time.time()
         pythons = sorted(set(registry.get(name).python for name in registry.TF_ENVIRONMENTS))
         bases = dict((python, docker_base.ensure_base_image(python)) for python in pythons)
