@@ -10,7 +10,10 @@ LABEL org.opencontainers.image.title="tfbridge tf2" tfbridge.env="tf2" tfbridge.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY envs/locks/tf2.txt /tmp/lock.txt
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps --ignore-requires-python -r /tmp/lock.txt \
+ && if [ -x /mnt/tfbridge-uv/uv ] && UV_CACHE_DIR=/mnt/tfbridge-uv/cache /mnt/tfbridge-uv/uv pip install --offline --link-mode copy --no-progress \
+      --python /opt/venv/bin/python --require-hashes --no-deps -r /tmp/lock.txt; \
+    then echo 'installed the lock from the host uv cache'; \
+    else /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps --ignore-requires-python -r /tmp/lock.txt; fi \
  && (/opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib || true) \
  && rm /tmp/lock.txt
 RUN useradd --create-home --uid 1000 tfbridge

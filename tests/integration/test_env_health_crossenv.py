@@ -1,10 +1,12 @@
 """A broken environment is an environment error, never a verdict about the model (issue 17).
 
-Real environments in a temporary ``TFBRIDGE_HOME`` (created from the locks with uv: with a warm cache it
-hard-links the files, a few seconds each), then damaged as a user's stray ``pip uninstall`` or a bad
-disk would: the next ``verify_upgrade`` rebuilds the environment with one line saying why and no parity
-cell says ``load_error``; a step that cannot import a locked package fails with ``EnvironmentBroken``
-(exit 12) naming the environment, the package and the rebuild command, and writes no cell.
+A real tf1.15 environment in a temporary ``TFBRIDGE_HOME`` (created from its lock with uv: with a warm
+cache it hard-links the files, a few seconds, then compiles them), then damaged as a user's stray
+``pip uninstall`` or a bad disk would: the next ``verify_upgrade`` rebuilds the environment with one line
+saying why and no parity cell says ``load_error``; a step that cannot import a locked package fails with
+``EnvironmentBroken`` (exit 12) naming the environment, the package and the rebuild command, and writes no
+cell. tf1.13 and tf2, which no test here damages, are the session's own, linked into that home (building
+them again took a minute of compiling that proved nothing more).
 
 uv hard-links installed files to its cache (and to every other venv made from it): damage is done by
 replacing a file (write a copy, rename it over), never by writing into it, which would damage them all.
@@ -38,18 +40,28 @@ keras.models.Model(i, keras.layers.Dense(3, name="scores")(x)).save(sys.argv[1])
 """
 
 
+DAMAGED = "tf1.15"  # the one environment these tests damage and rebuild
+LINKED = ("tf1.13", "tf2")  # the session's own, linked in: never damaged here
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A TFBRIDGE_HOME of its own with tf1.13, tf1.15 and tf2 made from the locks, and a small
-    standalone-keras model saved in its tf1.13."""
+    """A TFBRIDGE_HOME of its own with tf1.15 made from its lock, the session's tf1.13 and tf2 linked in,
+    and a small standalone-keras model saved in tf1.13."""
     # uv is locked in the host environment (envs/registry.py HOST_TOOLS): missing is a broken host, not a skip
-    assert shutil.which("uv") is not None, "uv is not on PATH (a warm cache makes the three environments in seconds)"
+    assert shutil.which("uv") is not None, "uv is not on PATH (a warm cache makes the environment in seconds)"
+    for name in LINKED:
+        venvs.ensure(name, log=lambda *_: None)
+    linked = dict((name, venvs.venv_dir(name)) for name in LINKED)
     root = tmp_path_factory.mktemp("h17")
     previous = os.environ.get("TFBRIDGE_HOME")
     os.environ["TFBRIDGE_HOME"] = str(root / "home")
     try:
-        for name in ("tf1.13", "tf1.15", "tf2"):
-            venvs.ensure(name, log=lambda *_: None)
+        for name, folder in linked.items():
+            os.makedirs(os.path.dirname(venvs.venv_dir(name)), exist_ok=True)
+            os.symlink(folder, venvs.venv_dir(name))
+        venvs.ensure(DAMAGED, log=lambda *_: None)
+        assert [venvs.status(name) for name in ("tf1.13", "tf1.15", "tf2")] == ["ready"] * 3
         model = str(root / "small.h5")
         subprocess.run([venvs.python_of("tf1.13"), "-c", SMALL_MODEL, model], env=venvs.run_environ("tf1.13"),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
@@ -137,4 +149,4 @@ def test_step_that_cannot_import_a_locked_package_is_an_environment_error_not_a_
                    "incomplete: keras/__init__.py is missing"):
         assert needle in text
     assert not os.path.exists(os.path.join(str(out), runfolder.parity_name("tf1.15")))  # no load_error cell
-    venvs.ensure("tf1.15", log=lambda *_: None)  # leave the module's environments whole
+    # tf1.15 stays broken: the module's last test, and its temporary home goes with it

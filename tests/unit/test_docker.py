@@ -199,6 +199,40 @@ def test_a_base_image_override_applies_to_the_environments_of_its_python():
     assert docker.build_args("tf2", None) == {}
 
 
+class _Built:
+    """What PodmanEngine.build starts: its argv, no output, exit 0."""
+
+    def __init__(self, argv, **_):
+        self.argv, self.stdout, self.returncode = argv, iter(()), 0
+        _Built.last = argv
+
+    def wait(self):
+        return 0
+
+
+def test_podman_builds_install_the_lock_from_the_hosts_uv_cache_offline(monkeypatch):
+    monkeypatch.setattr(subprocess, "Popen", _Built)
+    podman = object.__new__(docker.PodmanEngine)  # no podman needed to see its command line
+    monkeypatch.setattr(docker, "host_uv", lambda: ("/tools/uv", "/home/me/.cache/uv"))
+    podman.build(docker.dockerfile_path("tf2"), "tfbridge:tf2-x", {}, log=lambda *_: None)
+    volumes = [_Built.last[i + 1] for i, arg in enumerate(_Built.last) if arg == "--volume"]
+    # the host's cache as an overlay: the build reads it and writes nothing back
+    assert volumes == ["/tools/uv:%s:ro" % docker.UV_IN_BUILD, "/home/me/.cache/uv:%s:O" % docker.UV_CACHE_IN_BUILD]
+    monkeypatch.setattr(docker, "host_uv", lambda: None)
+    podman.build(docker.dockerfile_path("tf2"), "tfbridge:tf2-x", {}, log=lambda *_: None)
+    assert "--volume" not in _Built.last
+    # the Dockerfile's install: uv, offline and hash-checked, only where the build mounts it; else pip
+    install = [line for line in docker.render_dockerfile("tf2").split("\nRUN ") if "/tmp/lock.txt;" in line][0]
+    uv, pip = install.split("else ")
+    assert "[ -x %s ]" % docker.UV_IN_BUILD in uv and "--offline" in uv and "--require-hashes --no-deps" in uv
+    assert "pip install --no-cache-dir --require-hashes --no-deps" in pip
+
+
+def test_the_uv_cache_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("TFBRIDGE_DOCKER_UV_CACHE", "0")
+    assert docker.host_uv() is None
+
+
 def test_the_repositorys_docker_folder_is_not_taken_for_the_docker_sdk(monkeypatch):
     # Without the SDK, `import docker` from the repository root finds docker/ (a namespace package);
     # that is "no SDK", said as such, not "module 'docker' has no attribute 'from_env'".
