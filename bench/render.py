@@ -498,7 +498,9 @@ def render_speed(data):
              "disk to the int8 file written, measured inside the process (the conversion step's "
              "`timings.model_to_int8`, the recipe's own); \"step\": the conversion step's whole process "
              "(`tflite_convert`: the window plus the checks, the layer debugger, `--eval`); \"whole\": "
-             "`convert_legacy` from start to exit (for the recipe, its process). Issue 31's targets: auto's step "
+             "`convert_legacy` from start to exit (for the recipe, its process). Peak RSS: the recipe's process; for "
+             "plain and auto, the largest sum over `convert_legacy` and all its steps' processes at once (sampled "
+             "every 0.2 s from /proc: `bench/measure.py`). Issue 31's targets: auto's step "
              "window <= 0.5x and whole <= 1.0x the recipe, auto <= 1.3x plain.", ""]
     if data.get("load_note"):
         lines += ["Note: %s." % data["load_note"], ""]

@@ -115,7 +115,7 @@ class Bench(SpeedSection, FidelitySection, FleetSection):
         log_path = self._log_path(module)
         environ = dict(os.environ, PYTHONPATH=venvs.REPO_ROOT)
         result = run_measured([sys.executable, "-m", module] + list(args), env=environ,
-                              cwd=cwd or venvs.REPO_ROOT, log_path=log_path)
+                              cwd=cwd or venvs.REPO_ROOT, log_path=log_path, tree=True)
         result["log"] = log_path
         with open(log_path) as handle:
             result["output"] = handle.read()
