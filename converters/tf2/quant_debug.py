@@ -34,14 +34,16 @@ FLAG_ABOVE = 0.7
 DEFAULT_DEBUG_SAMPLES = 8
 
 
-def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False):
+def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, written_model=None):
     """Run the debugger on the conversion's ``calibrated_model`` (bytes; see "Reuse" above) or, when it is
     None, on ``converter`` (configured for int8, as in ``converters.tf2.quantize.debug_converter``).
 
     ``dataset``: a generator function yielding [sample]; ``per_tensor``: the conversion's weight
-    granularity (``_experimental_disable_per_channel``). Returns {layers: [{name, op, tensor_index,
-    scale, rmse_over_scale, flagged}], flagged: [...names], seconds, reused_calibration} or {error,
-    seconds} on failure.
+    granularity (``_experimental_disable_per_channel``); ``written_model``: the int8 file when the chosen
+    candidate edited its values (bias, ebias, gptq): its weights and biases are put into the instrumented
+    model (``recovery.graph.transplant``), so the layers are those of the file written. Returns {layers:
+    [{name, op, tensor_index, scale, rmse_over_scale, flagged}], flagged: [...names], seconds,
+    reused_calibration, values_from_written_file? (copied, changed, skipped)} or {error, seconds} on failure.
     """
     import tensorflow as tf
 
@@ -49,9 +51,15 @@ def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False):
     try:
         # the debugger runs tf.lite.Interpreter internally, which warns that it is deprecated
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        transplanted = None
         if calibrated_model is not None:
+            content = instrumented_model(calibrated_model, per_tensor)
+            if written_model is not None:
+                from converters.tf2.recovery import graph
+
+                content, transplanted = graph.transplant(content, written_model)
             debugger = tf.lite.experimental.QuantizationDebugger(
-                quant_debug_model_content=instrumented_model(calibrated_model, per_tensor), debug_dataset=dataset)
+                quant_debug_model_content=content, debug_dataset=dataset)
         else:
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
         debugger.run()
@@ -61,9 +69,12 @@ def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False):
         return {"error": "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else ""),
                 "seconds": round(time.perf_counter() - started, 2), "layers": []}
     layers = parse_statistics(buffer.getvalue())
-    return {"layers": layers, "flagged": [layer["name"] for layer in layers if layer["flagged"]],
-            "seconds": round(time.perf_counter() - started, 2), "flag_above": FLAG_ABOVE,
-            "reused_calibration": calibrated_model is not None}
+    found = {"layers": layers, "flagged": [layer["name"] for layer in layers if layer["flagged"]],
+             "seconds": round(time.perf_counter() - started, 2), "flag_above": FLAG_ABOVE,
+             "reused_calibration": calibrated_model is not None}
+    if transplanted is not None:
+        found["values_from_written_file"] = dict(transplanted, skipped=transplanted["skipped"][:10])
+    return found
 
 
 def instrumented_model(calibrated_model, per_tensor=False):

@@ -502,6 +502,7 @@ def render_markdown(report):
         for layer in worst:
             lines.append("| %s | %s | %s%s |" % (layer["name"], layer.get("op", ""), fmt(layer["rmse_over_scale"], 3),
                                                  " ⚠" if layer.get("flagged") else ""))
+        lines += ["", layers_source(report)]
     else:
         lines.append(report["layers_info"].get("error") or "Not computed.")
     lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
@@ -611,6 +612,7 @@ def render_html(report):
         quantization_rows=quantization_rows(report),
         quantization_plot=quantization_plot(report.get("quantization")),
         flag_above=layers_info.get("flag_above", 0.7),
+        layers_source=layers_source(report),
     )
 
 
@@ -666,3 +668,15 @@ if __name__ == "__main__":
     from converters.cli import main
 
     sys.exit(main(run, step="report"))
+
+
+def layers_source(report):
+    """Which model the per-layer debugger's figures are of (report.md and report.html say it)."""
+    copied = (report.get("layers_info") or {}).get("values_from_written_file")
+    chosen = (report.get("quantization") or {}).get("chosen")
+    if copied:
+        return ("Layers of the written file: its %d int8 weight and bias tensors (%s's edits) were put into the "
+                "debugger's model." % (copied["copied"], chosen))
+    return "Layers of the written file (the debugger quantizes the same calibrated model)." if chosen in (
+        None, "plain") or not set(chosen.split("+")) & {"bias", "ebias", "gptq"} else \
+        "Layers of the calibrated model's own quantization, without %s's edits." % chosen

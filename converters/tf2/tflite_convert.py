@@ -135,8 +135,12 @@ def run_step(argv):
         _add_conversion_phases(phases, convert_mono, artifacts.get("phases"))
         # issue 31: the layer debugger is only for the report: it runs in a thread beside the probe's evaluation,
         # the quantization checks and --eval (its interpreter, LiteRT's and a subprocess wait release the GIL)
+        # a chosen candidate that edits the int8 file's values (bias, ebias, gptq): the debugger is given them
+        chosen = (result.get("quantization") or {}).get("chosen") or "plain"
+        edits = set(chosen.split("+")) & {"bias", "ebias", "gptq"}
         debugger = None if args.no_layer_debug else _Beside(
-            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options)
+            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options,
+            tflite_path if edits else None)
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
@@ -242,12 +246,17 @@ class _Beside(object):
         return self.value
 
 
-def _layer_debugger(artifacts, calibration_data, used, options):
+def _layer_debugger(artifacts, calibration_data, used, options, written_path=None):
     """layers.json's content: the per-layer debugger on the conversion's calibrated model and first
-    calibration samples (issue 13: no second conversion, calibration or reading of the samples)."""
+    calibration samples (issue 13: no second conversion, calibration or reading of the samples); with
+    ``written_path`` (the int8 file, when the chosen candidate edited its values), on those values."""
     from converters.tf2 import quant_debug, quantize
 
     calibrated = artifacts.get("calibrated_model")
+    written = None
+    if calibrated and written_path:
+        with open(written_path, "rb") as handle:
+            written = handle.read()
     kept = artifacts.get("calibration_samples")
     if calibrated and kept:
         debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731
@@ -256,7 +265,7 @@ def _layer_debugger(artifacts, calibration_data, used, options):
         debug_dataset = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False).representative_dataset()
         converter = None if calibrated else quantize.debug_converter(used, debug_dataset, options)
     return quant_debug.debug_layers(converter, debug_dataset, calibrated_model=calibrated,
-                                    per_tensor=options.per_tensor)
+                                    per_tensor=options.per_tensor, written_model=written)
 
 
 def _add_conversion_phases(phases, start, inside):

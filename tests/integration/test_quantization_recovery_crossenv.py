@@ -114,6 +114,20 @@ def test_auto_is_never_worse_than_plain_on_the_probe(rescaled_per_tensor, others
         assert abs(float_top1 - chosen) <= POINTS, (key, float_top1, chosen)
 
 
+def test_the_layer_debugger_shows_the_written_files_values(rescaled_per_tensor, others):
+    """A chosen candidate that edits the int8 file's values (bias, ebias, gptq): the per-layer debugger's
+    instrumented model holds them (``recovery.graph.transplant``); otherwise it is plain's quantization."""
+    for key, report in [(("model_rescaled", "per_tensor"), rescaled_per_tensor)] + sorted(others.items()):
+        chosen = report["quantization"]["chosen"]
+        info = report["layers_info"]
+        assert report["layers"] and "error" not in info, (key, info)
+        if set(chosen.split("+")) & {"bias", "ebias", "gptq"}:
+            copied = info["values_from_written_file"]
+            assert copied["copied"] > 0 and copied["skipped"] == [], (key, chosen, copied)
+        else:
+            assert "values_from_written_file" not in info, (key, chosen)
+
+
 def test_per_channel_plain_loses_the_rescaled_model_too_and_auto_recovers_it(others):
     quantization, float_top1, top1 = _figures(others[("model_rescaled", "per_channel")])
     # per-channel weights do not help: the activations are per tensor, and their channels differ 1000x

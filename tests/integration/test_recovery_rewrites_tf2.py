@@ -78,7 +78,7 @@ def models():
                                                 output_data_type=tf.int8))
                      for mode in ("per_channel", "per_tensor"))
     return {"float": content, "calibration": calibration, "fresh": fresh, "reference": reference,
-            "int8": quantized}
+            "int8": quantized, "calibrated": calibrated}
 
 
 def _sqnr(outputs, reference):
@@ -215,6 +215,52 @@ def test_gptq_rounds_each_weight_down_or_up_and_lowers_the_layer_error_on_fresh_
     gain = _sqnr(statistics.run(both, models["fresh"])[0][0], reference) - \
         _sqnr(statistics.run(plain, models["fresh"])[0][0], reference)
     assert gain >= GAIN_DB, gain
+
+
+@pytest.mark.parametrize("mode", ["per_channel", "per_tensor"])
+def test_the_layer_debugger_sees_the_written_files_weights_and_biases(models, mode):
+    """The per-layer debugger instruments the calibrated model with its own quantization: without the
+    written file's values it would show plain's layers when gptq+ebias was chosen."""
+    from converters.tf2 import quant_debug
+    from converters.tf2.recovery import empirical, rounding
+    from converters.tf2.recovery.graph import LINEAR_OPS, Graph, transplant
+
+    plain = models["int8"][mode]
+    rounded, _ = rounding.correct(plain, models["float"], models["calibration"])
+    written, _ = empirical.correct(rounded, models["float"], models["calibration"])
+    instrumented = quant_debug.instrumented_model(models["calibrated"], mode == "per_tensor")
+
+    def linear_values(content):
+        graph = Graph(bytearray(content))
+        found = []
+        for op in graph.ops:
+            w = op.inputs[LINEAR_OPS[op.name][0]] if op.name in LINEAR_OPS else -1
+            if w >= 0 and graph.dtypes[w] == 9:  # int8 weights: the debug model's float copies left out
+                found.append([graph.values(t).copy() for t in op.inputs[1:3] if t >= 0])
+        return found
+
+    # the debugger's own quantization is plain's: every value the same, nothing skipped
+    same, unchanged = transplant(instrumented, plain)
+    assert unchanged["skipped"] == [] and unchanged["changed"] == 0
+    assert unchanged["copied"] == sum(len(values) for values in linear_values(plain)) == 11  # 6 weights, 5 biases
+    content, report = transplant(instrumented, written)
+    assert report["skipped"] == [] and report["copied"] == unchanged["copied"] and report["changed"] > 0
+    got, wanted = linear_values(content), linear_values(written)
+    assert len(got) == len(wanted) == 6
+    assert all(np.array_equal(a, b) for g, w in zip(got, wanted) for a, b in zip(g, w))
+    assert not all(np.array_equal(a, b) for g, w in zip(linear_values(instrumented), wanted) for a, b in zip(g, w))
+    assert Graph(bytearray(content)).op_signature() == Graph(bytearray(instrumented)).op_signature()
+    # the debugger runs on it and its per-layer errors are the written file's, not plain's
+    dataset = lambda: (list(sample) for sample in models["calibration"][:8])  # noqa: E731
+    seen = quant_debug.debug_layers(None, dataset, calibrated_model=models["calibrated"],
+                                    per_tensor=mode == "per_tensor", written_model=written)
+    before = quant_debug.debug_layers(None, dataset, calibrated_model=models["calibrated"],
+                                      per_tensor=mode == "per_tensor")
+    assert "error" not in seen and seen["values_from_written_file"]["changed"] == report["changed"]
+    assert "values_from_written_file" not in before
+    assert [layer["name"] for layer in seen["layers"]] == [layer["name"] for layer in before["layers"]]
+    assert [layer["rmse_over_scale"] for layer in seen["layers"]] != [layer["rmse_over_scale"]
+                                                                      for layer in before["layers"]]
 
 
 def test_the_search_builds_ebias_and_gptq_candidates_with_the_plain_ops(models):

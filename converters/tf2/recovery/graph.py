@@ -199,3 +199,63 @@ def unshare(content, tensors):
         model.buffers.append(copy.deepcopy(model.buffers[tensor.buffer]))
         tensor.buffer = len(model.buffers) - 1
     return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _quantized_linear_ops(graph):
+    """The linear ops whose weights are int8 constants, in op order (a debug model's float copies left out)."""
+    found = []
+    for op in graph.ops:
+        if op.name not in LINEAR_OPS:
+            continue
+        w = op.inputs[LINEAR_OPS[op.name][0]]
+        if w >= 0 and graph.dtypes[w] == 9 and graph.is_constant(w):
+            found.append(op)
+    return found
+
+
+def transplant(target, source):
+    """``target`` (bytes: another quantization of the model ``source`` was quantized from, e.g. the layer
+    debugger's instrumented model) with the int8 weights and int32 biases of ``source``'s linear ops
+    (bytes: the written int8 file, whose rewrites - bias, ebias, gptq - edit only those values). The ops
+    are matched by position among the linear ops with int8 weights; a tensor is copied only when its dtype,
+    shape and scales are the same on both sides. Returns (bytes, {"copied": n, "changed": n, "skipped":
+    [reasons]}): ``changed`` counts the tensors whose values differed; no copy at all (skipped says why)
+    when the two do not have the same quantized linear ops."""
+    source_graph = Graph(bytearray(source))
+    target_graph = Graph(bytearray(target))
+    first, second = _quantized_linear_ops(source_graph), _quantized_linear_ops(target_graph)
+    if [op.name for op in first] != [op.name for op in second]:
+        return target, {"copied": 0, "changed": 0,
+                        "skipped": ["the two models do not have the same quantized linear ops (%d and %d)"
+                                    % (len(first), len(second))]}
+    pairs = []
+    for a, b in zip(first, second):
+        for position in LINEAR_OPS[a.name][:2]:
+            if position < len(a.inputs) and position < len(b.inputs) and min(a.inputs[position],
+                                                                            b.inputs[position]) >= 0:
+                pairs.append((a.inputs[position], b.inputs[position]))
+    report = {"copied": 0, "changed": 0, "skipped": []}
+    copies = []
+    for s, t in pairs:
+        name = target_graph.tensor_names[t]
+        if not (source_graph.is_constant(s) and target_graph.is_constant(t)):
+            report["skipped"].append("%s: not a constant on both sides" % name)
+            continue
+        same = (source_graph.dtypes[s] == target_graph.dtypes[t] and source_graph.shapes[s] == target_graph.shapes[t])
+        qs, qt = source_graph.quantization(s), target_graph.quantization(t)
+        same = same and (qs is None) == (qt is None) and (qs is None or (
+            qs[0].shape == qt[0].shape and np.array_equal(qs[0], qt[0]) and np.array_equal(qs[1], qt[1])))
+        if not same:
+            report["skipped"].append("%s: another dtype, shape or scale" % name)
+            continue
+        report["copied"] += 1
+        if not np.array_equal(target_graph.values(t), source_graph.values(s)):
+            copies.append((s, t))
+    report["changed"] = len(copies)
+    if not copies:
+        return target, report
+    # a changed tensor that shares its buffer (equal constants) gets its own first; the rest is edited in place
+    graph = Graph(bytearray(unshare(target, [t for _, t in copies])))
+    for s, t in copies:
+        graph.values(t)[...] = source_graph.values(s)
+    return bytes(graph.content), report
