@@ -323,6 +323,18 @@ def fmt(value, digits=4):
     return str(value)
 
 
+def layers_source(report):
+    """Which model the per-layer debugger's figures are of (report.md and report.html say it)."""
+    copied = (report.get("layers_info") or {}).get("values_from_written_file")
+    chosen = (report.get("quantization") or {}).get("chosen")
+    if copied:
+        return ("Layers of the written file: its %d int8 weight and bias tensors (%s's edits) were put into the "
+                "debugger's model." % (copied["copied"], chosen))
+    return "Layers of the written file (the debugger quantizes the same calibrated model)." if chosen in (
+        None, "plain") or not set(chosen.split("+")) & {"bias", "ebias", "gptq"} else \
+        "Layers of the calibrated model's own quantization, without %s's edits." % chosen
+
+
 # ------------------------------------------------------------------------------------------ rendering
 
 def summary(report):
@@ -669,14 +681,3 @@ if __name__ == "__main__":
 
     sys.exit(main(run, step="report"))
 
-
-def layers_source(report):
-    """Which model the per-layer debugger's figures are of (report.md and report.html say it)."""
-    copied = (report.get("layers_info") or {}).get("values_from_written_file")
-    chosen = (report.get("quantization") or {}).get("chosen")
-    if copied:
-        return ("Layers of the written file: its %d int8 weight and bias tensors (%s's edits) were put into the "
-                "debugger's model." % (copied["copied"], chosen))
-    return "Layers of the written file (the debugger quantizes the same calibrated model)." if chosen in (
-        None, "plain") or not set(chosen.split("+")) & {"bias", "ebias", "gptq"} else \
-        "Layers of the calibrated model's own quantization, without %s's edits." % chosen
