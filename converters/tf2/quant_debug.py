@@ -57,7 +57,11 @@ def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, wr
             if written_model is not None:
                 from converters.tf2.recovery import graph
 
-                content, transplanted = graph.transplant(content, written_model)
+                try:
+                    content, transplanted = graph.transplant(content, written_model)
+                except Exception as exc:  # noqa: BLE001 - the layers of the calibrated model's own quantization
+                    transplanted = {"copied": 0, "changed": 0, "skipped": [],
+                                    "error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
             debugger = tf.lite.experimental.QuantizationDebugger(
                 quant_debug_model_content=content, debug_dataset=dataset)
         else:

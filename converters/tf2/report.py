@@ -327,6 +327,9 @@ def layers_source(report):
     """Which model the per-layer debugger's figures are of (report.md and report.html say it)."""
     copied = (report.get("layers_info") or {}).get("values_from_written_file")
     chosen = (report.get("quantization") or {}).get("chosen")
+    if copied and (copied.get("error") or not copied.get("copied")):
+        return ("Layers of the calibrated model's own quantization, without %s's edits (they could not be put "
+                "into the debugger's model: %s)." % (chosen, copied.get("error") or "; ".join(copied["skipped"][:2])))
     if copied:
         return ("Layers of the written file: its %d int8 weight and bias tensors (%s's edits) were put into the "
                 "debugger's model." % (copied["copied"], chosen))
