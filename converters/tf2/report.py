@@ -683,4 +683,3 @@ if __name__ == "__main__":
     from converters.cli import main
 
     sys.exit(main(run, step="report"))
-
