@@ -255,8 +255,11 @@ def _layer_debugger(artifacts, calibration_data, used, options, written_path=Non
     calibrated = artifacts.get("calibrated_model")
     written = None
     if calibrated and written_path:
-        with open(written_path, "rb") as handle:
-            written = handle.read()
+        try:
+            with open(written_path, "rb") as handle:
+                written = handle.read()
+        except OSError:  # a diagnostic never fails the run: the calibrated model's own quantization is shown
+            written = None
     kept = artifacts.get("calibration_samples")
     if calibrated and kept:
         debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731
