@@ -7,7 +7,8 @@ Every ``python -m`` entry point of tfbridge (host orchestrators and in-environme
   ``--debug`` is among the arguments (or ``TFBRIDGE_DEBUG=1``);
 - when ``TFBRIDGE_ERROR_FILE`` is set (the host does that for each in-environment step), the error is
   also written there as JSON, so the host can report it as the step's own paragraph;
-- SIGTERM is turned into KeyboardInterrupt so that ``finally`` blocks and atomic writes clean up;
+- SIGTERM is turned into KeyboardInterrupt so that ``finally`` blocks and atomic writes clean up (the
+  first one: a second cannot break off that cleanup);
 - an ``OSError`` of a full disk (ENOSPC, errno 28, or that message in any exception) is a ``DiskFullError``;
 - anything else is an internal error: one paragraph asking for ``--debug`` and a bug report.
 """
@@ -29,7 +30,16 @@ def debug_requested(argv):
 
 
 def _raise_interrupt(signum, frame):
+    """The first SIGTERM interrupts; a later one is ignored, so that it cannot break off the cleanup the first
+    started (a killed multi-threaded parent sends ``PR_SET_PDEATHSIG``'s signal again for each of its threads
+    that dies while the child is reparented among them: ``converters.fleet``). A handler, not SIG_IGN, so that
+    a process started during the cleanup does not inherit the ignoring."""
+    signal.signal(signal.SIGTERM, _ignore)
     raise KeyboardInterrupt("signal %d" % signum)
+
+
+def _ignore(signum, frame):
+    pass
 
 
 def main(run, argv=None, step=None):
