@@ -123,14 +123,6 @@ class InterpreterObserver(object):
         self.output_indices = [d["index"] for d in self.interpreter.get_output_details()] if keep_outputs else []
         self.outputs = [[] for _ in self.output_indices]
 
-    @property
-    def mins(self):
-        return dict((t, b[0]) for t, b in self.bounds[None].items())
-
-    @property
-    def maxs(self):
-        return dict((t, b[1]) for t, b in self.bounds[None].items())
-
     def feed(self, arrays, start, stop):
         interpreter = self.interpreter
         for k in range(start, stop):

@@ -133,7 +133,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     seconds of graph conversion, calibration and quantization). ``artifacts``: a dict that receives
     ``calibrated_model`` (the float model with the calibration's min/max, for the per-layer debugger,
     ``converters.tf2.quant_debug``) and ``calibration_samples`` (the first ``artifacts["keep_samples"]``
-    calibration samples, each a list of arrays, one per input) and ``phases`` (the conversion's phases on
+    calibration samples, each a list of arrays, one per input), ``int8_model`` (the written file's bytes)
+    and ``phases`` (the conversion's phases on
     the monotonic clock, for the run's timeline: ``converters.timeline``), when given. Raises
     ``ConversionError`` when every route fails (the message names ops that could not be int8) or when the
     written file has float ops without ``allow_float_ops``; a refused file never replaces ``output_path``.
@@ -186,6 +187,8 @@ def convert(source, output_path, representative_dataset, options, float_output_p
     with runfolder.atomic_path(output_path) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(content)
+        if artifacts is not None:  # the file's bytes, for the layer debugger (converters.tf2.tflite_convert)
+            artifacts["int8_model"] = content
         # The MLIR converter does not refuse ops without an int8 kernel even when only
         # TFLITE_BUILTINS_INT8 is allowed (TF 2.21: SIN, CUMSUM, FLOOR_MOD, ATAN2 stay float between a
         # DEQUANTIZE and a QUANTIZE, measured). So "never silently" is enforced here, on the file, before

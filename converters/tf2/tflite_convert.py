@@ -139,8 +139,7 @@ def run_step(argv):
         chosen = (result.get("quantization") or {}).get("chosen") or "plain"
         edits = set(chosen.split("+")) & {"bias", "ebias", "gptq"}
         debugger = None if args.no_layer_debug else _Beside(
-            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options,
-            tflite_path if edits else None)
+            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits))
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
@@ -246,20 +245,14 @@ class _Beside(object):
         return self.value
 
 
-def _layer_debugger(artifacts, calibration_data, used, options, written_path=None):
+def _layer_debugger(artifacts, calibration_data, used, options, edited=False):
     """layers.json's content: the per-layer debugger on the conversion's calibrated model and first
-    calibration samples (issue 13: no second conversion, calibration or reading of the samples); with
-    ``written_path`` (the int8 file, when the chosen candidate edited its values), on those values."""
+    calibration samples (issue 13: no second conversion, calibration or reading of the samples); when the
+    chosen candidate ``edited`` the int8 file's values, on those values (the file's bytes, ``artifacts``)."""
     from converters.tf2 import quant_debug, quantize
 
     calibrated = artifacts.get("calibrated_model")
-    written = None
-    if calibrated and written_path:
-        try:
-            with open(written_path, "rb") as handle:
-                written = handle.read()
-        except OSError:  # a diagnostic never fails the run: the calibrated model's own quantization is shown
-            written = None
+    written = artifacts.get("int8_model") if calibrated and edited else None
     kept = artifacts.get("calibration_samples")
     if calibrated and kept:
         debug_dataset = lambda: (list(sample) for sample in kept)  # noqa: E731

@@ -29,14 +29,11 @@ def score(outputs, references, scales):
     from converters.shared import metrics
     from converters.tf2 import tflite_run
 
-    noise = np.zeros(len(references[0]))
+    noise = noise_on(sample_errors(outputs, references), references, np.arange(len(references[0])))
     per_output = []
     for output, reference, scale in zip(outputs, references, scales):
         reference = np.asarray(reference, np.float64)
         output = output.reshape(reference.shape).astype(np.float64)
-        flat = (output - reference).reshape(len(reference), -1)
-        variation = float(np.mean((reference - reference.mean(axis=0)) ** 2)) or float(np.mean(reference ** 2)) or 1.0
-        noise += np.mean(flat ** 2, axis=1) / variation
         measured = metrics.compare_quantized(reference, output, scale or 1.0)
         measured["top1_decisive"] = tflite_run.decisive_top1(reference, output, scale)[0]
         measured["reasons"] = tflite_run.verdict_reasons(measured)

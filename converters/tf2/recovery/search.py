@@ -341,7 +341,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     t0 = time.perf_counter()
     queue = list(requested)
     judged = {}  # {name: sample_errors} of the candidates judged on every fold (the sequential rule's parents)
-    fold_details, stopped_details = {}, {}  # their rewrites' details as the last fold they were built on gave them
+    fold_details = {}  # each candidate's rewrites' details as the last fold it was built on gave them
     while queue:
         name = queue.pop(0)
         t1 = time.perf_counter()
@@ -357,11 +357,10 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             held = fits[0][1]
             entry.update(choice.score([o[held] for o in outputs], [np.asarray(r)[held] for r in references], scales))
             entry.update(stopped_early=stopped, scored_samples=len(held))
-            stopped_details[name] = details
         else:
             entry.update(choice.score(outputs, references, scales))
             judged[name] = choice.sample_errors(outputs, references)
-            fold_details[name] = details
+        fold_details[name] = details
         entry["seconds"] = round(time.perf_counter() - t1, 2)
         section.setdefault("candidates", []).append(entry)
         log("quantization: %-22s SQNR %6.2f dB, centered %6.2f dB, r %s (%.1f s)%s" % (
@@ -394,7 +393,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
             content, details, base = _build(name, whole, float_model, float_graph, quantize)
             built[name] = (content, details, base)
         else:  # its rewrites as its last fold's fit made them
-            details = fold_details.get(name) or stopped_details.get(name) or {}
+            details = fold_details.get(name) or {}
             entry["details_from"] = "a fold's fit (only the chosen candidate and plain are fitted on all samples)"
         for key in ("bias", "ranges", "gptq", "ebias"):
             if key in details:
