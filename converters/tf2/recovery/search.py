@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from converters.tf2.recovery import bias as bias_correction
-from converters.tf2.recovery import choice, equalize, ranges, statistics
+from converters.tf2.recovery import choice, equalize, ranges, requantize, statistics
 from converters.tf2.recovery.graph import LINEAR_OPS, Graph, unshare
 
 # auto: the candidates that paid for themselves in BENCHMARKS.md section 7; a range choice (mse, percentile)
@@ -250,7 +250,7 @@ def _build(name, fit, float_model, float_graph, quantize):
         for method in ranges.METHODS:
             if method in base_key:
                 narrowed = ranges.narrow(graph, fit.stats, method, factors, keep=graph.inputs)
-        fit.bases[base_key] = {"calibrated": bytes(content), "quantized": quantize(bytes(content)),
+        fit.bases[base_key] = {"calibrated": bytes(content), "quantized": quantize(bytes(content), base_key),
                                "factors": factors, "graph": graph, "narrowed": narrowed}
     base = fit.bases[base_key]
     content = base["quantized"]
@@ -336,6 +336,11 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
            "%d folds" % folds if folds else "not held out: too few"))
     requested_cle = any("cle" in choice.parts(n) for n in requested)
     auto = tuple(requested) == AUTO
+    quantize = requantize.Requantizer(quantize)
+    if len(requested) > 1:  # plain on all samples first (its file is written): it teaches the folds' template
+        t0 = time.perf_counter()
+        _build("plain", whole, float_model, float_graph, quantize)
+        timings["plain_on_all"] = round(time.perf_counter() - t0, 2)
     groups = choice.predicted_classes(references)
     scales = None
     t0 = time.perf_counter()
@@ -371,6 +376,7 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         if auto and not queue and name in AUTO and not section.get("stopped"):  # the first stage is judged: the layer-wise second stage
             queue = _second_stage(section, float_graph, len(samples), log, groups)
     timings["candidates"] = round(time.perf_counter() - t0, 2)
+    section["requantize"] = quantize.record
     del fits  # the folds' calibrated and quantized models: only the fit on all samples is used from here
 
     if len(requested) == 1:
