@@ -577,7 +577,7 @@ class ShardedCalibration(object):
         try:
             chosen, calibrated, plain, section, extras = search.search(
                 bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
-                calibrate_folds=calibrate_folds, every_candidate=self.every_candidate,
+                calibrate_folds=calibrate_folds, every_candidate=self.every_candidate, defer_report=True,
                 log=lambda message: sys.stderr.write(message + "\n"))
         except Exception as exc:  # noqa: BLE001 - a model the rewrites do not expect: never worse than plain
             if os.environ.get("TFBRIDGE_DEBUG"):

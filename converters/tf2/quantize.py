@@ -270,7 +270,8 @@ def _write_candidates(hook, output_path, artifacts):
     """Issue 22: beside the chosen model, the plain converter's (``model_int8_plain.tflite``) and the
     float model after cross-layer equalization (``model_float_cle.tflite``, when the chosen candidate equalized: its probe check in the quantization section); every
     candidate's int8 file into ``artifacts["candidates_dir"]`` when given (for ``--eval``). Returns the
-    ``quantization`` section with the files named."""
+    ``quantization`` section with the files named; the search's report-only figures are in it, or, when
+    ``artifacts["defer_report"]``, left to compute with ``artifacts["report_work"]``."""
     from tensorflow.lite.python import lite
 
     section = dict(hook.quantization)
@@ -282,6 +283,13 @@ def _write_candidates(hook, output_path, artifacts):
     if cle_float is not None:
         runfolder.write_bytes(os.path.join(folder, CLE_FLOAT_TFLITE), lite._deduplicate_readonly_buffers(cle_float))
         section["cle_float_path"] = CLE_FLOAT_TFLITE
+    work = hook.extras.get("report_work")  # the figures only the report reads (search.merge_report_work)
+    if work is not None and (artifacts or {}).get("defer_report"):
+        artifacts["report_work"] = work  # the caller runs it beside its checks of the written file
+    elif work is not None:
+        from converters.tf2.recovery import search
+
+        search.merge_report_work(section, work())
     candidates_dir = (artifacts or {}).get("candidates_dir")
     if candidates_dir:
         files = {}

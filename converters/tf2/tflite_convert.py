@@ -119,7 +119,8 @@ def run_step(argv):
         tflite_path = os.path.join(out_dir, runfolder.TFLITE)
         try:
             # issue 13: the calibrated model and the first calibration samples, reused by the layer debugger
-            artifacts = {"keep_samples": 0 if args.no_layer_debug else quant_debug.DEFAULT_DEBUG_SAMPLES}
+            artifacts = {"keep_samples": 0 if args.no_layer_debug else quant_debug.DEFAULT_DEBUG_SAMPLES,
+                         "defer_report": True}
             if args.eval:  # issue 22: every candidate's file, for its --eval top-1 in the ablation table
                 artifacts["candidates_dir"] = os.path.join(workdir, "candidates")
                 os.makedirs(artifacts["candidates_dir"], exist_ok=True)
@@ -142,6 +143,9 @@ def run_step(argv):
             "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits))
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
+        # and the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
+        figures = None if artifacts.get("report_work") is None else _Beside(
+            "quantization figures", phases, artifacts.pop("report_work"))
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
             data = data_section(calib, prepared)
             timings["convert"] = round(time.perf_counter() - started, 2)
@@ -195,8 +199,14 @@ def run_step(argv):
                 runfolder.write_json(os.path.join(out_dir, evaluate.EVAL_FILE), report)
                 timings["eval"] = round(time.perf_counter() - started, 2)
                 phases.add("--eval", now() - timings["eval"])
+            if figures is not None:
+                from converters.tf2.recovery import search
+
+                mono = now()
+                search.merge_report_work(result["quantization"], figures.result())
+                phases.add("wait for the quantization figures (thread)", mono)
         except BaseException:
-            for thread in (debugger, targets):
+            for thread in (debugger, targets, figures):
                 if thread is not None:
                     thread.thread.join()
             raise

@@ -293,7 +293,7 @@ def _out_of_fold(name, fits, samples, float_model, float_graph, quantize, stop=N
 
 
 def search(float_model, samples, requested, calibrate, quantize, log=None, calibration_model=None,
-           calibrate_folds=None, every_candidate=True):
+           calibrate_folds=None, every_candidate=True, defer_report=False):
     """Build, judge and choose (see the module docstring). ``float_model``: the converter's float model
     (bytes); ``samples``: every calibration sample, each a list of arrays (one per model input);
     ``requested``: the candidate names (``parse``); ``calibrate(samples, collector) -> calibrated bytes``
@@ -306,7 +306,9 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
 
     Returns (chosen int8 bytes, the chosen candidate's calibrated model, plain int8 bytes, section,
     extras). section: report.json's ``quantization``; extras: {cle_float_model? (when cle was chosen),
-    candidates: {name: int8 bytes fitted on all samples} (the chosen one and plain, or every one)}."""
+    candidates: {name: int8 bytes fitted on all samples} (the chosen one and plain, or every one),
+    report_work? (with ``defer_report``: a function returning the figures only the report reads, for
+    ``merge_report_work``; without it they are in the section already)}."""
     log = log or (lambda message: None)
     started = time.perf_counter()
     # plain alone has nothing to be chosen against: one calibration on every sample, no judging
@@ -410,34 +412,19 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
     extras = {"candidates": dict((name, value[0]) for name, value in built.items())}
     plain_ops = Graph(bytearray(plain_content)).op_signature()
     section["same_ops_as_plain"] = all(Graph(bytearray(c)).op_signature() == plain_ops for c, _, _ in built.values())
-    # the float-side checks (a report's figures, not the choice's): on the first DIAGNOSTIC_SAMPLES samples,
-    # against the float model run there by the same interpreter
-    diagnostic = samples[:DIAGNOSTIC_SAMPLES]
-    errors = details.get("bias_errors")
-    diagnostic_references = statistics.run(float_model, diagnostic)[0] if (
-        errors or requested_cle) else None
+    cle_float = None
     if requested_cle:
         _plan(whole, float_graph)
-        _judge_cle(section, whole, float_model, diagnostic, diagnostic_references, extras, chosen)
-    if errors:
-        moved = bytearray(extras.get("cle_float_model") if "cle" in choice.parts(chosen) else float_model)
-        bias_correction.shift_float(Graph(moved), errors)
-        section["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), diagnostic)[0],
-                                                      diagnostic_references)
-        section["bias_float_moved"]["samples"] = len(diagnostic)
-    t0 = time.perf_counter()
-    if chosen != "plain":  # plain chosen: nothing to compare (the per-layer debugger's plot shows its layers)
-        try:
-            models = {"plain": plain_content, chosen: content}
-            floats = {"plain": float_model,
-                      chosen: extras["cle_float_model"] if "cle" in choice.parts(chosen) else float_model}
-            section["layers"] = layer_errors(floats, models, samples[:LAYER_SAMPLES])
-            section["layers_samples"] = min(LAYER_SAMPLES, len(samples))
-        except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
-            section["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
-    timings["layers"] = round(time.perf_counter() - t0, 2)
-    timings["total"] = round(time.perf_counter() - started, 2)
+        cle_float = _equalized_float(section, whole, float_model, extras, chosen)
+    errors = details.get("bias_errors")
+    report_work = _report_work(section["candidates"], float_model, samples, cle_float, chosen, errors,
+                               plain_content, content)
     section["timings"] = timings
+    if defer_report:  # run by the caller beside what follows the written file (tflite_convert), then merged
+        extras["report_work"] = report_work
+    else:
+        merge_report_work(section, report_work())
+    timings["total"] = round(time.perf_counter() - started, 2)
     calibrated_chosen = base["calibrated"]
     if errors:
         # the per-layer debugger (converters.tf2.quant_debug) quantizes the calibrated model itself: give it
@@ -446,6 +433,52 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
         bias_correction.shift_float(Graph(shifted), errors)
         calibrated_chosen = bytes(shifted)
     return content, calibrated_chosen, plain_content, section, extras
+
+
+def _report_work(candidates, float_model, samples, cle_float, chosen, errors, plain_content, content):
+    """A function that computes the report's figures the choice does not use (issue 31: off the path to the
+    int8 file): the float-side checks on the first ``DIAGNOSTIC_SAMPLES`` samples (equalization's float
+    deviation and int8 gain, the float model moved by bias correction) and the per-layer errors of plain
+    and the chosen file (``cle_float``: the equalized float model when cle was requested, else None). The
+    function returns {key: value} for ``merge_report_work`` and reads nothing that the search's caller
+    changes, so it may run in a thread while the section is read and written elsewhere."""
+    requested_cle = cle_float is not None
+    candidates = [dict(c) for c in candidates]
+
+    def work():
+        figures, timings = {}, {}
+        diagnostic = samples[:DIAGNOSTIC_SAMPLES]
+        references = statistics.run(float_model, diagnostic)[0] if (errors or requested_cle) else None
+        if requested_cle:
+            figures["cle"] = _judge_cle(cle_float, candidates, diagnostic, references)
+        if errors:
+            moved = bytearray(cle_float if "cle" in choice.parts(chosen) else float_model)
+            bias_correction.shift_float(Graph(moved), errors)
+            figures["bias_float_moved"] = _float_distance(statistics.run(bytes(moved), diagnostic)[0], references)
+            figures["bias_float_moved"]["samples"] = len(diagnostic)
+        t0 = time.perf_counter()
+        if chosen != "plain":  # plain chosen: nothing to compare (the per-layer debugger's plot shows its layers)
+            try:
+                models = {"plain": plain_content, chosen: content}
+                floats = {"plain": float_model, chosen: cle_float if "cle" in choice.parts(chosen) else float_model}
+                figures["layers"] = layer_errors(floats, models, samples[:LAYER_SAMPLES])
+                figures["layers_samples"] = min(LAYER_SAMPLES, len(samples))
+            except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
+                figures["layers_error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
+        timings["layers"] = round(time.perf_counter() - t0, 2)
+        figures["timings"] = timings
+        return figures
+    return work
+
+
+def merge_report_work(section, figures):
+    """``section`` (report.json's ``quantization``) with ``_report_work``'s figures merged in."""
+    figures = dict(figures)
+    section.setdefault("timings", {}).update(figures.pop("timings", {}))
+    if "cle" in figures:
+        section.setdefault("cle", {}).update(figures.pop("cle"))
+    section.update(figures)
+    return section
 
 
 def model_macs(graph):
@@ -506,39 +539,47 @@ def _second_stage(section, float_graph, samples, log, groups=None):
     return names
 
 
-def _judge_cle(section, whole, float_model, samples, references, extras, chosen):
-    """Equalization judged end to end: how far the equalized float model is from the float one on ``samples``
-    (the float model's outputs there: ``references``; its own
-    cost, which the candidates' scores already include, since they are measured against the float model),
-    beside the int8 error it removes (the best cle candidate's score against plain's). Recorded in
-    ``section["cle"]``; never a parity cell and never a reason to fail a run."""
-    from converters.shared import metrics
-
+def _equalized_float(section, whole, float_model, extras, chosen):
+    """The equalized float model of ``whole``'s plan (bytes), also ``extras["cle_float_model"]`` when the
+    chosen candidate equalized (its file is written and checked on the probe); the plan's details in
+    ``section["cle"]``."""
     pairs, totals, details = whole.plan
     cle_float = bytearray(float_model)
     equalize.apply(Graph(cle_float), pairs, totals)
-    outputs = statistics.run(bytes(cle_float), samples)[0]
     section["cle"] = dict(details)
+    if "cle" in choice.parts(chosen):
+        extras["cle_float_model"] = bytes(cle_float)
+    return bytes(cle_float)
+
+
+def _judge_cle(cle_float, candidates, samples, references):
+    """Equalization judged end to end: how far the equalized float model (``cle_float``) is from the float
+    model on ``samples`` (the float model's outputs there: ``references``; its own cost, which the
+    candidates' scores already include, since they are measured against the float model), beside the int8
+    error it removes (the best cle candidate's score against plain's). {float_check, int8_gain_db?,
+    judged}, merged into ``section["cle"]``; never a parity cell and never a reason to fail a run."""
+    from converters.shared import metrics
+
+    outputs = statistics.run(cle_float, samples)[0]
     check = _float_distance(outputs, references)
     own = [metrics.fidelity(r, o.reshape(np.shape(r))) for r, o in zip(references, outputs)]
     check["sqnr_centered_db"] = choice.db(min(f["sqnr_centered_db"] for f in own))
     check["samples"] = len(samples)
-    section["cle"]["float_check"] = check
-    by_name = dict((c["name"], c) for c in section["candidates"])
-    with_cle = [c for c in section["candidates"] if "cle" in choice.parts(c["name"]) and not c.get("stopped_early")]
+    figures = {"float_check": check}
+    by_name = dict((c["name"], c) for c in candidates)
+    with_cle = [c for c in candidates if "cle" in choice.parts(c["name"]) and not c.get("stopped_early")]
     if with_cle and "plain" in by_name:
         best = max(with_cle, key=lambda c: c["score_db"])
-        section["cle"]["int8_gain_db"] = round(best["score_db"] - by_name["plain"]["score_db"], 2)
-        section["cle"]["judged"] = (
+        figures["int8_gain_db"] = round(best["score_db"] - by_name["plain"]["score_db"], 2)
+        figures["judged"] = (
             "the equalized float model is %.1f dB (centered) from the float model; the best equalized "
             "candidate (%s) scores %+.2f dB against plain, float deviation included" % (
-                check["sqnr_centered_db"], best["name"], section["cle"]["int8_gain_db"]))
-    elif any("cle" in choice.parts(c["name"]) for c in section["candidates"]):
-        section["cle"]["judged"] = (
+                check["sqnr_centered_db"], best["name"], figures["int8_gain_db"]))
+    elif any("cle" in choice.parts(c["name"]) for c in candidates):
+        figures["judged"] = (
             "the equalized float model is %.1f dB (centered) from the float model; every equalized candidate was "
             "stopped after the first fold (no gain it could be preferred for)" % check["sqnr_centered_db"])
-    if "cle" in choice.parts(chosen):
-        extras["cle_float_model"] = bytes(cle_float)
+    return figures
 
 
 LAYERWISE = ("gptq", "ebias")  # rewrites of the int8 file that run it (and the float model) layer by layer
