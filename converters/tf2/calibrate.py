@@ -589,6 +589,8 @@ class ShardedCalibration(object):
             self.samples = samples[:self.keep_samples]
             return None
         self._phase("search: calibrate, candidates, choose", mono)
+        if extras.get("report_work") is not None:  # started now: it overlaps the writing of the files
+            extras["report_work"] = Background(extras["report_work"])
         self.info = dict(infos[0]) if infos else {}
         self.info["spool_seconds"] = spool_seconds
         self.info["calibrate_seconds"] = section["timings"]["calibrate"]
@@ -611,6 +613,34 @@ class ShardedCalibration(object):
 
 
 ROUTE_VARIABLE = "TFBRIDGE_CALIBRATION_ROUTE"  # bench/run.py: the calibrator's route, to test its shards
+
+
+class Background(object):
+    """``function()`` in a thread started now (issue 31: the search's report-only figures, started as soon
+    as the choice is made, beside the rest of the conversion and the written file's checks). ``result()``
+    waits and returns its value; a failure is returned as ``{"report_figures_error": ...}`` (figures for the
+    report never fail a conversion). ``start``/``end``: its run on the monotonic clock, for the timeline."""
+
+    def __init__(self, function):
+        import threading
+
+        self.start = time.monotonic()
+        self.end = None
+        self.value = None
+
+        def work():
+            try:
+                self.value = function()
+            except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
+                self.value = {"report_figures_error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
+            self.end = time.monotonic()
+
+        self.thread = threading.Thread(target=work, name="quantization figures", daemon=True)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join()
+        return self.value
 
 
 def install(converter, jobs=None, route=None, keep_samples=0, recovery=None, every_candidate=False):

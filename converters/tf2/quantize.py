@@ -271,7 +271,7 @@ def _write_candidates(hook, output_path, artifacts):
     float model after cross-layer equalization (``model_float_cle.tflite``, when the chosen candidate equalized: its probe check in the quantization section); every
     candidate's int8 file into ``artifacts["candidates_dir"]`` when given (for ``--eval``). Returns the
     ``quantization`` section with the files named; the search's report-only figures are in it, or, when
-    ``artifacts["defer_report"]``, left to compute with ``artifacts["report_work"]``."""
+    ``artifacts["defer_report"]``, still being computed (``artifacts["report_work"].result()``)."""
     from tensorflow.lite.python import lite
 
     section = dict(hook.quantization)
@@ -283,13 +283,13 @@ def _write_candidates(hook, output_path, artifacts):
     if cle_float is not None:
         runfolder.write_bytes(os.path.join(folder, CLE_FLOAT_TFLITE), lite._deduplicate_readonly_buffers(cle_float))
         section["cle_float_path"] = CLE_FLOAT_TFLITE
-    work = hook.extras.get("report_work")  # the figures only the report reads (search.merge_report_work)
-    if work is not None and (artifacts or {}).get("defer_report"):
-        artifacts["report_work"] = work  # the caller runs it beside its checks of the written file
+    work = hook.extras.get("report_work")  # the figures only the report reads, computed in a thread since the
+    if work is not None and (artifacts or {}).get("defer_report"):  # choice (calibrate.Background)
+        artifacts["report_work"] = work  # the caller waits for it after its checks of the written file
     elif work is not None:
         from converters.tf2.recovery import search
 
-        search.merge_report_work(section, work())
+        search.merge_report_work(section, work.result())
     candidates_dir = (artifacts or {}).get("candidates_dir")
     if candidates_dir:
         files = {}

@@ -143,9 +143,9 @@ def run_step(argv):
             "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits))
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
-        # and the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
-        figures = None if artifacts.get("report_work") is None else _Beside(
-            "quantization figures", phases, artifacts.pop("report_work"))
+        # the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
+        # are computed in a thread started when the candidate was chosen (calibrate.Background)
+        figures = artifacts.pop("report_work", None)
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
             data = data_section(calib, prepared)
             timings["convert"] = round(time.perf_counter() - started, 2)
@@ -204,6 +204,7 @@ def run_step(argv):
 
                 mono = now()
                 search.merge_report_work(result["quantization"], figures.result())
+                phases.add("quantization figures (thread)", figures.start, figures.end)
                 phases.add("wait for the quantization figures (thread)", mono)
         except BaseException:
             for thread in (debugger, targets, figures):
