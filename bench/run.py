@@ -111,9 +111,9 @@ class Bench(SpeedSection, FidelitySection, FleetSection):
         result["json"] = json.loads(lines[-1]) if lines else None
         return result
 
-    def on_host(self, module, args, cwd=None, check=True):
+    def on_host(self, module, args, cwd=None, check=True, extra_env=None):
         log_path = self._log_path(module)
-        environ = dict(os.environ, PYTHONPATH=venvs.REPO_ROOT)
+        environ = dict(os.environ, PYTHONPATH=venvs.REPO_ROOT, **(extra_env or {}))
         result = run_measured([sys.executable, "-m", module] + list(args), env=environ,
                               cwd=cwd or venvs.REPO_ROOT, log_path=log_path, tree=True)
         result["log"] = log_path

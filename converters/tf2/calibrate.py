@@ -70,6 +70,7 @@ import time
 
 import numpy as np
 
+from converters.tf2 import beside
 from converters.tf2.calibration_observer import (  # noqa: F401 - the fast route; tests use these names here
     FAST_MIN_THREADS, MEMORY_SHARE, InterpreterObserver, differences, in_place_inputs, observation_plan, observe_fast)
 from converters.tf2.tflite_model import calibration_wrapper, merge_ranges, tensor_ranges  # noqa: F401 - callers' names
@@ -230,13 +231,6 @@ def _worker_command(model_path, spool, start, stop, out_path):
             str(start), str(stop), out_path]
 
 
-def _worker_env():
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
-
-
 def peak_rss_bytes():
     """This process's peak resident memory so far (bytes): VmHWM of /proc/self/status (unlike ru_maxrss,
     it starts afresh at exec, so a worker forked from a large parent reports its own peak), 0 elsewhere."""
@@ -372,7 +366,7 @@ def calibrate_samples(model_content, dataset_gen, jobs=None, custom_ops=False, r
             model_path = os.path.join(folder, "model.tflite")
             with open(model_path, "wb") as handle:
                 handle.write(model_content)
-            env = _worker_env()
+            env = beside.worker_env()
             for k in range(1, shards):
                 out_path = os.path.join(folder, "ranges%d.npz" % k)
                 log_path = os.path.join(folder, "worker%d.log" % k)
@@ -570,10 +564,25 @@ class ShardedCalibration(object):
             infos.append(info)
             return calibrated, observed.get("folds"), observed.get("outputs")
 
+        workers = []  # issue 31: the second process that quantizes beside the search, once told what to
+
         def quantize(calibrated):
+            made = workers[0].take(calibrated) if workers else None
+            if made is not None:
+                return made
             return self._quantize_calibrated(calibrated, input_type, output_type, enable_variable_quantization,
                                              debug_options)
 
+        def prefetch(models):
+            if not workers:
+                release_free_memory()  # the calibration's freed pages back to the system before a process starts
+                workers.append(beside.Worker(beside.arguments(
+                    self.converter, input_type, output_type, enable_variable_quantization, debug_options)))
+            for content in models:
+                workers[0].submit(content)
+
+        if beside.quantize_beside(model, default_jobs() if self.jobs is None else self.jobs):
+            quantize.prefetch = prefetch
         try:
             chosen, calibrated, plain, section, extras = search.search(
                 bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
@@ -588,9 +597,14 @@ class ShardedCalibration(object):
             sys.stderr.write("note: %s\n" % self.quantization["why"])
             self.samples = samples[:self.keep_samples]
             return None
+        finally:
+            for worker in workers:
+                worker.close()
+        if workers:
+            section["quantize_worker"] = workers[0].record
         self._phase("search: calibrate, candidates, choose", mono)
         if extras.get("report_work") is not None:  # started now: it overlaps the writing of the files
-            extras["report_work"] = Background(extras["report_work"])
+            extras["report_work"] = beside.Background(extras["report_work"])
         self.info = dict(infos[0]) if infos else {}
         self.info["spool_seconds"] = spool_seconds
         self.info["calibrate_seconds"] = section["timings"]["calibrate"]
@@ -613,34 +627,6 @@ class ShardedCalibration(object):
 
 
 ROUTE_VARIABLE = "TFBRIDGE_CALIBRATION_ROUTE"  # bench/run.py: the calibrator's route, to test its shards
-
-
-class Background(object):
-    """``function()`` in a thread started now (issue 31: the search's report-only figures, started as soon
-    as the choice is made, beside the rest of the conversion and the written file's checks). ``result()``
-    waits and returns its value; a failure is returned as ``{"report_figures_error": ...}`` (figures for the
-    report never fail a conversion). ``start``/``end``: its run on the monotonic clock, for the timeline."""
-
-    def __init__(self, function):
-        import threading
-
-        self.start = time.monotonic()
-        self.end = None
-        self.value = None
-
-        def work():
-            try:
-                self.value = function()
-            except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
-                self.value = {"report_figures_error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
-            self.end = time.monotonic()
-
-        self.thread = threading.Thread(target=work, name="quantization figures", daemon=True)
-        self.thread.start()
-
-    def result(self):
-        self.thread.join()
-        return self.value
 
 
 def install(converter, jobs=None, route=None, keep_samples=0, recovery=None, every_candidate=False):

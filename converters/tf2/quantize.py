@@ -284,7 +284,7 @@ def _write_candidates(hook, output_path, artifacts):
         runfolder.write_bytes(os.path.join(folder, CLE_FLOAT_TFLITE), lite._deduplicate_readonly_buffers(cle_float))
         section["cle_float_path"] = CLE_FLOAT_TFLITE
     work = hook.extras.get("report_work")  # the figures only the report reads, computed in a thread since the
-    if work is not None and (artifacts or {}).get("defer_report"):  # choice (calibrate.Background)
+    if work is not None and (artifacts or {}).get("defer_report"):  # choice (beside.Background)
         artifacts["report_work"] = work  # the caller waits for it after its checks of the written file
     elif work is not None:
         from converters.tf2.recovery import search

@@ -144,7 +144,7 @@ def run_step(argv):
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
         # the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
-        # are computed in a thread started when the candidate was chosen (calibrate.Background)
+        # are computed in a thread started when the candidate was chosen (beside.Background)
         figures = artifacts.pop("report_work", None)
         try:  # a failure below waits for the thread: TensorFlow must not be torn down under it
             data = data_section(calib, prepared)

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def test_the_deferred_figures_equal_the_inline_ones(setup):  # noqa: F811
-    from converters.tf2 import calibrate
+    from converters.tf2 import beside, calibrate
     from converters.tf2.recovery import search
 
     args = (setup["float"], setup["samples"], search.parse("bias,cle,cle+bias"), setup["calibrate"],
@@ -27,7 +27,7 @@ def test_the_deferred_figures_equal_the_inline_ones(setup):  # noqa: F811
     chosen, _, _, deferred, extras = search.search(*args, defer_report=True)
     assert "report_work" not in inline_extras
     assert "float_check" not in deferred.get("cle", {}) and "bias_float_moved" not in deferred
-    figures = calibrate.Background(extras.pop("report_work")).result()
+    figures = beside.Background(extras.pop("report_work")).result()
     search.merge_report_work(deferred, figures)
     assert inline["cle"]["float_check"] == deferred["cle"]["float_check"]
     assert inline["cle"].get("judged") == deferred["cle"].get("judged")
@@ -39,10 +39,10 @@ def test_the_deferred_figures_equal_the_inline_ones(setup):  # noqa: F811
 
 
 def test_a_failure_in_the_figures_is_a_report_line_not_a_failed_run():
-    from converters.tf2 import calibrate
+    from converters.tf2 import beside, calibrate
 
     def broken():
         raise MemoryError("no room for the float model")
 
-    value = calibrate.Background(broken).result()
+    value = beside.Background(broken).result()
     assert value == {"report_figures_error": "MemoryError: no room for the float model"}

@@ -89,3 +89,23 @@ def test_a_failed_origin_evaluation_stops_the_conversion_waiting_for_it(tmp_path
         runfolder.await_file(str(tmp_path), "eval_tf1.13.json", failed=runfolder.EVAL_FAILED,
                              waited_for="the origin's evaluation (eval-tf1.13)")
     assert "the origin's evaluation (eval-tf1.13) it waited for failed" in caught.value.message
+
+
+def test_section_8_renders_the_second_process_share_and_the_search_phases():
+    def run(wall, step_s, rss, taken=None, calibrate=20.0):
+        sample = {"wall_s": wall, "window_s": 20.0, "step_s": step_s, "peak_rss_mb": rss,
+                  "search_timings": {"calibrate": calibrate, "plain_on_all": 2.0, "candidates": 7.0, "fit_all": 0.2},
+                  "candidate_seconds": {"plain": 2.5, "bias": 1.3}}
+        if taken is not None:
+            sample["quantize_worker"] = {"submitted": 2, "taken": taken}
+        return sample
+
+    data = {"models": [{"model": "ResNet50", "samples": {
+        "hand": [{"window_s": 40.0, "wall_s": 50.0, "peak_rss_mb": 2000.0}] * 3,
+        "plain": [run(40.0, 38.0, 1500.0)] * 3,
+        "auto": [run(53.0, 51.0, 1600.0, 2), run(55.0, 52.0, 1620.0, 2), run(54.0, 51.5, 1610.0, 2)],
+        "auto-one-process": [run(57.0, 55.0, 1590.0), run(56.0, 54.0, 1580.0), run(58.0, 56.0, 1585.0)]}}]}
+    text = "\n".join(render.render_speed(data))
+    assert "whole 54.0 s against 57.0 s (ratio 0.95)" in text
+    assert "peak RSS 1610 MB against 1585 MB; the worker quantized 2 of the search's models" in text
+    assert "calibrate 20.00, plain_on_all 2.00, candidates 7.00, fit_all 0.20; candidates: plain 2.50, bias 1.30" in text

@@ -159,6 +159,7 @@ class _Fit(object):
         self.stats = stats
         self.samples = samples
         self.plan = None
+        self.contents = {}  # base key -> its calibrated model (_base_content)
         self.bases = {}
         self.cle_float = None
 
@@ -234,15 +235,17 @@ def _plan(fit, float_graph):
     return fit.plan
 
 
-def _build(name, fit, float_model, float_graph, quantize):
-    """The int8 model of candidate ``name`` fitted on ``fit``: (bytes, details). Rewrites of the float or
-    calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
-    own rewrites (bias)."""
-    parts = choice.parts(name)
-    base_key = tuple(p for p in parts if p not in ("bias",) + LAYERWISE)
-    if "cle" in parts:
-        _plan(fit, float_graph)
-    if base_key not in fit.bases:
+def _base_key(name):
+    """The rewrites of candidate ``name`` made before quantizing (cle, a range method): its base's key."""
+    return tuple(p for p in choice.parts(name) if p not in ("bias",) + LAYERWISE)
+
+
+def _base_content(fit, base_key, float_graph):
+    """The calibrated model of base ``base_key`` fitted on ``fit`` (equalized, ranges narrowed), made once:
+    {calibrated, factors, graph, narrowed}."""
+    if base_key not in fit.contents:
+        if "cle" in base_key:
+            _plan(fit, float_graph)
         content = bytearray(fit.calibrated)
         graph = Graph(content)
         factors = equalize.apply(graph, fit.plan[0], fit.plan[1], fit.stats) if "cle" in base_key else {}
@@ -250,8 +253,21 @@ def _build(name, fit, float_model, float_graph, quantize):
         for method in ranges.METHODS:
             if method in base_key:
                 narrowed = ranges.narrow(graph, fit.stats, method, factors, keep=graph.inputs)
-        fit.bases[base_key] = {"calibrated": bytes(content), "quantized": quantize(bytes(content), base_key),
-                               "factors": factors, "graph": graph, "narrowed": narrowed}
+        fit.contents[base_key] = {"calibrated": bytes(content), "factors": factors, "graph": graph,
+                                  "narrowed": narrowed}
+    return fit.contents[base_key]
+
+
+def _build(name, fit, float_model, float_graph, quantize):
+    """The int8 model of candidate ``name`` fitted on ``fit``: (bytes, details). Rewrites of the float or
+    calibrated model first (cle, a range method), quantized once per distinct base; then the int8 model's
+    own rewrites (bias)."""
+    parts = choice.parts(name)
+    base_key = _base_key(name)
+    if base_key not in fit.bases:
+        base = dict(_base_content(fit, base_key, float_graph))
+        base["quantized"] = quantize(base["calibrated"], base_key)
+        fit.bases[base_key] = base
     base = fit.bases[base_key]
     content = base["quantized"]
     details = {}
@@ -338,6 +354,12 @@ def search(float_model, samples, requested, calibrate, quantize, log=None, calib
            "%d folds" % folds if folds else "not held out: too few"))
     requested_cle = any("cle" in choice.parts(n) for n in requested)
     auto = tuple(requested) == AUTO
+    prefetch = getattr(quantize, "prefetch", None)  # the hook's second process (converters.tf2.beside)
+    if prefetch is not None and folds and len(requested) > 1:  # told now what it will quantize: fold 0's
+        early = [fits[0][0].calibrated]  # plain (the template's check) and, when asked for, its equalized base
+        if requested_cle:
+            early.append(_base_content(fits[0][0], ("cle",), float_graph)["calibrated"])
+        prefetch(early)
     quantize = requantize.Requantizer(quantize)
     if len(requested) > 1:  # plain on all samples first (its file is written): it teaches the folds' template
         t0 = time.perf_counter()
