@@ -76,12 +76,13 @@ class Worker(object):
     what it did, for report.json's ``quantization.quantize_worker``."""
 
     def __init__(self, args):
-        self.folder = tempfile.mkdtemp(prefix="tfbridge-quantize-")
         self.requests = []  # [(calibrated bytes, out path)] in the order the worker answers them
         self.answers = []  # the worker's answers, in that order
         self.record = {"submitted": 0, "taken": 0}
-        self.log = os.path.join(self.folder, "worker.log")
+        self.process = self.folder = None
         try:
+            self.folder = tempfile.mkdtemp(prefix="tfbridge-quantize-")
+            self.log = os.path.join(self.folder, "worker.log")
             with open(self.log, "wb") as log:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "converters.tf2.beside", json.dumps(args)],
@@ -109,6 +110,14 @@ class Worker(object):
         self.record["submitted"] += 1
 
     def take(self, calibrated):
+        try:
+            return self._take(calibrated)
+        except (OSError, ValueError) as exc:  # an answer or a file that cannot be read: the caller quantizes
+            self.record["error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
+            self.close()
+            return None
+
+    def _take(self, calibrated):
         found = [k for k, (submitted, _) in enumerate(self.requests)
                  if len(submitted) == len(calibrated) and submitted == calibrated]
         if not found or self.process is None and len(self.answers) <= found[0]:
@@ -151,7 +160,8 @@ class Worker(object):
                 self.process.kill()
                 self.process.wait()
             self.process = None
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Background(object):

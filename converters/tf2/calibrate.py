@@ -576,8 +576,13 @@ class ShardedCalibration(object):
         def prefetch(models):
             if not workers:
                 release_free_memory()  # the calibration's freed pages back to the system before a process starts
-                workers.append(beside.Worker(beside.arguments(
-                    self.converter, input_type, output_type, enable_variable_quantization, debug_options)))
+                try:
+                    workers.append(beside.Worker(beside.arguments(
+                        self.converter, input_type, output_type, enable_variable_quantization, debug_options)))
+                except Exception as exc:  # noqa: BLE001 - a TensorFlow without these names: quantize here
+                    sys.stderr.write("note: the quantizer's second process was not started (%s: %s)\n"
+                                     % (type(exc).__name__, str(exc)[:200]))
+                    return
             for content in models:
                 workers[0].submit(content)
 
