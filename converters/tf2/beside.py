@@ -18,7 +18,6 @@ What can go wrong: the worker cannot start, fails or dies: ``take`` returns None
 itself; nothing is lost but the time. The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``).
 """
 
-import atexit
 import json
 import os
 import shutil
@@ -45,25 +44,14 @@ def arguments(converter, input_type, output_type, enable_variable_quantization, 
     from tensorflow.compiler.mlir.lite import types_pb2
     from tensorflow.lite.python import convert
 
-    return {"disable_per_channel": bool(converter._experimental_disable_per_channel), "fully_quantize": False,
-            "enable_numeric_verify": False, "inference_type": int(types_pb2.QUANTIZED_INT8),
+    return {"disable_per_channel": bool(converter._experimental_disable_per_channel),
+            "inference_type": int(types_pb2.QUANTIZED_INT8),
             "input_type": int(convert.convert_tensor_tf_type_to_tflite_type(input_type)),
             "output_type": int(convert.convert_tensor_tf_type_to_tflite_type(output_type)),
             "enable_variable_quantization": bool(enable_variable_quantization),
             "disable_per_channel_for_dense_layers":
                 bool(converter._experimental_disable_per_channel_quantization_for_dense_layers),
             "debug_options": debug_options.SerializeToString().hex() if debug_options is not None else ""}
-
-
-def instrumented_arguments(per_tensor):
-    """The worker's call's arguments for the layer debugger's instrumented model: the call
-    ``converters.tf2.quant_debug.instrumented_model`` makes (float I/O, numeric-verify ops, defaults)."""
-    from tensorflow.compiler.mlir.lite import types_pb2
-
-    return {"disable_per_channel": bool(per_tensor), "fully_quantize": False, "enable_numeric_verify": True,
-            "inference_type": int(types_pb2.QUANTIZED_INT8), "input_type": int(types_pb2.FLOAT),
-            "output_type": int(types_pb2.FLOAT), "enable_variable_quantization": False,
-            "disable_per_channel_for_dense_layers": False, "debug_options": ""}
 
 
 def worker_env():
@@ -103,10 +91,8 @@ class Worker(object):
         except OSError as exc:
             self.process = None
             self.record["error"] = "the worker did not start: %s" % exc
-        atexit.register(self.close)  # whatever path the conversion takes, the worker and its folder go
 
-    def submit(self, calibrated, args=None):
-        """Queue ``calibrated``'s quantization with the worker's arguments, or with ``args`` instead."""
+    def submit(self, calibrated):
         if self.process is None:
             return
         k = len(self.requests)
@@ -114,27 +100,26 @@ class Worker(object):
         try:
             with open(source, "wb") as handle:
                 handle.write(calibrated)
-            self.process.stdin.write((json.dumps({"in": source, "out": out, "args": args}) + "\n").encode("utf-8"))
+            self.process.stdin.write((json.dumps({"in": source, "out": out}) + "\n").encode("utf-8"))
             self.process.stdin.flush()
         except OSError as exc:
             self.record["error"] = "the worker stopped taking requests: %s" % exc
             self.close()
             return
-        self.requests.append((calibrated, out, args))
+        self.requests.append((calibrated, out))
         self.record["submitted"] += 1
 
-    def take(self, calibrated, args=None):
-        """The worker's quantization of ``calibrated`` submitted with ``args`` (waiting for it), or None."""
+    def take(self, calibrated):
         try:
-            return self._take(calibrated, args)
+            return self._take(calibrated)
         except (OSError, ValueError) as exc:  # an answer or a file that cannot be read: the caller quantizes
             self.record["error"] = "%s: %s" % (type(exc).__name__, str(exc)[:200])
             self.close()
             return None
 
-    def _take(self, calibrated, args):
-        found = [k for k, (submitted, _, asked) in enumerate(self.requests)
-                 if asked == args and len(submitted) == len(calibrated) and submitted == calibrated]
+    def _take(self, calibrated):
+        found = [k for k, (submitted, _) in enumerate(self.requests)
+                 if len(submitted) == len(calibrated) and submitted == calibrated]
         if not found or self.process is None and len(self.answers) <= found[0]:
             return None
         k = found[0]
@@ -210,20 +195,18 @@ class Background(object):
 def _main(argv):
     from converters.tf2 import tflite_model
 
-    default = json.loads(argv[0])
+    args = json.loads(argv[0])
     api = tflite_model.load_tf_module("_pywrap_converter_api",
                                       os.path.join("compiler", "mlir", "lite", "python", "_pywrap_converter_api.so"))
     for line in sys.stdin:
         request = json.loads(line)
-        args = request.get("args") or default
         try:
             with open(request["in"], "rb") as handle:
                 calibrated = handle.read()
             os.remove(request["in"])
             quantized = api.ExperimentalMlirQuantizeModel(
-                calibrated, args["disable_per_channel"], args["fully_quantize"], args["inference_type"],
-                args["input_type"], args["output_type"], args["enable_numeric_verify"], False, None, None,
-                args["enable_variable_quantization"],
+                calibrated, args["disable_per_channel"], False, args["inference_type"], args["input_type"],
+                args["output_type"], False, False, None, None, args["enable_variable_quantization"],
                 args["disable_per_channel_for_dense_layers"], bytes.fromhex(args["debug_options"]))
             partial = request["out"] + ".part"
             with open(partial, "wb") as handle:

@@ -444,7 +444,6 @@ class ShardedCalibration(object):
         self.quantize_seconds = None
         self.phases = []  # [{phase, start, end}] on the monotonic clock, for the run's timeline (issue 31)
         self.entered = None  # when the converter handed over its float model (the graph's conversion ended)
-        self.worker = None  # the quantizer's second process, still making the layer debugger's model (beside)
 
     def _phase(self, name, start):
         self.phases.append({"phase": name, "start": round(start, 3), "end": round(time.monotonic(), 3)})
@@ -594,10 +593,6 @@ class ShardedCalibration(object):
                 bytes(result), samples, self.recovery, calibrate, quantize, calibration_model=model,
                 calibrate_folds=calibrate_folds, every_candidate=self.every_candidate, defer_report=True,
                 log=lambda message: sys.stderr.write(message + "\n"))
-            if workers and self.keep_samples:  # the layer debugger's instrumented model, made beside what follows
-                workers[0].submit(calibrated, beside.instrumented_arguments(
-                    self.converter._experimental_disable_per_channel))
-                self.worker = workers.pop()  # the debugger takes it (converters.tf2.quant_debug), then closes it
         except Exception as exc:  # noqa: BLE001 - a model the rewrites do not expect: never worse than plain
             if os.environ.get("TFBRIDGE_DEBUG"):
                 raise
@@ -610,9 +605,8 @@ class ShardedCalibration(object):
         finally:
             for worker in workers:
                 worker.close()
-        used = self.worker or (workers[0] if workers else None)
-        if used is not None:
-            section["quantize_worker"] = used.record  # the same dict: the debugger's take shows in it
+        if workers:
+            section["quantize_worker"] = workers[0].record
         self._phase("search: calibrate, candidates, choose", mono)
         if extras.get("report_work") is not None:  # started now: it overlaps the writing of the files
             extras["report_work"] = beside.Background(extras["report_work"])

@@ -34,7 +34,7 @@ FLAG_ABOVE = 0.7
 DEFAULT_DEBUG_SAMPLES = 8
 
 
-def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, written_model=None, worker=None):
+def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, written_model=None):
     """Run the debugger on the conversion's ``calibrated_model`` (bytes; see "Reuse" above) or, when it is
     None, on ``converter`` (configured for int8, as in ``converters.tf2.quantize.debug_converter``).
 
@@ -44,8 +44,6 @@ def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, wr
     model (``recovery.graph.transplant``), so the layers are those of the file written. Returns {layers:
     [{name, op, tensor_index, scale, rmse_over_scale, flagged}], flagged: [...names], seconds,
     reused_calibration, values_from_written_file? (copied, changed, skipped)} or {error, seconds} on failure.
-    ``worker``: the quantizer's second process (``converters.tf2.beside.Worker``) that was asked for the
-    instrumented model of ``calibrated_model``; without its answer the model is made here.
     """
     import tensorflow as tf
 
@@ -55,13 +53,7 @@ def debug_layers(converter, dataset, calibrated_model=None, per_tensor=False, wr
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         transplanted = None
         if calibrated_model is not None:
-            content = None
-            if worker is not None:
-                from converters.tf2 import beside
-
-                content = worker.take(calibrated_model, beside.instrumented_arguments(per_tensor))
-            if content is None:
-                content = instrumented_model(calibrated_model, per_tensor)
+            content = instrumented_model(calibrated_model, per_tensor)
             if written_model is not None:
                 from converters.tf2.recovery import graph
 

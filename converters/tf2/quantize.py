@@ -235,11 +235,6 @@ def convert(source, output_path, representative_dataset, options, float_output_p
                                if hook.entered is not None else []) + list(hook.phases)
     if hook is not None and hook.quantization is not None:
         result["quantization"] = _write_candidates(hook, output_path, artifacts)
-    if hook is not None and hook.worker is not None:  # it makes the layer debugger's instrumented model
-        if artifacts is not None and artifacts.get("defer_report"):
-            artifacts["quantize_worker"] = hook.worker  # the caller's debugger takes it and closes it
-        else:
-            hook.worker.close()
     float_content = hook.float_tflite() if (float_output_path and hook is not None) else None
     if float_content is not None:
         # the float model the int8 conversion made before calibrating: the same graph as a separate

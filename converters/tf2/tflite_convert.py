@@ -140,8 +140,7 @@ def run_step(argv):
         chosen = (result.get("quantization") or {}).get("chosen") or "plain"
         edits = set(chosen.split("+")) & {"bias", "ebias", "gptq"}
         debugger = None if args.no_layer_debug else _Beside(
-            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits),
-            artifacts.pop("quantize_worker", None))
+            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits))
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
         targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
         # the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
@@ -212,9 +211,6 @@ def run_step(argv):
                 if thread is not None:
                     thread.thread.join()
             raise
-        finally:
-            if artifacts.get("quantize_worker") is not None:  # no debugger took it
-                artifacts.pop("quantize_worker").close()
         if debugger is None:
             layers = {"layers": [], "skipped": True}
         else:
@@ -260,20 +256,10 @@ class _Beside(object):
         return self.value
 
 
-def _layer_debugger(artifacts, calibration_data, used, options, edited=False, worker=None):
+def _layer_debugger(artifacts, calibration_data, used, options, edited=False):
     """layers.json's content: the per-layer debugger on the conversion's calibrated model and first
     calibration samples (issue 13: no second conversion, calibration or reading of the samples); when the
-    chosen candidate ``edited`` the int8 file's values, on those values (the file's bytes, ``artifacts``).
-    ``worker``: the quantizer's second process making its instrumented model (``converters.tf2.beside``),
-    closed here."""
-    try:
-        return _debug_layers(artifacts, calibration_data, used, options, edited, worker)
-    finally:
-        if worker is not None:
-            worker.close()
-
-
-def _debug_layers(artifacts, calibration_data, used, options, edited, worker):
+    chosen candidate ``edited`` the int8 file's values, on those values (the file's bytes, ``artifacts``)."""
     from converters.tf2 import quant_debug, quantize
 
     calibrated = artifacts.get("calibrated_model")
@@ -286,7 +272,7 @@ def _debug_layers(artifacts, calibration_data, used, options, edited, worker):
         debug_dataset = calibration_data(quant_debug.DEFAULT_DEBUG_SAMPLES, False).representative_dataset()
         converter = None if calibrated else quantize.debug_converter(used, debug_dataset, options)
     return quant_debug.debug_layers(converter, debug_dataset, calibrated_model=calibrated,
-                                    per_tensor=options.per_tensor, written_model=written, worker=worker)
+                                    per_tensor=options.per_tensor, written_model=written)
 
 
 def _add_conversion_phases(phases, start, inside):

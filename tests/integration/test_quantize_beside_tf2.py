@@ -68,7 +68,7 @@ def test_a_failing_worker_returns_nothing_and_says_why(setup):  # noqa: F811
         worker.close()
 
 
-def _convert(tf, model, samples, monkeypatch, worker, keep_samples=0):
+def _convert(tf, model, samples, monkeypatch, worker):
     from converters.tf2 import beside, calibrate
     from converters.tf2.recovery import search
 
@@ -79,7 +79,7 @@ def _convert(tf, model, samples, monkeypatch, worker, keep_samples=0):
     converter.inference_input_type = converter.inference_output_type = tf.int8
     monkeypatch.setattr(beside, "MIN_MODEL_BYTES", 0)
     monkeypatch.setenv("TFBRIDGE_QUANTIZE_WORKER", "1" if worker else "0")
-    hook = calibrate.install(converter, jobs=2, recovery=search.parse("bias,cle,cle+bias"), keep_samples=keep_samples)
+    hook = calibrate.install(converter, jobs=2, recovery=search.parse("bias,cle,cle+bias"))
     content = converter.convert()
     return content, hook
 
@@ -101,61 +101,3 @@ def test_the_search_chooses_the_same_files_with_the_worker(monkeypatch):
     keys = ("name", "sqnr_db", "score_db", "correlation", "stopped_early")
     assert [dict((k, c.get(k)) for k in keys) for c in hook.quantization["candidates"]] == \
         [dict((k, c.get(k)) for k in keys) for c in hook_alone.quantization["candidates"]]
-
-
-def test_the_worker_makes_the_layer_debuggers_instrumented_model_byte_for_byte(monkeypatch):
-    """With the layer debugger on (the hook keeps samples for it), the worker is kept after the search and
-    asked for the debugger's instrumented model of the chosen calibrated model: the same bytes as the call
-    ``quant_debug.instrumented_model`` makes in the converting process."""
-    import tensorflow as tf
-    import tf_keras
-
-    from converters.tf2 import beside, quant_debug
-
-    _, hook = _convert(tf, _model(tf_keras), [p[0] for p in _patches(36)], monkeypatch, True, keep_samples=4)
-    assert hook.worker is not None and hook.worker.record["submitted"] == 3
-    try:
-        made = hook.worker.take(hook.calibrated_model, beside.instrumented_arguments(False))
-        assert made is not None and made == quant_debug.instrumented_model(hook.calibrated_model, False)
-        assert hook.quantization["quantize_worker"]["taken"] == 3
-    finally:
-        hook.worker.close()
-
-
-def test_a_conversion_step_with_the_worker_writes_the_same_files_and_the_debuggers_layers(tmp_path, monkeypatch):
-    """The whole conversion step (``tflite_convert.run_step``: search, files, layer debugger, figures) with the
-    worker forced on and off: the same int8 files and layers; the worker made 3 models (plain's and cle's
-    fold 0, the debugger's instrumented one) and is gone afterwards."""
-    import glob
-    import json
-    import tempfile
-
-    import tf_keras
-
-    from converters.tf2 import beside, tflite_convert
-
-    h5 = str(tmp_path / "cnn.h5")
-    _model(tf_keras).save(h5)
-    monkeypatch.setattr(beside, "MIN_MODEL_BYTES", 0)
-    folders = os.path.join(tempfile.gettempdir(), "tfbridge-quantize-*")
-    before = set(glob.glob(folders))
-    seen = {}
-    for worker in ("1", "0"):
-        monkeypatch.setenv("TFBRIDGE_QUANTIZE_WORKER", worker)
-        folder = tmp_path / ("run_" + worker)
-        folder.mkdir()
-        assert tflite_convert.run_step([str(folder), "--model", h5, "--calib", "skimage", "--preprocess", "unit",
-                                        "--calib-samples", "36", "--probe-samples", "8", "--jobs", "2"]) == 0
-        with open(str(folder / "tflite.json")) as handle:
-            result = json.load(handle)
-        with open(str(folder / "layers.json")) as handle:
-            layers = json.load(handle)
-        files = dict((os.path.basename(p), open(p, "rb").read()) for p in glob.glob(str(folder / "*.tflite")))
-        seen[worker] = (result, layers, files)
-    result, layers, files = seen["1"]
-    assert result["quantization"]["quantize_worker"] == {"submitted": 3, "taken": 3}, result["quantization"]
-    assert "quantize_worker" not in seen["0"][0]["quantization"]
-    assert files == seen["0"][2] and "model_int8_plain.tflite" in files
-    assert layers["layers"] and [x["rmse_over_scale"] for x in layers["layers"]] == \
-        [x["rmse_over_scale"] for x in seen["0"][1]["layers"]]
-    assert set(glob.glob(folders)) <= before  # the worker's folder is gone with it
