@@ -83,3 +83,9 @@ def fmt(value, unit="", digits=1):
     if value is None:
         return "-"
     return "%.*f%s" % (digits, value, unit)
+
+
+def ratio(numerator, denominator):
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator

@@ -14,7 +14,8 @@ whole Markdown file is re-rendered from the document (nothing in BENCHMARKS.md i
 
 import copy
 
-from bench.measure import fmt, median
+from bench import speed_section
+from bench.measure import fmt, median, ratio
 from converters import timeline
 
 SCHEMA = 1
@@ -60,12 +61,6 @@ def merge(document, invocation_id, invocation, sections):
     used = set(section["invocation"] for section in merged["sections"].values())
     merged["invocations"] = dict((key, value) for key, value in merged["invocations"].items() if key in used)
     return merged
-
-
-def ratio(numerator, denominator):
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
 
 
 def _verdict(value, target):
@@ -528,7 +523,7 @@ def render_speed(data):
             n(med(hand, "peak_rss_mb"), 0), n(med(plain, "peak_rss_mb"), 0), n(med(auto, "peak_rss_mb"), 0),
             min(len(hand), len(plain), len(auto))))
     for row in data.get("models", []):
-        lines += _speed_inside(row)
+        lines += speed_section.render_inside(row)
     for row in data.get("models", []):
         for mode in ("auto", "plain"):
             samples = [sample for sample in row["samples"].get(mode) or [] if sample.get("timeline")]
@@ -555,35 +550,6 @@ def render_speed(data):
                                  key=lambda item: item["start"] - item["end"])
                     for item in own[:4]:
                         lines.append("  - %s: %s s" % (item["phase"], fmt(item["end"] - item["start"], "", 1)))
-    return lines
-
-
-def _speed_inside(row):
-    """Section 8: auto against auto with its quantizations in one process (when measured), and the medians
-    of auto's search phases and candidates (report.json's ``quantization.timings`` and candidates)."""
-    auto, one = row["samples"].get("auto") or [], row["samples"].get("auto-one-process") or []
-    lines = []
-    if one:
-        lines += ["", "%s: `--quantize auto` with the quantizer's second process (the default) against auto with "
-                  "every quantization in the converting process (`TFBRIDGE_QUANTIZE_WORKER=0`), alternated in the same "
-                  "invocation: whole %s s against %s s (ratio %s), conversion step %s s against %s s, peak RSS %s MB "
-                  "against %s MB; the worker quantized %s of the search's models." % (
-                      row["model"], fmt(median([x["wall_s"] for x in auto]), "", 1),
-                      fmt(median([x["wall_s"] for x in one]), "", 1),
-                      fmt(ratio(median([x["wall_s"] for x in auto]), median([x["wall_s"] for x in one])), "", 2),
-                      fmt(median([x.get("step_s") for x in auto]), "", 1), fmt(median([x.get("step_s") for x in one]), "", 1),
-                      fmt(median([x["peak_rss_mb"] for x in auto]), "", 0), fmt(median([x["peak_rss_mb"] for x in one]), "", 0),
-                      fmt(median([(x.get("quantize_worker") or {}).get("taken") for x in auto]), "", 0))]
-    timed = [x for x in auto if x.get("search_timings")]
-    if timed:
-        phases = [key for key in ("calibrate", "plain_on_all", "candidates", "fit_all", "layers") if key in timed[0]["search_timings"]]
-        names = list(timed[0].get("candidate_seconds") or {})
-        lines += ["", "%s, inside auto's search (medians, s): %s; candidates: %s (report.json `quantization.timings`; "
-                  "`layers` runs in the report figures' thread)." % (
-                      row["model"], ", ".join("%s %s" % (key, fmt(median([x["search_timings"].get(key) for x in timed]), "", 2))
-                                              for key in phases),
-                      ", ".join("%s %s" % (name, fmt(median([(x.get("candidate_seconds") or {}).get(name) for x in timed]), "", 2))
-                                for name in names))]
     return lines
 
 

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 
+from bench.measure import fmt, median, ratio
+
 
 class SpeedSection(object):
     # -- 8. speed ---------------------------------------------------------------------------------
@@ -32,11 +34,23 @@ class SpeedSection(object):
             # ResNet50: auto also with its quantizations in its own process (TFBRIDGE_QUANTIZE_WORKER=0), the
             # second process's share (the demo's model is below the worker's size: it never starts there)
             one = ("auto-one-process",) if not rows else ()
-            for side in one:
+            # and the conversion step alone on the re-saved run folder (the recipe's scope: model on disk to int8
+            # file, nothing else running), auto and plain
+            alone = ("step-alone-auto", "step-alone-plain") if not rows else ()
+            for side in one + alone:
                 taken[side] = []
             for index in range(self.runs):
-                order = ("auto",) + one + ("plain", "hand")
+                order = ("auto",) + one + alone + ("plain", "hand")
                 for side in (order if index % 2 == 0 else tuple(reversed(order))):
+                    if side in alone:
+                        quantize = side.rsplit("-", 1)[1]
+                        sample = self.tfbridge_step(hand_run, calib, samples, "%s_%s_%d" % (tag, side, index),
+                                                    ["--quantize", quantize])
+                        taken[side].append({"window_s": sample["window_s"], "wall_s": sample["wall_s"],
+                                            "peak_rss_mb": sample["rss_total_mb"] or sample["peak_rss_mb"]})
+                        self.log("speed %s conversion step alone, --quantize %s, run %d: window %.1f s, wall %.1f s"
+                                 % (model_label, quantize, index + 1, sample["window_s"], sample["wall_s"]))
+                        continue
                     if side == "hand":
                         sample = self.by_hand(hand_run, "keras", "%s_%d" % (tag, index), calib=calib,
                                               preprocess=preprocess, samples=samples)
@@ -75,3 +89,44 @@ def speed_sample(out, result):
             "search_timings": quantization.get("timings"), "quantize_worker": quantization.get("quantize_worker"),
             "candidate_seconds": dict((c["name"], c.get("seconds")) for c in quantization.get("candidates") or []),
             "timeline": line, "critical_path": timings.get("critical_path")}
+
+
+def render_inside(row):
+    """Section 8: auto against auto with its quantizations in one process (when measured), and the medians
+    of auto's search phases and candidates (report.json's ``quantization.timings`` and candidates)."""
+    auto, one = row["samples"].get("auto") or [], row["samples"].get("auto-one-process") or []
+    lines = []
+    if one:
+        lines += ["", "%s: `--quantize auto` with the quantizer's second process (the default) against auto with "
+                  "every quantization in the converting process (`TFBRIDGE_QUANTIZE_WORKER=0`), alternated in the same "
+                  "invocation: whole %s s against %s s (ratio %s), conversion step %s s against %s s, peak RSS %s MB "
+                  "against %s MB; the worker quantized %s of the search's models." % (
+                      row["model"], fmt(median([x["wall_s"] for x in auto]), "", 1),
+                      fmt(median([x["wall_s"] for x in one]), "", 1),
+                      fmt(ratio(median([x["wall_s"] for x in auto]), median([x["wall_s"] for x in one])), "", 2),
+                      fmt(median([x.get("step_s") for x in auto]), "", 1), fmt(median([x.get("step_s") for x in one]), "", 1),
+                      fmt(median([x["peak_rss_mb"] for x in auto]), "", 0), fmt(median([x["peak_rss_mb"] for x in one]), "", 0),
+                      fmt(median([(x.get("quantize_worker") or {}).get("taken") for x in auto]), "", 0))]
+    alone = dict((mode, row["samples"].get("step-alone-" + mode) or []) for mode in ("auto", "plain"))
+    hand = row["samples"].get("hand") or []
+    if alone["auto"] and hand:
+        def med(samples, key):
+            return median([x.get(key) for x in samples])
+        lines += ["", "%s, the conversion step alone (`tflite_convert` on the re-saved run folder, nothing else "
+                  "running: the recipe's scope), alternated with the rest: auto window %s s, process %s s (window / "
+                  "recipe %s); plain window %s s, process %s s (window / recipe %s)." % (
+                      row["model"], fmt(med(alone["auto"], "window_s"), "", 1), fmt(med(alone["auto"], "wall_s"), "", 1),
+                      fmt(ratio(med(alone["auto"], "window_s"), med(hand, "window_s")), "", 2),
+                      fmt(med(alone["plain"], "window_s"), "", 1), fmt(med(alone["plain"], "wall_s"), "", 1),
+                      fmt(ratio(med(alone["plain"], "window_s"), med(hand, "window_s")), "", 2))]
+    timed = [x for x in auto if x.get("search_timings")]
+    if timed:
+        phases = [key for key in ("calibrate", "plain_on_all", "candidates", "fit_all", "layers") if key in timed[0]["search_timings"]]
+        names = list(timed[0].get("candidate_seconds") or {})
+        lines += ["", "%s, inside auto's search (medians, s): %s; candidates: %s (report.json `quantization.timings`; "
+                  "`layers` runs in the report figures' thread)." % (
+                      row["model"], ", ".join("%s %s" % (key, fmt(median([x["search_timings"].get(key) for x in timed]), "", 2))
+                                              for key in phases),
+                      ", ".join("%s %s" % (name, fmt(median([(x.get("candidate_seconds") or {}).get(name) for x in timed]), "", 2))
+                                for name in names))]
+    return lines

@@ -18,6 +18,7 @@ What can go wrong: the worker cannot start, fails or dies: ``take`` returns None
 itself; nothing is lost but the time. The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``).
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -91,6 +92,7 @@ class Worker(object):
         except OSError as exc:
             self.process = None
             self.record["error"] = "the worker did not start: %s" % exc
+        atexit.register(self.close)  # whatever path the conversion takes, the worker and its folder go
 
     def submit(self, calibrated):
         if self.process is None:

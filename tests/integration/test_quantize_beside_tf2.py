@@ -101,3 +101,45 @@ def test_the_search_chooses_the_same_files_with_the_worker(monkeypatch):
     keys = ("name", "sqnr_db", "score_db", "correlation", "stopped_early")
     assert [dict((k, c.get(k)) for k in keys) for c in hook.quantization["candidates"]] == \
         [dict((k, c.get(k)) for k in keys) for c in hook_alone.quantization["candidates"]]
+
+
+def test_a_conversion_step_with_the_worker_writes_the_same_files_and_layers(tmp_path, monkeypatch):
+    """The whole conversion step (``tflite_convert.run_step``: search, files, layer debugger, figures) with the
+    worker forced on and off: the same int8 files and per-layer figures; the worker made plain's and cle's
+    fold-0 models and is gone afterwards with its folder."""
+    import glob
+    import json
+    import tempfile
+
+    import tf_keras
+
+    from converters.tf2 import beside, tflite_convert
+
+    h5 = str(tmp_path / "cnn.h5")
+    _model(tf_keras).save(h5)
+    monkeypatch.setattr(beside, "MIN_MODEL_BYTES", 0)
+    folders = os.path.join(tempfile.gettempdir(), "tfbridge-quantize-*")
+    before = set(glob.glob(folders))
+    seen = {}
+    for worker in ("1", "0"):
+        monkeypatch.setenv("TFBRIDGE_QUANTIZE_WORKER", worker)
+        folder = tmp_path / ("run_" + worker)
+        folder.mkdir()
+        assert tflite_convert.run_step([str(folder), "--model", h5, "--calib", "skimage", "--preprocess", "unit",
+                                        "--calib-samples", "36", "--probe-samples", "8", "--jobs", "2"]) == 0
+        with open(str(folder / "tflite.json")) as handle:
+            result = json.load(handle)
+        with open(str(folder / "layers.json")) as handle:
+            layers = json.load(handle)
+        files = {}
+        for path in glob.glob(str(folder / "*.tflite")):
+            with open(path, "rb") as handle:
+                files[os.path.basename(path)] = handle.read()
+        seen[worker] = (result, layers, files)
+    result, layers, files = seen["1"]
+    assert result["quantization"]["quantize_worker"] == {"submitted": 2, "taken": 2}, result["quantization"]
+    assert "quantize_worker" not in seen["0"][0]["quantization"]
+    assert files == seen["0"][2] and "model_int8_plain.tflite" in files
+    assert layers["layers"] and [x["rmse_over_scale"] for x in layers["layers"]] == \
+        [x["rmse_over_scale"] for x in seen["0"][1]["layers"]]
+    assert set(glob.glob(folders)) <= before  # the worker's folder went with it

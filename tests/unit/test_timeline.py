@@ -104,8 +104,11 @@ def test_section_8_renders_the_second_process_share_and_the_search_phases():
         "hand": [{"window_s": 40.0, "wall_s": 50.0, "peak_rss_mb": 2000.0}] * 3,
         "plain": [run(40.0, 38.0, 1500.0)] * 3,
         "auto": [run(53.0, 51.0, 1600.0, 2), run(55.0, 52.0, 1620.0, 2), run(54.0, 51.5, 1610.0, 2)],
-        "auto-one-process": [run(57.0, 55.0, 1590.0), run(56.0, 54.0, 1580.0), run(58.0, 56.0, 1585.0)]}}]}
+        "auto-one-process": [run(57.0, 55.0, 1590.0), run(56.0, 54.0, 1580.0), run(58.0, 56.0, 1585.0)],
+        "step-alone-auto": [{"window_s": 18.0, "wall_s": 24.0}] * 3,
+        "step-alone-plain": [{"window_s": 12.0, "wall_s": 17.0}] * 3}}]}
     text = "\n".join(render.render_speed(data))
     assert "whole 54.0 s against 57.0 s (ratio 0.95)" in text
     assert "peak RSS 1610 MB against 1585 MB; the worker quantized 2 of the search's models" in text
+    assert "auto window 18.0 s, process 24.0 s (window / recipe 0.45); plain window 12.0 s, process 17.0 s" in text
     assert "calibrate 20.00, plain_on_all 2.00, candidates 7.00, fit_all 0.20; candidates: plain 2.50, bias 1.30" in text
