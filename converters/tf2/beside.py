@@ -186,7 +186,9 @@ class Background(object):
                 self.value = {"report_figures_error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
             self.end = time.monotonic()
 
-        self.thread = threading.Thread(target=work, name="quantization figures", daemon=True)
+        # not a daemon: a conversion that fails after the choice still waits for it at exit, so TensorFlow is
+        # never torn down under its interpreters
+        self.thread = threading.Thread(target=work, name="quantization figures", daemon=False)
         self.thread.start()
 
     def result(self):
