@@ -91,42 +91,50 @@ def speed_sample(out, result):
             "timeline": line, "critical_path": timings.get("critical_path")}
 
 
+def _med(samples, key, *inner):
+    """The median of ``sample[key][inner...]`` over ``samples`` (a missing value left out)."""
+    values = []
+    for sample in samples:
+        value = sample.get(key)
+        for name in inner:
+            value = (value or {}).get(name)
+        values.append(value)
+    return median(values)
+
+
 def render_inside(row):
-    """Section 8: auto against auto with its quantizations in one process (when measured), and the medians
-    of auto's search phases and candidates (report.json's ``quantization.timings`` and candidates)."""
-    auto, one = row["samples"].get("auto") or [], row["samples"].get("auto-one-process") or []
+    """Section 8: auto against auto with its quantizations in one process (when measured), the conversion step
+    alone, and the medians of auto's search phases and candidates (report.json's ``quantization.timings``
+    and candidates)."""
+    samples = row["samples"]
+    auto, one, hand = samples.get("auto") or [], samples.get("auto-one-process") or [], samples.get("hand") or []
     lines = []
     if one:
         lines += ["", "%s: `--quantize auto` with the quantizer's second process (the default) against auto with "
                   "every quantization in the converting process (`TFBRIDGE_QUANTIZE_WORKER=0`), alternated in the same "
                   "invocation: whole %s s against %s s (ratio %s), conversion step %s s against %s s, peak RSS %s MB "
                   "against %s MB; the worker quantized %s of the search's models." % (
-                      row["model"], fmt(median([x["wall_s"] for x in auto]), "", 1),
-                      fmt(median([x["wall_s"] for x in one]), "", 1),
-                      fmt(ratio(median([x["wall_s"] for x in auto]), median([x["wall_s"] for x in one])), "", 2),
-                      fmt(median([x.get("step_s") for x in auto]), "", 1), fmt(median([x.get("step_s") for x in one]), "", 1),
-                      fmt(median([x["peak_rss_mb"] for x in auto]), "", 0), fmt(median([x["peak_rss_mb"] for x in one]), "", 0),
-                      fmt(median([(x.get("quantize_worker") or {}).get("taken") for x in auto]), "", 0))]
-    alone = dict((mode, row["samples"].get("step-alone-" + mode) or []) for mode in ("auto", "plain"))
-    hand = row["samples"].get("hand") or []
+                      row["model"], fmt(_med(auto, "wall_s"), "", 1), fmt(_med(one, "wall_s"), "", 1),
+                      fmt(ratio(_med(auto, "wall_s"), _med(one, "wall_s")), "", 2),
+                      fmt(_med(auto, "step_s"), "", 1), fmt(_med(one, "step_s"), "", 1),
+                      fmt(_med(auto, "peak_rss_mb"), "", 0), fmt(_med(one, "peak_rss_mb"), "", 0),
+                      fmt(_med(auto, "quantize_worker", "taken"), "", 0))]
+    alone = dict((mode, samples.get("step-alone-" + mode) or []) for mode in ("auto", "plain"))
     if alone["auto"] and hand:
-        def med(samples, key):
-            return median([x.get(key) for x in samples])
         lines += ["", "%s, the conversion step alone (`tflite_convert` on the re-saved run folder, nothing else "
                   "running: the recipe's scope), alternated with the rest: auto window %s s, process %s s (window / "
-                  "recipe %s); plain window %s s, process %s s (window / recipe %s)." % (
-                      row["model"], fmt(med(alone["auto"], "window_s"), "", 1), fmt(med(alone["auto"], "wall_s"), "", 1),
-                      fmt(ratio(med(alone["auto"], "window_s"), med(hand, "window_s")), "", 2),
-                      fmt(med(alone["plain"], "window_s"), "", 1), fmt(med(alone["plain"], "wall_s"), "", 1),
-                      fmt(ratio(med(alone["plain"], "window_s"), med(hand, "window_s")), "", 2))]
+                  "recipe %s); plain window %s s, process %s s (window / recipe %s)." % tuple(
+                      [row["model"]] + [fmt(value, "", digits) for mode in ("auto", "plain") for value, digits in (
+                          (_med(alone[mode], "window_s"), 1), (_med(alone[mode], "wall_s"), 1),
+                          (ratio(_med(alone[mode], "window_s"), _med(hand, "window_s")), 2))])]
     timed = [x for x in auto if x.get("search_timings")]
     if timed:
-        phases = [key for key in ("calibrate", "plain_on_all", "candidates", "fit_all", "layers") if key in timed[0]["search_timings"]]
+        phases = [key for key in ("calibrate", "plain_on_all", "candidates", "fit_all", "layers")
+                  if key in timed[0]["search_timings"]]
         names = list(timed[0].get("candidate_seconds") or {})
         lines += ["", "%s, inside auto's search (medians, s): %s; candidates: %s (report.json `quantization.timings`; "
                   "`layers` runs in the report figures' thread)." % (
-                      row["model"], ", ".join("%s %s" % (key, fmt(median([x["search_timings"].get(key) for x in timed]), "", 2))
-                                              for key in phases),
-                      ", ".join("%s %s" % (name, fmt(median([(x.get("candidate_seconds") or {}).get(name) for x in timed]), "", 2))
-                                for name in names))]
+                      row["model"],
+                      ", ".join("%s %s" % (key, fmt(_med(timed, "search_timings", key), "", 2)) for key in phases),
+                      ", ".join("%s %s" % (name, fmt(_med(timed, "candidate_seconds", name), "", 2)) for name in names))]
     return lines

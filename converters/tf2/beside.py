@@ -1,5 +1,5 @@
 """Work beside the search (issue 31): a second process that runs TensorFlow's quantizer (``Worker``), and
-a thread for the report-only figures (``Background``).
+threads beside the conversion step's main line (``Beside``; ``Background``: the report-only figures).
 
 For whom: the calibration hook (``converters.tf2.calibrate``) during the candidate search; ``tf2``
 environment only. TensorFlow's ``mlir_quantize`` holds the interpreter lock for its whole call (~2 s on
@@ -166,34 +166,51 @@ class Worker(object):
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class Background(object):
-    """``function()`` in a thread started now (issue 31: the search's report-only figures, started as soon
-    as the choice is made, beside the rest of the conversion and the written file's checks). ``result()``
-    waits and returns its value; a failure is returned as ``{"report_figures_error": ...}`` (figures for the
-    report never fail a conversion). ``start``/``end``: its run on the monotonic clock, for the timeline."""
+class Beside(object):
+    """``function(*args)`` in a thread started now; ``result()`` waits for it and returns its value (or raises
+    its exception). ``start``/``end``/``seconds``: its run on the monotonic clock; with ``phases``
+    (``converters.shared.phases.Phases``) it is also a phase of the step, ``name`` + " (thread)". Not a
+    daemon: a process that fails meanwhile still waits for it at exit, so TensorFlow is never torn down
+    under its interpreters."""
 
-    def __init__(self, function):
+    def __init__(self, name, function, *args, phases=None):
         import threading
 
+        self.value = self.error = self.end = self.seconds = None
         self.start = time.monotonic()
-        self.end = None
-        self.value = None
 
         def work():
             try:
-                self.value = function()
-            except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
-                self.value = {"report_figures_error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
+                self.value = function(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to result()
+                self.error = exc
             self.end = time.monotonic()
+            self.seconds = round(self.end - self.start, 2)
+            if phases is not None:
+                phases.add(name + " (thread)", self.start, self.end)
 
-        # not a daemon: a conversion that fails after the choice still waits for it at exit, so TensorFlow is
-        # never torn down under its interpreters
-        self.thread = threading.Thread(target=work, name="quantization figures", daemon=False)
+        self.thread = threading.Thread(target=work, name=name, daemon=False)
         self.thread.start()
 
     def result(self):
         self.thread.join()
+        if self.error is not None:
+            raise self.error
         return self.value
+
+
+def Background(function):  # noqa: N802 - reads as the class it starts
+    """``function()`` in a ``Beside`` thread named "quantization figures", started now (issue 31: the search's
+    report-only figures, started as soon as the choice is made, beside the rest of the conversion and the
+    written file's checks); a failure is its value ``{"report_figures_error": ...}`` (figures for the report
+    never fail a conversion)."""
+
+    def reported():
+        try:
+            return function()
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: never the reason a conversion fails
+            return {"report_figures_error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
+    return Beside("quantization figures", reported)
 
 
 def _main(argv):

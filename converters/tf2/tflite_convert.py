@@ -58,7 +58,7 @@ def run_step(argv):
 
     imports = now()  # the imports below load TensorFlow (converters.tf2.quantize): a phase of the timeline
     from converters.shared import calibration
-    from converters.tf2 import npu, prepare, quant_debug, quantize, sources, tflite_run
+    from converters.tf2 import beside, npu, prepare, quant_debug, quantize, sources, tflite_run
 
     args = _parser().parse_args(argv)
     run_dir = os.path.abspath(args.run_dir)
@@ -139,10 +139,10 @@ def run_step(argv):
         # a chosen candidate that edits the int8 file's values (bias, ebias, gptq): the debugger is given them
         chosen = (result.get("quantization") or {}).get("chosen") or "plain"
         edits = set(chosen.split("+")) & {"bias", "ebias", "gptq"}
-        debugger = None if args.no_layer_debug else _Beside(
-            "layer debugger", phases, _layer_debugger, artifacts, calibration_data, used, options, bool(edits))
+        debugger = None if args.no_layer_debug else beside.Beside(
+            "layer debugger", _layer_debugger, artifacts, calibration_data, used, options, bool(edits), phases=phases)
         # --npu-target: Vela (a process per Ethos-U target) and the VX op table for imx8mp, beside them too
-        targets = _Beside("NPU targets", phases, npu.assess_targets, tflite_path, args.npu_target, out_dir)
+        targets = beside.Beside("NPU targets", npu.assess_targets, tflite_path, args.npu_target, out_dir, phases=phases)
         # the search's figures only the report reads (float-side checks, per-layer errors of plain and chosen)
         # are computed in a thread started when the candidate was chosen (beside.Background)
         figures = artifacts.pop("report_work", None)
@@ -226,34 +226,6 @@ def run_step(argv):
         if args.strict_npu:
             npu.strict_check(readiness)
     return 0
-
-
-class _Beside(object):
-    """``function(*args)`` in a thread started now; ``result()`` waits for it and returns its value (or
-    raises its exception). Its run is a phase of the step (``name``, on the monotonic clock)."""
-
-    def __init__(self, name, phases, function, *args):
-        import threading
-
-        self.value = self.error = self.seconds = None
-
-        def work():
-            started = time.perf_counter()
-            with phases.phase(name + " (thread)"):
-                try:
-                    self.value = function(*args)
-                except BaseException as exc:  # noqa: BLE001 - handed to result()
-                    self.error = exc
-            self.seconds = round(time.perf_counter() - started, 2)
-
-        self.thread = threading.Thread(target=work, name=name, daemon=True)
-        self.thread.start()
-
-    def result(self):
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 def _layer_debugger(artifacts, calibration_data, used, options, edited=False):

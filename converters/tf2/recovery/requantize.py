@@ -23,7 +23,7 @@ used, and the quantizer then runs for every fit.
 
 import numpy as np
 
-from converters.tf2.recovery.graph import LINEAR_OPS, Graph
+from converters.tf2.recovery.graph import LINEAR_OPS, Graph, linear_pairs
 
 FIXED_OUTPUT = ("LOGISTIC", "SOFTMAX", "TANH", "LOG_SOFTMAX")  # the quantizer fixes their output scale
 QMIN, QMAX = -128, 127
@@ -137,11 +137,13 @@ class Template(object):
                 raise Unexplained("activation %r is quantized per channel" % graph.tensor_names[t])
             self.activations.append((t, self._source(graph, t, params[:2], ranges)))
         self.biases = []  # (bias tensor, float values, input tensor, weight tensor)
+        pairs = linear_pairs(calibrated_graph, graph)  # the quantizer keeps the linear ops in order
+        float_ops = dict((q.index, f) for f, q in pairs or [])
         for t, op in sorted(biases.items()):
             if graph.dtypes[t] != 2 or _params(graph, t) is None:
                 continue
             name = graph.tensor_names[t]
-            float_bias = self._float_bias(calibrated_graph, graph, op, t)
+            float_bias = self._float_bias(calibrated_graph, graph, float_ops.get(op.index), t)
             x, w = op.inputs[0], op.inputs[1]
             scale_x, scale_w = graph.quantization(x), graph.quantization(w)
             if scale_x is None or scale_w is None:
@@ -166,13 +168,10 @@ class Template(object):
         raise Unexplained("no calibrated range gives activation %r its scale" % name)
 
     @staticmethod
-    def _float_bias(calibrated_graph, graph, op, t):
-        """The float bias the quantizer rounded: the bias of the calibrated model's linear op at the same
-        position among the linear ops (the quantizer keeps them in order but renames some constants)."""
-        position = [o.index for o in graph.ops if o.name in LINEAR_OPS].index(op.index)
-        float_ops = [o for o in calibrated_graph.ops if o.name in LINEAR_OPS]
-        float_op = float_ops[position] if position < len(float_ops) else None
-        if float_op is None or float_op.name != op.name or len(float_op.inputs) < 3 or float_op.inputs[2] < 0:
+    def _float_bias(calibrated_graph, graph, float_op, t):
+        """The float bias the quantizer rounded: the bias of ``float_op``, the calibrated model's linear op
+        paired with the bias's (``graph.linear_pairs``; the quantizer renames some constants)."""
+        if float_op is None or len(float_op.inputs) < 3 or float_op.inputs[2] < 0:
             raise Unexplained("bias %r has no float counterpart" % graph.tensor_names[t])
         values = np.array(calibrated_graph.values(float_op.inputs[2]), np.float32).reshape(-1)
         if values.shape != graph.values(t).reshape(-1).shape:
